@@ -1,0 +1,137 @@
+"""State_dict conversion: infer the architecture, check every key and shape, build variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from jaxgc import models
+from jaxgc.convert import mapping
+from jaxgc.convert.torch_io import CheckpointError
+from jaxgc.convert.torch_io import read_torch_file
+from jaxgc.convert.torch_io import unwrap_state_dict
+
+
+def _preview(keys: list[str], n: int = 6) -> str:
+  more = f", ... (+{len(keys) - n})" if len(keys) > n else ""
+  return ", ".join(keys[:n]) + more
+
+
+def _as_numpy(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  out = {}
+  for k, v in state_dict.items():
+    if hasattr(v, "detach"):  # a torch.Tensor, without importing torch
+      v = v.detach().cpu().numpy()
+    out[k] = np.asarray(v)
+  return unwrap_state_dict(out, "state_dict")
+
+
+def _set(tree: dict, path: str, value: np.ndarray) -> None:
+  *parents, leaf = path.split("/")
+  for p in parents:
+    tree = tree.setdefault(p, {})
+  tree[leaf] = value
+
+
+def convert_state_dict(state_dict: Mapping[str, Any], arch: str | None = None,
+                       source: str = "state_dict", **arch_kwargs: Any
+                       ) -> tuple[nn.Module, dict[str, Any]]:
+  """Converts a PyTorch state_dict into a zoo module and its Flax variables.
+
+  Channel widths and depth are read from the tensors' shapes; ``arch_kwargs`` override them.
+  Every key and shape is checked both ways against the architecture's key map
+  (``jaxgc.convert.mapping``), and the weights must be finite.
+
+  Args:
+    state_dict: ``{torch key: tensor or array}``; may be wrapped (``netG_state_dict``,
+      ``state_dict``) and ``module.``-prefixed. ``num_batches_tracked`` is ignored.
+    arch: one of ``jaxgc.models.ARCHS`` (``resnet_generator``, ``mobile_resnet_generator``,
+      ``sub_mobile_resnet_generator``, ``dcgan_generator``, ``dcgan_discriminator``,
+      ``mlp_generator``, ``mlp_discriminator``), or None to infer it from key names and shapes.
+    source: how to name the state_dict in errors (a file path).
+    **arch_kwargs: module attributes to override.
+
+  Returns:
+    ``(module, variables)``: ``module.apply(variables, x)`` runs the network in inference mode;
+    ``variables`` is ``{"params": ..., "batch_stats": ...}`` (``batch_stats`` only with
+    BatchNorm) of float32 numpy arrays in Flax layout (kernels ``[kh, kw, in, out]``).
+
+  Raises:
+    CheckpointError: the keys or shapes do not match ``arch`` (one message listing the missing,
+      unexpected and mis-shaped keys), the architecture cannot be inferred, or a weight is NaN
+      or Inf.
+    ValueError: unknown ``arch`` or keyword.
+  """
+  sd = _as_numpy(state_dict)
+  if arch is None:
+    try:
+      arch = mapping.infer_arch(sd)
+    except ValueError as e:
+      raise CheckpointError(f"{source}: {e}") from None
+  elif arch not in models.ARCHS:
+    raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(models.ARCHS)}")
+  kw = {**mapping.infer_kwargs(arch, sd), **arch_kwargs}
+  module = models.build(arch, **kw)
+  shapes = jax.eval_shape(module.init, jax.random.key(0), models.example_input(module))
+  flat_shapes = {"/".join(str(getattr(p, "key", p)) for p in path): leaf.shape
+                 for path, leaf in jax.tree_util.tree_leaves_with_path(shapes)}
+  table = mapping.entries(arch, kw, sd)
+  expected = {t: (f, kind) for f, t, kind in table}
+  unmapped = sorted(set(flat_shapes) - {f for f, _, _ in table})
+  assert not unmapped, f"internal: key map of {arch} misses Flax paths {unmapped}"
+
+  missing = sorted(k for k in expected if k not in sd)
+  unexpected = sorted(k for k in sd if k not in expected)
+  misshaped = []
+  for tkey, (fpath, kind) in expected.items():
+    if tkey in sd:
+      want = mapping.torch_shape(kind, flat_shapes[fpath])
+      if tuple(sd[tkey].shape) != want:
+        misshaped.append(f"{tkey} {tuple(sd[tkey].shape)} != expected {want}")
+  if missing or unexpected or misshaped:
+    raise CheckpointError(
+        f"{source} does not match arch {arch!r}: missing {len(missing)} keys "
+        f"[{_preview(missing)}]; unexpected {len(unexpected)} keys [{_preview(unexpected)}]; "
+        f"mis-shaped {len(misshaped)} [{_preview(misshaped, 3)}]")
+
+  bad = [f"{k} ({int(np.sum(~np.isfinite(v)))} non-finite)" for k, v in sd.items()
+         if np.issubdtype(v.dtype, np.floating) and not np.all(np.isfinite(v))]
+  if bad:
+    raise CheckpointError(f"{source} has NaN or Inf weights: {_preview(bad, 3)}")
+
+  variables: dict[str, Any] = {}
+  for tkey, (fpath, kind) in expected.items():
+    _set(variables, fpath, mapping.to_flax(kind, sd[tkey]).astype(np.float32))
+  return module, variables
+
+
+def load_torch_checkpoint(path: str | os.PathLike, arch: str | None = None, **arch_kwargs: Any
+                          ) -> tuple[nn.Module, dict[str, Any]]:
+  """Loads a PyTorch GAN checkpoint as a Flax module and variables, without running pickled code.
+
+  Args:
+    path: a ``torch.save`` file (``.pth``, ``.pt``, ``.ckpt``, ``.tar``) of a state_dict,
+      possibly wrapped (``{"netG_state_dict": ...}``, ``{"state_dict": ...}``, ``module.``).
+    arch: a ``jaxgc.models.ARCHS`` name, or None to infer it from key names and shapes.
+    **arch_kwargs: module attributes to override (widths are otherwise read from shapes).
+
+  Returns:
+    ``(module, variables)`` such that ``module.apply(variables, x)`` runs the network: ``x``
+    ``[batch, height, width, channels]`` float32 in [-1, 1] for images (``[batch, 784]`` also
+    for the MLP discriminator), ``[batch, z_dim]`` for latents; the output is an NHWC image in
+    [-1, 1], or ``[batch, 1]`` probabilities for discriminators.
+
+  Raises:
+    FileNotFoundError: no such file.
+    CheckpointError: truncated or corrupt file; pickled code or non-tensor objects; keys or
+      shapes that do not match ``arch``; NaN or Inf weights.
+    ImportError: torch is not installed (``pip install torch==2.13.0``).
+  """
+  obj = read_torch_file(path)
+  return convert_state_dict(unwrap_state_dict(obj, os.fspath(path)), arch,
+                            source=os.fspath(path), **arch_kwargs)

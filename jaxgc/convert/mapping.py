@@ -1,0 +1,210 @@
+"""PyTorch state_dict key names <-> Flax variable paths, per architecture.
+
+Every converter names its upstream file: the Flax path of each parameter is mapped to the
+PyTorch key that upstream's module structure produces, with the layout change
+(``Conv2d [out, in, kh, kw] -> [kh, kw, in, out]``, ``ConvTranspose2d [in, out, kh, kw] ->
+[kh, kw, in, out]``, ``Linear [out, in] -> [in, out]``; BatchNorm ``weight, bias,
+running_mean, running_var -> params/scale, params/bias, batch_stats/mean, batch_stats/var``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+import numpy as np
+
+# Layout kinds: how a PyTorch tensor becomes the Flax array.
+CONV, CONVT, DENSE, VEC = "conv", "convt", "dense", "vector"
+
+_TO_FLAX: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    CONV: lambda w: np.transpose(w, (2, 3, 1, 0)),
+    CONVT: lambda w: np.transpose(w, (2, 3, 0, 1)),
+    DENSE: lambda w: np.transpose(w, (1, 0)),
+    VEC: lambda w: w,
+}
+_TO_TORCH_SHAPE: dict[str, Callable[[tuple], tuple]] = {
+    CONV: lambda s: (s[3], s[2], s[0], s[1]),
+    CONVT: lambda s: (s[2], s[3], s[0], s[1]),
+    DENSE: lambda s: (s[1], s[0]),
+    VEC: lambda s: tuple(s),
+}
+
+# (flax path, torch key, layout kind)
+Entry = tuple[str, str, str]
+
+
+def to_flax(kind: str, w: np.ndarray) -> np.ndarray:
+  return np.ascontiguousarray(_TO_FLAX[kind](w))
+
+
+def torch_shape(kind: str, flax_shape: tuple) -> tuple:
+  return tuple(int(d) for d in _TO_TORCH_SHAPE[kind](tuple(flax_shape)))
+
+
+def _conv(flax: str, torch: str, kind: str = CONV, bias: bool = True) -> list[Entry]:
+  out = [(f"params/{flax}/kernel", f"{torch}.weight", kind)]
+  if bias:
+    out.append((f"params/{flax}/bias", f"{torch}.bias", VEC))
+  return out
+
+
+def _norm(flax: str, torch: str, norm: str) -> list[Entry]:
+  if norm != "batch":
+    return []  # InstanceNorm2d(affine=False): no parameters.
+  return [(f"params/{flax}/scale", f"{torch}.weight", VEC),
+          (f"params/{flax}/bias", f"{torch}.bias", VEC),
+          (f"batch_stats/{flax}/mean", f"{torch}.running_mean", VEC),
+          (f"batch_stats/{flax}/var", f"{torch}.running_var", VEC)]
+
+
+def _sep(flax: str, torch: str, norm: str, bias: bool) -> list[Entry]:
+  """GAN Compression ``SeparableConv2d``: ``conv.0`` depthwise, ``conv.1`` norm, ``conv.2``."""
+  return (_conv(f"{flax}/depthwise", f"{torch}.conv.0", bias=bias)
+          + _norm(f"{flax}/mid_norm", f"{torch}.conv.1", norm)
+          + _conv(f"{flax}/pointwise", f"{torch}.conv.2", bias=bias))
+
+
+def resnet_entries(kw: dict[str, Any], mobile: bool, dropout: bool = False) -> list[Entry]:
+  """Key map of the ``nn.Sequential`` ``model`` of pytorch-CycleGAN-and-pix2pix
+  ``ResnetGenerator`` (``models/networks.py``) and of GAN Compression's (Sub)MobileResnetGenerator.
+
+  Indices: 1 stem conv, 2 norm; 4, 5 and 7, 8 downsampling; ``10 .. 9+n`` residual blocks;
+  ``10+n``, ``11+n`` and ``13+n``, ``14+n`` transposed convolutions; ``17+n`` head conv.
+  In a ``ResnetBlock`` the convolutions are ``conv_block.1`` and ``conv_block.5``
+  (``conv_block.6`` with dropout), norms right after; in a ``MobileResnetBlock`` the separable
+  convolutions are ``conv_block.1`` and ``conv_block.6`` (its dropout layer is always there).
+  """
+  norm = kw.get("norm", "instance")
+  bias = norm == "instance"
+  n = len(kw["hidden"]) if "hidden" in kw else kw.get("n_blocks", 9)
+  e = _conv("conv_in", "model.1", bias=bias) + _norm("norm_in", "model.2", norm)
+  for i, (c, nm) in enumerate(((4, 5), (7, 8))):
+    e += _conv(f"down_{i}", f"model.{c}", bias=bias) + _norm(f"down_norm_{i}", f"model.{nm}", norm)
+  for b in range(n):
+    t, f = f"model.{10 + b}.conv_block", f"block_{b}"
+    if mobile:
+      e += _sep(f"{f}/sep_0", f"{t}.1", norm, bias) + _norm(f"{f}/norm_0", f"{t}.2", norm)
+      e += _sep(f"{f}/sep_1", f"{t}.6", norm, bias) + _norm(f"{f}/norm_1", f"{t}.7", norm)
+    else:
+      second = 6 if dropout else 5
+      e += _conv(f"{f}/conv_0", f"{t}.1", bias=bias) + _norm(f"{f}/norm_0", f"{t}.2", norm)
+      e += (_conv(f"{f}/conv_1", f"{t}.{second}", bias=bias)
+            + _norm(f"{f}/norm_1", f"{t}.{second + 1}", norm))
+  for i, (c, nm) in enumerate(((10 + n, 11 + n), (13 + n, 14 + n))):
+    e += _conv(f"up_{i}", f"model.{c}", CONVT, bias) + _norm(f"up_norm_{i}", f"model.{nm}", norm)
+  return e + _conv("conv_out", f"model.{17 + n}")
+
+
+def dcgan_generator_entries(kw: dict[str, Any]) -> list[Entry]:
+  """``main``: ``ConvTranspose2d`` at ``3 i``, ``BatchNorm2d`` at ``3 i + 1`` (not after the last)."""
+  nl = len(kw.get("features", (512, 256, 128, 64, 3)))
+  e: list[Entry] = []
+  for i in range(nl):
+    e += _conv(f"convt_{i}", f"main.{3 * i}", CONVT, bias=False)
+    if i < nl - 1:
+      e += _norm(f"bn_{i}", f"main.{3 * i + 1}", "batch")
+  return e
+
+
+def dcgan_discriminator_entries(kw: dict[str, Any]) -> list[Entry]:
+  """``main``: conv at 0; then conv at ``3 i - 1`` and BatchNorm at ``3 i`` for ``i >= 1``."""
+  nf = len(kw.get("features", (64, 128, 256)))
+  e = _conv("conv_0", "main.0", bias=False)
+  for i in range(1, nf):
+    e += _conv(f"conv_{i}", f"main.{3 * i - 1}", bias=False) + _norm(f"bn_{i}", f"main.{3 * i}",
+                                                                     "batch")
+  return e + _conv(f"conv_{nf}", f"main.{3 * nf - 1}", bias=False)
+
+
+def mlp_entries(kw: dict[str, Any]) -> list[Entry]:
+  """``nn.Sequential`` of Linear layers at even indices 0, 2, 4, ..."""
+  nh = len(kw.get("hidden", (256, 256)))
+  return [e for i in range(nh + 1) for e in _conv(f"dense_{i}", str(2 * i), DENSE)]
+
+
+def _indices(sd: dict[str, np.ndarray], pattern: str) -> list[int]:
+  return sorted({int(m.group(1)) for k in sd for m in [re.fullmatch(pattern, k)] if m})
+
+
+def infer_arch(sd: dict[str, np.ndarray]) -> str:
+  """Names the zoo architecture a state_dict belongs to, from its key names and shapes.
+
+  Raises:
+    ValueError: no architecture of the zoo matches.
+  """
+  keys = set(sd)
+  if any(".conv_block." in k for k in keys):
+    if not any(re.search(r"\.conv_block\.1\.conv\.0\.weight$", k) for k in keys):
+      return "resnet_generator"
+    kw = infer_kwargs("sub_mobile_resnet_generator", sd)
+    ngf = kw["stem"]
+    regular = (tuple(kw["down"]) == (2 * ngf, 4 * ngf) and tuple(kw["up"]) == (2 * ngf, ngf)
+               and all(h == 4 * ngf for h in kw["hidden"]))
+    return "mobile_resnet_generator" if regular else "sub_mobile_resnet_generator"
+  if "main.0.weight" in keys and sd["main.0.weight"].ndim == 4:
+    return "dcgan_generator" if "main.1.running_mean" in keys else "dcgan_discriminator"
+  if "0.weight" in keys and sd["0.weight"].ndim == 2:
+    last = max(_indices(sd, r"(\d+)\.weight"))
+    return "mlp_discriminator" if sd[f"{last}.weight"].shape[0] == 1 else "mlp_generator"
+  raise ValueError(f"cannot infer the architecture from keys {sorted(keys)[:6]}...; pass arch=")
+
+
+def infer_kwargs(arch: str, sd: dict[str, np.ndarray]) -> dict[str, Any]:
+  """Reads channel widths and depth of ``arch`` from the state_dict's shapes.
+
+  Missing keys leave the module's defaults in place, so that a wrong architecture shows up as
+  a key mismatch listing every difference, not as a KeyError here.
+  """
+  kw: dict[str, Any] = {}
+  try:
+    if arch in ("resnet_generator", "mobile_resnet_generator", "sub_mobile_resnet_generator"):
+      blocks = _indices(sd, r"model\.(\d+)\.conv_block\..*")
+      n = len(blocks)
+      kw["input_nc"] = int(sd["model.1.weight"].shape[1])
+      kw["norm"] = "batch" if "model.2.running_mean" in sd else "instance"
+      kw["output_nc"] = int(sd[f"model.{17 + n}.weight"].shape[0])
+      if arch == "sub_mobile_resnet_generator":
+        kw["stem"] = int(sd["model.1.weight"].shape[0])
+        kw["down"] = (int(sd["model.4.weight"].shape[0]), int(sd["model.7.weight"].shape[0]))
+        kw["hidden"] = tuple(int(sd[f"model.{b}.conv_block.1.conv.2.weight"].shape[0])
+                             for b in blocks)
+        kw["up"] = (int(sd[f"model.{10 + n}.weight"].shape[1]),
+                    int(sd[f"model.{13 + n}.weight"].shape[1]))
+      else:
+        kw["ngf"] = int(sd["model.1.weight"].shape[0])
+        kw["n_blocks"] = n
+    elif arch == "dcgan_generator":
+      convs = [i for i in _indices(sd, r"main\.(\d+)\.weight") if sd[f"main.{i}.weight"].ndim == 4]
+      kw["z_dim"] = int(sd["main.0.weight"].shape[0])
+      kw["features"] = tuple(int(sd[f"main.{i}.weight"].shape[1]) for i in convs)
+    elif arch == "dcgan_discriminator":
+      convs = [i for i in _indices(sd, r"main\.(\d+)\.weight") if sd[f"main.{i}.weight"].ndim == 4]
+      kw["features"] = tuple(int(sd[f"main.{i}.weight"].shape[0]) for i in convs[:-1])
+    elif arch in ("mlp_generator", "mlp_discriminator"):
+      dense = _indices(sd, r"(\d+)\.weight")
+      kw["hidden"] = tuple(int(sd[f"{i}.weight"].shape[0]) for i in dense[:-1])
+      if arch == "mlp_generator":
+        kw["z_dim"] = int(sd["0.weight"].shape[1])
+        out = int(sd[f"{dense[-1]}.weight"].shape[0])
+        side = int(round(out ** 0.5))
+        kw["image_shape"] = (side, side, 1) if side * side == out else (out, 1, 1)
+  except (KeyError, IndexError, ValueError, AttributeError):
+    pass
+  return kw
+
+
+def entries(arch: str, kw: dict[str, Any], sd: dict[str, np.ndarray]) -> list[Entry]:
+  """The full key map of ``arch`` built with ``kw``."""
+  if arch == "resnet_generator":
+    return resnet_entries(kw, mobile=False, dropout="model.10.conv_block.6.weight" in sd
+                          and sd["model.10.conv_block.6.weight"].ndim == 4)
+  if arch in ("mobile_resnet_generator", "sub_mobile_resnet_generator"):
+    return resnet_entries(kw, mobile=True)
+  if arch == "dcgan_generator":
+    return dcgan_generator_entries(kw)
+  if arch == "dcgan_discriminator":
+    return dcgan_discriminator_entries(kw)
+  if arch in ("mlp_generator", "mlp_discriminator"):
+    return mlp_entries(kw)
+  raise ValueError(f"unknown arch {arch!r}")

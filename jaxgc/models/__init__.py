@@ -1,0 +1,13 @@
+"""The Flax GAN zoo: Linen modules, NHWC, variables as plain nested dicts."""
+
+from jaxgc.models.dcgan import DCGANDiscriminator
+from jaxgc.models.dcgan import DCGANGenerator
+from jaxgc.models.mlp import MLPDiscriminator
+from jaxgc.models.mlp import MLPGenerator
+from jaxgc.models.registry import ARCHS
+from jaxgc.models.registry import build
+from jaxgc.models.registry import example_input
+from jaxgc.models.registry import model_spec
+from jaxgc.models.resnet import MobileResnetGenerator
+from jaxgc.models.resnet import ResnetGenerator
+from jaxgc.models.resnet import SubMobileResnetGenerator

@@ -1,0 +1,131 @@
+"""Layers that reproduce PyTorch numerics in Flax Linen, NHWC.
+
+Kernels are stored the Flax way, ``[kh, kw, in, out]`` (transposed convolutions too), so the
+output channel is always the last axis of every kernel in the zoo.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def pad2d(x: jax.Array, pad: int, mode: str = "reflect") -> jax.Array:
+  """Pads the two spatial axes of ``x`` ``[batch, height, width, channels]`` by ``pad`` pixels.
+
+  Args:
+    x: float array ``[batch, height, width, channels]``.
+    pad: pixels added on each side of height and width (>= 0).
+    mode: ``"reflect"`` (``nn.ReflectionPad2d``), ``"replicate"`` (``nn.ReplicationPad2d``) or
+      ``"zero"``.
+
+  Returns:
+    ``[batch, height + 2 pad, width + 2 pad, channels]``, same dtype.
+
+  Raises:
+    ValueError: unknown mode.
+  """
+  if pad == 0:
+    return x
+  modes = {"reflect": "reflect", "replicate": "edge", "zero": "constant"}
+  if mode not in modes:
+    raise ValueError(f"padding mode must be one of {sorted(modes)}, got {mode!r}")
+  return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode=modes[mode])
+
+
+class InstanceNorm(nn.Module):
+  """``torch.nn.InstanceNorm2d``: per-sample, per-channel normalisation over height and width.
+
+  Biased variance, ``eps`` inside the square root; ``affine=False`` (the CycleGAN default) has
+  no parameters, ``affine=True`` adds ``scale`` and ``bias`` ``[channels]``.
+  Input and output ``[batch, height, width, channels]`` float32.
+  """
+
+  epsilon: float = 1e-5
+  affine: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    mean = jnp.mean(x, axis=(1, 2), keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=(1, 2), keepdims=True)
+    y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
+    if self.affine:
+      c = x.shape[-1]
+      y = y * self.param("scale", nn.initializers.ones, (c,)) + self.param(
+          "bias", nn.initializers.zeros, (c,))
+    return y
+
+
+def batch_norm(name: str | None = None, epsilon: float = 1e-5) -> nn.BatchNorm:
+  """Inference-mode ``torch.nn.BatchNorm2d`` / ``BatchNorm1d`` with running statistics.
+
+  Parameters ``scale``/``bias`` (PyTorch ``weight``/``bias``) live in ``params``; running
+  ``mean``/``var`` (PyTorch ``running_mean``/``running_var``) in ``batch_stats``.
+  """
+  return nn.BatchNorm(use_running_average=True, momentum=0.9, epsilon=epsilon, name=name)
+
+
+def norm_layer(kind: str, name: str) -> nn.Module:
+  """Returns the normalisation layer named by ``kind``: ``"instance"`` or ``"batch"``.
+
+  Raises:
+    ValueError: unknown kind.
+  """
+  if kind == "instance":
+    return InstanceNorm(name=name)
+  if kind == "batch":
+    return batch_norm(name=name)
+  raise ValueError(f"norm must be 'instance' or 'batch', got {kind!r}")
+
+
+class ConvTranspose(nn.Module):
+  """``torch.nn.ConvTranspose2d`` (groups=1, dilation=1) in NHWC.
+
+  Output size per spatial axis: ``(in - 1) * stride - 2 * padding + kernel + output_padding``.
+  Implemented as a dilated convolution of the input with the spatially flipped kernel, which is
+  what PyTorch computes. Kernel ``[kh, kw, in, out]`` (PyTorch ``[in, out, kh, kw]`` permuted
+  ``(2, 3, 0, 1)``), bias ``[out]``.
+  """
+
+  features: int
+  kernel_size: int
+  strides: int = 1
+  padding: int = 0
+  output_padding: int = 0
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k = self.kernel_size
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (k, k, x.shape[-1], self.features))
+    lo = k - 1 - self.padding
+    hi = k - 1 - self.padding + self.output_padding
+    y = jax.lax.conv_general_dilated(
+        x, jnp.flip(kernel, (0, 1)).astype(x.dtype), window_strides=(1, 1),
+        padding=((lo, hi), (lo, hi)), lhs_dilation=(self.strides, self.strides),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=jax.lax.Precision.HIGHEST)
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+    return y
+
+
+def conv(features: int, kernel_size: int, strides: int = 1, padding: int = 0,
+         use_bias: bool = True, groups: int = 1, name: str | None = None) -> nn.Conv:
+  """``torch.nn.Conv2d`` with zero padding ``padding`` on each side, kernel ``[kh, kw, in/groups, out]``."""
+  return nn.Conv(features, (kernel_size, kernel_size), strides=(strides, strides),
+                 padding=((padding, padding), (padding, padding)), use_bias=use_bias,
+                 feature_group_count=groups, precision=jax.lax.Precision.HIGHEST, name=name)
+
+
+def dense(features: int, use_bias: bool = True, name: str | None = None) -> nn.Dense:
+  """``torch.nn.Linear``: kernel ``[in, out]`` (PyTorch ``weight`` transposed), bias ``[out]``."""
+  return nn.Dense(features, use_bias=use_bias, precision=jax.lax.Precision.HIGHEST, name=name)
+
+
+def as_tuple(xs: Sequence[int]) -> tuple[int, ...]:
+  return tuple(int(x) for x in xs)

@@ -1,0 +1,220 @@
+"""ResNet image-to-image generators: CycleGAN/pix2pix and GAN Compression's mobile variants.
+
+Sources (module structure and numerics; the converter follows their state_dict key names):
+  * ``ResnetGenerator``: junyanz/pytorch-CycleGAN-and-pix2pix ``models/networks.py``
+    (``ResnetGenerator``, ``ResnetBlock``), Zhu et al. 2017, Johnson et al. 2016.
+  * ``MobileResnetGenerator``: mit-han-lab/gan-compression
+    ``models/modules/resnet_architecture/mobile_resnet_generator.py`` and
+    ``models/modules/mobile_modules.py`` (``SeparableConv2d``), Li et al. 2020.
+  * ``SubMobileResnetGenerator``: same repository,
+    ``models/modules/resnet_architecture/sub_mobile_resnet_generator.py``.
+
+All take ``[batch, height, width, input_nc]`` float32 in [-1, 1] (height and width multiples of
+4) and return ``[batch, height, width, output_nc]`` float32 in [-1, 1] (tanh).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxgc.models import layers
+
+
+def _pad_conv(x, features, kernel, pad, padding_type, use_bias, name, groups=1):
+  """``[Pad(pad), Conv2d(padding=0)]`` for reflect/replicate, ``Conv2d(padding=pad)`` for zero."""
+  if padding_type == "zero":
+    return layers.conv(features, kernel, padding=pad, use_bias=use_bias, groups=groups,
+                       name=name)(x)
+  x = layers.pad2d(x, pad, padding_type)
+  return layers.conv(features, kernel, use_bias=use_bias, groups=groups, name=name)(x)
+
+
+def check_image_input(x: jax.Array, channels: int) -> None:
+  """Raises ValueError unless ``x`` is ``[batch, height, width, channels]`` with sides % 4 == 0."""
+  if x.ndim != 4 or x.shape[-1] != channels or x.shape[1] % 4 or x.shape[2] % 4:
+    raise ValueError(f"images must be [batch, height, width, {channels}] with height and width "
+                     f"multiples of 4, got shape {tuple(x.shape)}")
+
+
+def _encoder_decoder(x, *, stem: int, down: tuple[int, int], up: tuple[int, int], output_nc: int,
+                     norm: str, padding_type: str, blocks):
+  """Stem, two stride-2 downsamplings, residual trunk, two transposed-conv upsamplings, head."""
+  use_bias = norm == "instance"
+  x = layers.conv(stem, 7, use_bias=use_bias, name="conv_in")(layers.pad2d(x, 3, "reflect"))
+  x = nn.relu(layers.norm_layer(norm, "norm_in")(x))
+  for i, c in enumerate(down):
+    x = layers.conv(c, 3, strides=2, padding=1, use_bias=use_bias, name=f"down_{i}")(x)
+    x = nn.relu(layers.norm_layer(norm, f"down_norm_{i}")(x))
+  for block in blocks:
+    x = block(x)
+  for i, c in enumerate(up):
+    x = layers.ConvTranspose(c, 3, strides=2, padding=1, output_padding=1, use_bias=use_bias,
+                             name=f"up_{i}")(x)
+    x = nn.relu(layers.norm_layer(norm, f"up_norm_{i}")(x))
+  x = layers.conv(output_nc, 7, name="conv_out")(layers.pad2d(x, 3, "reflect"))
+  return jnp.tanh(x)
+
+
+class ResnetBlock(nn.Module):
+  """``x + [pad, conv3x3, norm, relu, pad, conv3x3, norm](x)``; width ``dim`` in and out.
+
+  Dropout (``use_dropout`` upstream) is the identity at inference and is not modelled.
+  """
+
+  dim: int
+  norm: str = "instance"
+  padding_type: str = "reflect"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    use_bias = self.norm == "instance"
+    y = _pad_conv(x, self.dim, 3, 1, self.padding_type, use_bias, "conv_0")
+    y = nn.relu(layers.norm_layer(self.norm, "norm_0")(y))
+    y = _pad_conv(y, self.dim, 3, 1, self.padding_type, use_bias, "conv_1")
+    y = layers.norm_layer(self.norm, "norm_1")(y)
+    return x + y
+
+
+class ResnetGenerator(nn.Module):
+  """CycleGAN/pix2pix ResNet generator (``resnet_6blocks`` / ``resnet_9blocks``).
+
+  Widths ``ngf, 2 ngf, 4 ngf`` (trunk), back to ``2 ngf, ngf``. ``norm="instance"`` is
+  ``InstanceNorm2d(affine=False)`` with conv biases; ``norm="batch"`` is inference-mode
+  ``BatchNorm2d`` (running statistics in ``batch_stats``) without conv biases.
+
+  Input ``[batch, height, width, input_nc]`` float32 in [-1, 1]; output
+  ``[batch, height, width, output_nc]`` in [-1, 1]. Height and width must be multiples of 4.
+  """
+
+  kind: ClassVar[str] = "image_to_image"
+  input_nc: int = 3
+  output_nc: int = 3
+  ngf: int = 64
+  n_blocks: int = 9
+  norm: str = "instance"
+  padding_type: str = "reflect"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    check_image_input(x, self.input_nc)
+    n = self.ngf
+    blocks = [ResnetBlock(4 * n, self.norm, self.padding_type, name=f"block_{i}")
+              for i in range(self.n_blocks)]
+    return _encoder_decoder(x, stem=n, down=(2 * n, 4 * n), up=(2 * n, n),
+                            output_nc=self.output_nc, norm=self.norm,
+                            padding_type=self.padding_type, blocks=blocks)
+
+
+class SeparableConv(nn.Module):
+  """GAN Compression's ``SeparableConv2d``: depthwise conv, norm, pointwise 1x1 conv.
+
+  ``depthwise`` kernel ``[k, k, 1, in]`` (groups = in), ``mid_norm`` over ``in`` channels
+  (instance norm has no parameters), ``pointwise`` kernel ``[1, 1, in, features]``.
+  """
+
+  features: int
+  kernel_size: int = 3
+  norm: str = "instance"
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    x = layers.conv(c, self.kernel_size, groups=c, use_bias=self.use_bias, name="depthwise")(x)
+    x = layers.norm_layer(self.norm, "mid_norm")(x)
+    return layers.conv(self.features, 1, use_bias=self.use_bias, name="pointwise")(x)
+
+
+class MobileResnetBlock(nn.Module):
+  """``x + [pad, sep(dim->hidden), norm, relu, pad, sep(hidden->dim), norm](x)``.
+
+  ``hidden == dim`` in ``MobileResnetGenerator``; the sub-network of GAN Compression chooses
+  ``hidden`` per block. Dropout is the identity at inference and is not modelled.
+  """
+
+  dim: int
+  hidden: int
+  norm: str = "instance"
+  padding_type: str = "reflect"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    use_bias = self.norm == "instance"
+    y = layers.pad2d(x, 1, self.padding_type)
+    y = SeparableConv(self.hidden, 3, self.norm, use_bias, name="sep_0")(y)
+    y = nn.relu(layers.norm_layer(self.norm, "norm_0")(y))
+    y = layers.pad2d(y, 1, self.padding_type)
+    y = SeparableConv(self.dim, 3, self.norm, use_bias, name="sep_1")(y)
+    y = layers.norm_layer(self.norm, "norm_1")(y)
+    return x + y
+
+
+class MobileResnetGenerator(nn.Module):
+  """GAN Compression's ``MobileResnetGenerator``: ResNet generator with separable blocks.
+
+  Same stem, downsampling and upsampling as ``ResnetGenerator`` (widths from ``ngf``); each
+  residual block uses depthwise-separable convolutions at the trunk width ``4 ngf``. The input
+  is clamped to [-1, 1] first, as upstream ``forward`` does.
+
+  Input ``[batch, height, width, 3]`` float32 in [-1, 1]; output
+  ``[batch, height, width, output_nc]`` in [-1, 1].
+  """
+
+  kind: ClassVar[str] = "image_to_image"
+  input_nc: int = 3
+  output_nc: int = 3
+  ngf: int = 64
+  n_blocks: int = 9
+  norm: str = "instance"
+  padding_type: str = "reflect"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    check_image_input(x, self.input_nc)
+    n = self.ngf
+    blocks = [MobileResnetBlock(4 * n, 4 * n, self.norm, self.padding_type, name=f"block_{i}")
+              for i in range(self.n_blocks)]
+    return _encoder_decoder(jnp.clip(x, -1.0, 1.0), stem=n, down=(2 * n, 4 * n),
+                            up=(2 * n, n), output_nc=self.output_nc, norm=self.norm,
+                            padding_type=self.padding_type, blocks=blocks)
+
+
+class SubMobileResnetGenerator(nn.Module):
+  """GAN Compression's ``SubMobileResnetGenerator``: a mobile generator with per-layer widths.
+
+  Attributes:
+    stem: channels of the 7x7 stem convolution.
+    down: output channels of the two stride-2 convolutions; ``down[1]`` is the trunk width.
+    hidden: per residual block, the width between its two separable convolutions.
+    up: output channels of the two transposed convolutions.
+    output_nc: image channels out.
+
+  The released horse->zebra generator of ``../shared/assets`` has stem 16, down (32, 128),
+  hidden (64,)*3 + (128,)*6, up (32, 16). Input is clamped to [-1, 1] as upstream does.
+  Input ``[batch, height, width, 3]`` float32 in [-1, 1]; output ``[batch, height, width,
+  output_nc]`` in [-1, 1].
+  """
+
+  kind: ClassVar[str] = "image_to_image"
+  input_nc: int = 3
+  stem: int = 16
+  down: tuple[int, ...] = (32, 128)
+  hidden: tuple[int, ...] = (64, 64, 64, 128, 128, 128, 128, 128, 128)
+  up: tuple[int, ...] = (32, 16)
+  output_nc: int = 3
+  norm: str = "instance"
+  padding_type: str = "reflect"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    check_image_input(x, self.input_nc)
+    dim = self.down[1]
+    blocks = [MobileResnetBlock(dim, h, self.norm, self.padding_type, name=f"block_{i}")
+              for i, h in enumerate(self.hidden)]
+    return _encoder_decoder(jnp.clip(x, -1.0, 1.0), stem=self.stem, down=tuple(self.down),
+                            up=tuple(self.up), output_nc=self.output_nc, norm=self.norm,
+                            padding_type=self.padding_type, blocks=blocks)
