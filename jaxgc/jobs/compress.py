@@ -1,0 +1,214 @@
+"""``jaxgc compress``: convert a PyTorch GAN, sweep post-training compression, report the cost.
+
+The sweep (METHODS.md sections 1 and 4; Mordido et al. 2021, Andreev et al. 2021): FP32, then
+for every weight bit width x clipping (off / on) x granularity (per tensor / per channel), the
+weights are clipped, fake-quantized (round to nearest, straight-through estimator) and stored
+for real (int8, or int4 packed two per byte). Each setting's outputs are compared with the FP32
+outputs on the same inputs.
+
+Outputs in the workdir: ``report.json``, ``report.md``, ``samples.png``, and
+``checkpoints/<setting>/{spec.json, weights.npz}``. Everything is written to a staging folder
+inside the workdir and moved into place only when the whole job has succeeded, so a failure
+leaves the workdir as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxgc import compress
+from jaxgc import convert
+from jaxgc import models
+from jaxgc import stats
+from jaxgc.checkpoint import atomic_write_text
+from jaxgc.checkpoint import ensure_writable_dir
+from jaxgc.jobs import inputs as inputs_lib
+from jaxgc.jobs import report as report_lib
+
+GRANULARITIES = ("per_tensor", "per_channel")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every key ``jaxgc compress`` understands, with its default. Configs override these."""
+  c = ml_collections.ConfigDict()
+  c.checkpoint = ""           # .pth file: absolute, or relative to $JAXGC_ASSETS.
+  c.arch = ""                 # a jaxgc.models.ARCHS name; "" infers it from the keys.
+  c.inputs = ml_collections.ConfigDict()
+  c.inputs.names = inputs_lib.SKIMAGE_PHOTOS   # image-to-image: scikit-image photos,
+  c.inputs.size = 256                          # resized to size x size;
+  c.inputs.num_samples = 8                     # unconditional: this many latents
+  c.inputs.seed = 0                            # drawn from N(0, 1) with this seed.
+  c.sweep = ml_collections.ConfigDict()
+  c.sweep.weight_bits = (8, 6, 4, 3, 2)        # each in 2..8
+  c.sweep.granularities = GRANULARITIES
+  c.sweep.clip = (False, True)                 # without and with clipping
+  c.sweep.symmetric = True                     # symmetric (zero point 0) or asymmetric
+  c.clip = ml_collections.ConfigDict()
+  c.clip.mode = "percentile"                   # absolute | percentile | std
+  c.clip.value = 99.9
+  c.include = compress.DEFAULT_INCLUDE         # regex on parameter paths: what is compressed
+  c.exclude = ""                               # regex of paths to leave alone; "" for none
+  c.batch_size = 4
+  c.sample_cell = 128                          # thumbnail side in samples.png
+  return c
+
+
+def _merge(defaults: ml_collections.ConfigDict, user: Any, prefix: str = "") -> None:
+  for key in user.keys():
+    if key not in defaults:
+      known = ", ".join(sorted(prefix + k for k in defaults.keys()))
+      raise ValueError(f"unknown config key {prefix + key!r}; known keys: {known}")
+    value = user[key]
+    if isinstance(defaults[key], ml_collections.ConfigDict):
+      if not isinstance(value, (ml_collections.ConfigDict, dict)):
+        raise ValueError(f"config key {prefix + key!r} must be a group, got {value!r}")
+      _merge(defaults[key], value, prefix + key + ".")
+    else:
+      defaults[key] = value
+
+
+def resolve_config(user: Any) -> ml_collections.ConfigDict:
+  """Defaults overridden by ``user``, validated before anything is read or written.
+
+  Raises:
+    ValueError: an unknown key, bits outside 2..8, an unknown granularity or clip setting, or
+      no checkpoint.
+  """
+  cfg = default_config()
+  with cfg.unlocked():
+    _merge(cfg, user)
+  if not cfg.checkpoint:
+    raise ValueError("config.checkpoint is empty: name a PyTorch checkpoint")
+  for bits in cfg.sweep.weight_bits:
+    compress.QuantConfig(int(bits), bool(cfg.sweep.symmetric), "per_channel")
+    if bits != int(bits):
+      raise ValueError(f"weight bits must be integers in 2..8, got {bits!r}")
+  for g in cfg.sweep.granularities:
+    compress.QuantConfig(8, True, g)
+  if True in tuple(cfg.sweep.clip):
+    compress.ClipConfig(cfg.clip.mode, float(cfg.clip.value), "per_tensor")
+  if int(cfg.batch_size) < 1:
+    raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+  if cfg.arch and cfg.arch not in models.ARCHS:
+    raise ValueError(f"unknown arch {cfg.arch!r}; expected one of {', '.join(models.ARCHS)}")
+  return cfg
+
+
+def settings(cfg) -> list[dict[str, Any]]:
+  """The sweep's rows: FP32 first, then bits x clip x granularity."""
+  rows = [{"setting": "fp32", "weight_bits": 32, "clip": None, "granularity": None}]
+  for bits in cfg.sweep.weight_bits:
+    for clip in cfg.sweep.clip:
+      for g in cfg.sweep.granularities:
+        clip_desc = f"{cfg.clip.mode}:{cfg.clip.value:g}" if clip else None
+        name = f"w{int(bits)}_{g}" + ("_clip" if clip else "")
+        rows.append({"setting": name, "weight_bits": int(bits), "clip": clip_desc,
+                     "granularity": g})
+  return rows
+
+
+def _run_model(apply_fn, variables, x: np.ndarray, batch_size: int) -> np.ndarray:
+  outs = [np.asarray(apply_fn(variables, x[i:i + batch_size]))
+          for i in range(0, len(x), batch_size)]
+  return np.concatenate(outs)
+
+
+def compress_variables(variables, row: dict[str, Any], cfg):
+  """Clips (if the row says so) then returns ``(fake-quantized variables, stored tree)``."""
+  if row["weight_bits"] == 32:
+    return variables, variables
+  include, exclude = cfg.include, cfg.exclude or None
+  v = variables
+  if row["clip"]:
+    v = compress.clip_weights(v, compress.ClipConfig(cfg.clip.mode, float(cfg.clip.value),
+                                                     row["granularity"]), include, exclude)
+  qcfg = compress.QuantConfig(row["weight_bits"], bool(cfg.sweep.symmetric), row["granularity"])
+  return (compress.fake_quantize(v, qcfg, include, exclude),
+          compress.quantize_variables(v, qcfg, include, exclude))
+
+
+def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
+  """Runs the compression sweep of ``config`` and writes its report into ``workdir``.
+
+  Args:
+    config: a ConfigDict or dict overriding ``default_config()``.
+    workdir: output folder; created if needed. Existing files of the same names are replaced
+      only when the job succeeds.
+    progress: show a tqdm bar over the settings.
+
+  Returns:
+    The report: ``{"model": ..., "inputs": ..., "rows": [...]}`` as written to report.json.
+
+  Raises:
+    ValueError: bad config (unknown key, bits outside 2..8, ...).
+    FileNotFoundError: missing checkpoint.
+    CheckpointError: truncated, unsafe or mismatched checkpoint, NaN/Inf weights.
+    PermissionError: workdir not writable.
+  """
+  cfg = resolve_config(config)
+  workdir = ensure_writable_dir(workdir)
+  ckpt = inputs_lib.resolve_asset(cfg.checkpoint)
+  module, variables = convert.load_torch_checkpoint(ckpt, cfg.arch or None)
+  compress.selected_paths(variables, cfg.include, cfg.exclude or None)  # fails if none match
+  x, inputs_desc = inputs_lib.default_inputs(module, cfg.inputs)
+
+  apply_fn = jax.jit(module.apply)
+  reference = _run_model(apply_fn, variables, x, int(cfg.batch_size))
+  spec = models.model_spec(module)
+  model_desc = {**spec, "checkpoint": ckpt, "params": stats.count_params(variables),
+                "macs": stats.count_macs(module, variables, x[:1])}
+
+  staging = tempfile.mkdtemp(dir=workdir, prefix=".staging-")
+  try:
+    rows, grid = [], []
+    if module.kind == "image_to_image":
+      grid.append(("input", inputs_lib.to_uint8(x)))
+    fp32_bytes = None
+    for row in tqdm(settings(cfg), desc="compress sweep", disable=not progress, unit="setting"):
+      fq, stored = compress_variables(variables, row, cfg)
+      out = reference if row["weight_bits"] == 32 else _run_model(apply_fn, fq, x,
+                                                                  int(cfg.batch_size))
+      ckdir = os.path.join(staging, "checkpoints", row["setting"])
+      os.makedirs(ckdir)
+      with open(os.path.join(ckdir, "spec.json"), "w") as f:
+        json.dump({**spec, "compression": row}, f, indent=2)
+      nbytes = compress.save_quantized(stored, os.path.join(ckdir, "weights.npz"))
+      fp32_bytes = fp32_bytes or nbytes
+      metrics = report_lib.image_metrics(reference, out)
+      rows.append({**row, "bytes_on_disk": int(nbytes), "size_ratio": nbytes / fp32_bytes,
+                   "params": model_desc["params"], "macs": model_desc["macs"], **metrics})
+      psnr = "inf" if metrics["psnr_db"] is None else f"{metrics['psnr_db']:.1f} dB"
+      grid.append((f"{row['setting']}\nPSNR {psnr}", inputs_lib.to_uint8(out)))
+
+    report = {"model": model_desc, "inputs": inputs_desc, "rows": rows}
+    with open(os.path.join(staging, "report.json"), "w") as f:
+      json.dump(report, f, indent=2)
+    with open(os.path.join(staging, "report.md"), "w") as f:
+      f.write(report_lib.markdown(report))
+    report_lib.sample_grid(grid, os.path.join(staging, "samples.png"), int(cfg.sample_cell))
+    _publish(staging, workdir)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  return report
+
+
+def _publish(staging: str, workdir: str) -> None:
+  """Moves the finished outputs from ``staging`` into ``workdir`` (rename, replacing)."""
+  for name in ("checkpoints", "report.json", "report.md", "samples.png"):
+    src, dst = os.path.join(staging, name), os.path.join(workdir, name)
+    if os.path.isdir(dst):
+      old = tempfile.mkdtemp(dir=workdir, prefix=".old-")
+      os.replace(dst, os.path.join(old, name))
+      os.replace(src, dst)
+      shutil.rmtree(old, ignore_errors=True)
+    else:
+      os.replace(src, dst)
