@@ -76,6 +76,9 @@ def convert_state_dict(state_dict: Mapping[str, Any], arch: str | None = None,
   elif arch not in models.ARCHS:
     raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(models.ARCHS)}")
   kw = {**mapping.infer_kwargs(arch, sd), **arch_kwargs}
+  if kw.get("padding_type", "reflect") == "zero":
+    raise ValueError("converting padding_type='zero' generators is not supported (upstream's "
+                     "define_G never builds them; their block key indices differ)")
   module = models.build(arch, **kw)
   shapes = jax.eval_shape(module.init, jax.random.key(0), models.example_input(module))
   flat_shapes = {"/".join(str(getattr(p, "key", p)) for p in path): leaf.shape

@@ -58,11 +58,11 @@ def _norm(flax: str, torch: str, norm: str) -> list[Entry]:
           (f"batch_stats/{flax}/var", f"{torch}.running_var", VEC)]
 
 
-def _sep(flax: str, torch: str, norm: str, bias: bool) -> list[Entry]:
-  """GAN Compression ``SeparableConv2d``: ``conv.0`` depthwise, ``conv.1`` norm, ``conv.2``."""
-  return (_conv(f"{flax}/depthwise", f"{torch}.conv.0", bias=bias)
-          + _norm(f"{flax}/mid_norm", f"{torch}.conv.1", norm)
-          + _conv(f"{flax}/pointwise", f"{torch}.conv.2", bias=bias))
+def _sep(flax: str, torch: str) -> list[Entry]:
+  """GAN Compression ``SeparableConv2d``: ``conv.0`` depthwise, ``conv.1`` a parameter-free
+  InstanceNorm, ``conv.2`` pointwise; both convolutions with biases whatever the block's norm."""
+  return (_conv(f"{flax}/depthwise", f"{torch}.conv.0")
+          + _conv(f"{flax}/pointwise", f"{torch}.conv.2"))
 
 
 def resnet_entries(kw: dict[str, Any], mobile: bool, dropout: bool = False) -> list[Entry]:
@@ -84,8 +84,8 @@ def resnet_entries(kw: dict[str, Any], mobile: bool, dropout: bool = False) -> l
   for b in range(n):
     t, f = f"model.{10 + b}.conv_block", f"block_{b}"
     if mobile:
-      e += _sep(f"{f}/sep_0", f"{t}.1", norm, bias) + _norm(f"{f}/norm_0", f"{t}.2", norm)
-      e += _sep(f"{f}/sep_1", f"{t}.6", norm, bias) + _norm(f"{f}/norm_1", f"{t}.7", norm)
+      e += _sep(f"{f}/sep_0", f"{t}.1") + _norm(f"{f}/norm_0", f"{t}.2", norm)
+      e += _sep(f"{f}/sep_1", f"{t}.6") + _norm(f"{f}/norm_1", f"{t}.7", norm)
     else:
       second = 6 if dropout else 5
       e += _conv(f"{f}/conv_0", f"{t}.1", bias=bias) + _norm(f"{f}/norm_0", f"{t}.2", norm)

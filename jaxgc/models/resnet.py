@@ -110,23 +110,23 @@ class ResnetGenerator(nn.Module):
 
 
 class SeparableConv(nn.Module):
-  """GAN Compression's ``SeparableConv2d``: depthwise conv, norm, pointwise 1x1 conv.
+  """GAN Compression's ``SeparableConv2d``: depthwise conv, instance norm, pointwise 1x1 conv.
 
-  ``depthwise`` kernel ``[k, k, 1, in]`` (groups = in), ``mid_norm`` over ``in`` channels
-  (instance norm has no parameters), ``pointwise`` kernel ``[1, 1, in, features]``.
+  ``depthwise`` kernel ``[k, k, 1, in]`` (groups = in) and bias ``[in]``, a parameter-free
+  ``InstanceNorm2d`` over ``in`` channels, ``pointwise`` kernel ``[1, 1, in, features]`` and
+  bias. Upstream's mobile blocks never pass their ``norm_layer`` or ``use_bias`` on to it, so
+  the inner norm is always an instance norm and both convolutions always have biases.
   """
 
   features: int
   kernel_size: int = 3
-  norm: str = "instance"
-  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     c = x.shape[-1]
-    x = layers.conv(c, self.kernel_size, groups=c, use_bias=self.use_bias, name="depthwise")(x)
-    x = layers.norm_layer(self.norm, "mid_norm")(x)
-    return layers.conv(self.features, 1, use_bias=self.use_bias, name="pointwise")(x)
+    x = layers.conv(c, self.kernel_size, groups=c, name="depthwise")(x)
+    x = layers.InstanceNorm(name="mid_norm")(x)
+    return layers.conv(self.features, 1, name="pointwise")(x)
 
 
 class MobileResnetBlock(nn.Module):
@@ -143,12 +143,11 @@ class MobileResnetBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    use_bias = self.norm == "instance"
     y = layers.pad2d(x, 1, self.padding_type)
-    y = SeparableConv(self.hidden, 3, self.norm, use_bias, name="sep_0")(y)
+    y = SeparableConv(self.hidden, 3, name="sep_0")(y)
     y = nn.relu(layers.norm_layer(self.norm, "norm_0")(y))
     y = layers.pad2d(y, 1, self.padding_type)
-    y = SeparableConv(self.dim, 3, self.norm, use_bias, name="sep_1")(y)
+    y = SeparableConv(self.dim, 3, name="sep_1")(y)
     y = layers.norm_layer(self.norm, "norm_1")(y)
     return x + y
 
@@ -157,8 +156,9 @@ class MobileResnetGenerator(nn.Module):
   """GAN Compression's ``MobileResnetGenerator``: ResNet generator with separable blocks.
 
   Same stem, downsampling and upsampling as ``ResnetGenerator`` (widths from ``ngf``); each
-  residual block uses depthwise-separable convolutions at the trunk width ``4 ngf``. The input
-  is clamped to [-1, 1] first, as upstream ``forward`` does.
+  residual block uses depthwise-separable convolutions at the trunk width ``4 ngf``. Unlike
+  ``SubMobileResnetGenerator``, upstream's ``forward`` does not clamp the input (the clamp is
+  commented out there), and neither does this module.
 
   Input ``[batch, height, width, 3]`` float32 in [-1, 1]; output
   ``[batch, height, width, output_nc]`` in [-1, 1].
@@ -178,7 +178,7 @@ class MobileResnetGenerator(nn.Module):
     n = self.ngf
     blocks = [MobileResnetBlock(4 * n, 4 * n, self.norm, self.padding_type, name=f"block_{i}")
               for i in range(self.n_blocks)]
-    return _encoder_decoder(jnp.clip(x, -1.0, 1.0), stem=n, down=(2 * n, 4 * n),
+    return _encoder_decoder(x, stem=n, down=(2 * n, 4 * n),
                             up=(2 * n, n), output_nc=self.output_nc, norm=self.norm,
                             padding_type=self.padding_type, blocks=blocks)
 
