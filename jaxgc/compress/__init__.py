@@ -11,6 +11,7 @@ from jaxgc.compress.quantize import fake_quant
 from jaxgc.compress.quantize import fake_quantize
 from jaxgc.compress.quantize import quantize_int
 from jaxgc.compress.selection import DEFAULT_INCLUDE
+from jaxgc.compress.selection import map_selected
 from jaxgc.compress.selection import path_str
 from jaxgc.compress.selection import select
 from jaxgc.compress.selection import selected_paths

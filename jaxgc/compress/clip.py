@@ -179,12 +179,6 @@ def clip_weights(
     ValueError: no leaf selected, a selected leaf is not floating point, or (outside ``jit``) a
       selected leaf holds NaN/Inf; the message names the path.
   """
-  mask = selection.select(variables, include, exclude)
-
-  def apply(keypath, w, selected):
-    if not selected:
-      return w
-    quantize.check_weight(selection.path_str(keypath), w)
-    return clip_tensor(w, config.mode, config.value, config.granularity)
-
-  return jax.tree_util.tree_map_with_path(apply, variables, mask)
+  return selection.map_selected(
+      lambda w: clip_tensor(w, config.mode, config.value, config.granularity),
+      variables, include, exclude)

@@ -50,30 +50,6 @@ def check_granularity(granularity: Any) -> None:
     raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
 
 
-def check_weight(path: str, w: Any) -> None:
-  """Checks a selected leaf before it is compressed.
-
-  Concrete arrays must be floating point and finite. Tracers (inside ``jax.jit``) are only checked
-  for dtype, so the check never forces a host sync in a compiled transform.
-
-  Args:
-    path: "/"-joined path of the leaf, used in the message.
-    w: the leaf.
-
-  Raises:
-    ValueError: the leaf is not floating point, or holds NaN or Inf.
-  """
-  dtype = jnp.result_type(w)
-  if not jnp.issubdtype(dtype, jnp.floating):
-    raise ValueError(f"cannot compress '{path}': dtype {dtype} is not floating point")
-  if isinstance(w, jax.core.Tracer):
-    return
-  finite = np.isfinite(np.asarray(w, dtype=np.float32))
-  if not finite.all():
-    raise ValueError(
-        f"cannot compress '{path}': {finite.size - int(finite.sum())} non-finite value(s) (NaN/Inf)")
-
-
 def code_range(bits: int, symmetric: bool) -> tuple[int, int]:
   """Returns the integer code range ``(qmin, qmax)``.
 
@@ -306,12 +282,6 @@ def fake_quantize(
     ValueError: no leaf selected, a selected leaf is not floating point, or (outside ``jit``) a
       selected leaf holds NaN/Inf; the message names the path.
   """
-  mask = selection.select(variables, include, exclude)
-
-  def apply(keypath, w, selected):
-    if not selected:
-      return w
-    check_weight(selection.path_str(keypath), w)
-    return fake_quant(w, config.bits, config.symmetric, config.granularity)
-
-  return jax.tree_util.tree_map_with_path(apply, variables, mask)
+  return selection.map_selected(
+      lambda w: fake_quant(w, config.bits, config.symmetric, config.granularity),
+      variables, include, exclude)

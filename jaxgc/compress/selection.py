@@ -13,9 +13,11 @@ matched with :func:`re.search`, so they are unanchored unless written with ``^``
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 # Conv, transposed-conv and dense kernels under the "params" collection. Biases, normalisation
 # scales and "batch_stats" are left out: they are few and sensitive.
@@ -134,3 +136,55 @@ def selected_paths(
   mask = select(variables, include, exclude)
   leaves, _ = jax.tree_util.tree_flatten_with_path(mask)
   return [path_str(p) for p, m in leaves if m]
+
+
+def check_weight(path: str, w: Any) -> None:
+  """Checks a selected leaf before it is compressed.
+
+  Concrete arrays must be floating point and finite. Tracers (inside ``jax.jit``) are only checked
+  for dtype, so the check never forces a host sync in a compiled transform.
+
+  Args:
+    path: "/"-joined path of the leaf, used in the message.
+    w: the leaf.
+
+  Raises:
+    ValueError: the leaf is not floating point, or holds NaN or Inf.
+  """
+  dtype = jnp.result_type(w)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(f"cannot compress '{path}': dtype {dtype} is not floating point")
+  if isinstance(w, jax.core.Tracer):
+    return
+  finite = np.isfinite(np.asarray(w, dtype=np.float32))
+  if not finite.all():
+    raise ValueError(
+        f"cannot compress '{path}': {finite.size - int(finite.sum())} non-finite value(s) (NaN/Inf)")
+
+
+def map_selected(fn: Callable[[jax.Array], Any], variables: Any, include: str = DEFAULT_INCLUDE,
+                 exclude: str | None = None) -> Any:
+  """Applies ``fn`` to every selected leaf after :func:`check_weight`; other leaves are kept.
+
+  The one traversal behind clipping, fake quantization and low-bit storage. Pure: returns a new
+  tree of the same structure.
+
+  Args:
+    fn: leaf -> new leaf (an array, or any pytree node such as a ``QuantizedTensor``).
+    variables: nested dicts of arrays.
+    include: regex on "/"-joined paths of the leaves to transform.
+    exclude: optional regex of paths to leave untouched.
+
+  Raises:
+    ValueError: nothing selected, or a selected leaf is not floating point or holds NaN/Inf
+      (naming its path).
+  """
+  mask = select(variables, include, exclude)
+
+  def apply(keypath, w, selected):
+    if not selected:
+      return w
+    check_weight(path_str(keypath), w)
+    return fn(w)
+
+  return jax.tree_util.tree_map_with_path(apply, variables, mask)

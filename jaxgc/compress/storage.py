@@ -201,15 +201,9 @@ def quantize_variables(
     ValueError: no leaf selected, or a selected leaf is not floating point or holds NaN/Inf (the
       message names the path).
   """
-  mask = selection.select(variables, include, exclude)
-
-  def apply(keypath, w, selected):
-    if not selected:
-      return w
-    quantize.check_weight(selection.path_str(keypath), w)
-    return quantize_tensor(w, config.bits, config.symmetric, config.granularity)
-
-  return jax.tree_util.tree_map_with_path(apply, variables, mask)
+  return selection.map_selected(
+      lambda w: quantize_tensor(w, config.bits, config.symmetric, config.granularity),
+      variables, include, exclude)
 
 
 def dequantize_variables(tree: Any) -> Any:
