@@ -22,13 +22,13 @@ def _preview(keys: list[str], n: int = 6) -> str:
   return ", ".join(keys[:n]) + more
 
 
-def _as_numpy(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
-  out = {}
-  for k, v in state_dict.items():
-    if hasattr(v, "detach"):  # a torch.Tensor, without importing torch
-      v = v.detach().cpu().numpy()
-    out[k] = np.asarray(v)
-  return unwrap_state_dict(out, "state_dict")
+def _tensors_to_numpy(tree: Any) -> Any:
+  """torch.Tensor leaves (found without importing torch) -> numpy; mappings walked."""
+  if isinstance(tree, Mapping):
+    return {k: _tensors_to_numpy(v) for k, v in tree.items()}
+  if hasattr(tree, "detach"):
+    return tree.detach().cpu().numpy()
+  return tree
 
 
 def _set(tree: dict, path: str, value: np.ndarray) -> None:
@@ -67,7 +67,7 @@ def convert_state_dict(state_dict: Mapping[str, Any], arch: str | None = None,
       or Inf.
     ValueError: unknown ``arch`` or keyword.
   """
-  sd = _as_numpy(state_dict)
+  sd = unwrap_state_dict(_tensors_to_numpy(state_dict), source)
   if arch is None:
     try:
       arch = mapping.infer_arch(sd)
