@@ -23,34 +23,25 @@ SPEC_FILE = "spec.json"
 VARIABLES_DIR = "variables"
 
 
-def ensure_writable_dir(path: str | os.PathLike) -> str:
-  """Creates ``path`` if needed and checks that files can be written in it.
+def check_writable_dir(path: str | os.PathLike) -> str:
+  """Checks, without creating anything, that ``path`` is or can be made a writable directory.
+
+  Returns:
+    The absolute path.
 
   Raises:
-    PermissionError: the directory cannot be created or written, naming it.
+    PermissionError: ``path`` (or its nearest existing ancestor) is not a writable directory,
+      naming it.
   """
   path = os.path.abspath(os.fspath(path))
-  try:
-    os.makedirs(path, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
-      pass
-  except OSError as e:
-    raise PermissionError(f"workdir {path} is not writable: {e.strerror or e}") from None
+  probe = path
+  while not os.path.exists(probe):
+    probe = os.path.dirname(probe)
+  if not os.path.isdir(probe):
+    raise PermissionError(f"workdir {path} is not writable: {probe} is not a directory")
+  if not os.access(probe, os.W_OK | os.X_OK):
+    raise PermissionError(f"workdir {path} is not writable: no write permission on {probe}")
   return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-  """Writes ``text`` to a temporary file beside ``path`` and renames it over ``path``."""
-  path = os.fspath(path)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 def save_model(path: str | os.PathLike, module: nn.Module, variables: dict[str, Any],

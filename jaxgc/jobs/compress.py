@@ -29,8 +29,7 @@ from jaxgc import compress
 from jaxgc import convert
 from jaxgc import models
 from jaxgc import stats
-from jaxgc.checkpoint import atomic_write_text
-from jaxgc.checkpoint import ensure_writable_dir
+from jaxgc.checkpoint import check_writable_dir
 from jaxgc.jobs import inputs as inputs_lib
 from jaxgc.jobs import report as report_lib
 
@@ -155,8 +154,8 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
     PermissionError: workdir not writable.
   """
   cfg = resolve_config(config)
-  workdir = ensure_writable_dir(workdir)
   ckpt = inputs_lib.resolve_asset(cfg.checkpoint)
+  workdir = check_writable_dir(workdir)
   module, variables = convert.load_torch_checkpoint(ckpt, cfg.arch or None)
   compress.selected_paths(variables, cfg.include, cfg.exclude or None)  # fails if none match
   x, inputs_desc = inputs_lib.default_inputs(module, cfg.inputs)
@@ -167,6 +166,7 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   model_desc = {**spec, "checkpoint": ckpt, "params": stats.count_params(variables),
                 "macs": stats.count_macs(module, variables, x[:1])}
 
+  os.makedirs(workdir, exist_ok=True)
   staging = tempfile.mkdtemp(dir=workdir, prefix=".staging-")
   try:
     rows, grid = [], []
