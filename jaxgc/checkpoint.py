@@ -18,6 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxgc import models
+from jaxgc._fileio import give_default_mode
 
 SPEC_FILE = "spec.json"
 VARIABLES_DIR = "variables"
@@ -62,14 +63,18 @@ def save_model(path: str | os.PathLike, module: nn.Module, variables: dict[str, 
   """
   path = os.path.abspath(os.fspath(path))
   parent = os.path.dirname(path)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.tmp-")
+  try:
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.tmp-")
+  except OSError as e:
+    raise PermissionError(f"output folder {parent} is not writable: {e.strerror or e}") from None
   try:
     spec = {**models.model_spec(module), **(extra or {})}
     with open(os.path.join(tmp, SPEC_FILE), "w") as f:
       json.dump(spec, f, indent=2)
     tree = jax.tree.map(np.asarray, variables)
     ocp.PyTreeCheckpointer().save(os.path.join(tmp, VARIABLES_DIR), tree)
+    give_default_mode(tmp)
     if os.path.exists(path):
       shutil.rmtree(path)
     os.replace(tmp, path)

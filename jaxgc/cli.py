@@ -52,6 +52,8 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
         if p not in node:
           node[p] = ml_collections.ConfigDict()
         node = node[p]
+      if parts[-1] in node:  # the job checks and coerces types (jobs.compress.coerce)
+        del node[parts[-1]]
       node[parts[-1]] = value
   return cfg
 

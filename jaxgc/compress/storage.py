@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgc._fileio import give_default_mode
 from jaxgc.compress import quantize
 from jaxgc.compress import selection
 
@@ -258,6 +259,7 @@ def _atomic_savez(path: str, entries: dict[str, np.ndarray]) -> int:
       np.savez(f, **entries)
       f.flush()
       os.fsync(f.fileno())
+    give_default_mode(tmp)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

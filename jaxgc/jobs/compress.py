@@ -61,6 +61,24 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
+def coerce(key: str, old: Any, value: Any) -> Any:
+  """``value`` in the type of the default ``old``: a scalar given for a tuple becomes a
+  1-tuple, an int for a float a float.
+
+  Raises:
+    ValueError: the types cannot be reconciled, naming the key and the value.
+  """
+  if isinstance(old, tuple):
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+  if isinstance(old, bool) != isinstance(value, bool):
+    raise ValueError(f"config key {key!r} must be a {type(old).__name__}, got {value!r}")
+  if isinstance(old, float) and isinstance(value, int):
+    return float(value)
+  if isinstance(old, (int, float, str)) and not isinstance(value, type(old)):
+    raise ValueError(f"config key {key!r} must be a {type(old).__name__}, got {value!r}")
+  return value
+
+
 def _merge(defaults: ml_collections.ConfigDict, user: Any, prefix: str = "") -> None:
   for key in user.keys():
     if key not in defaults:
@@ -72,7 +90,7 @@ def _merge(defaults: ml_collections.ConfigDict, user: Any, prefix: str = "") -> 
         raise ValueError(f"config key {prefix + key!r} must be a group, got {value!r}")
       _merge(defaults[key], value, prefix + key + ".")
     else:
-      defaults[key] = value
+      defaults[key] = coerce(prefix + key, defaults[key], value)
 
 
 def resolve_config(user: Any) -> ml_collections.ConfigDict:
@@ -95,6 +113,11 @@ def resolve_config(user: Any) -> ml_collections.ConfigDict:
     compress.QuantConfig(8, True, g)
   if True in tuple(cfg.sweep.clip):
     compress.ClipConfig(cfg.clip.mode, float(cfg.clip.value), "per_tensor")
+  if cfg.inputs.num_samples < 1 or cfg.inputs.size < 4 or cfg.inputs.size % 4:
+    raise ValueError(f"inputs need num_samples >= 1 and a size that is a positive multiple of 4, "
+                     f"got num_samples={cfg.inputs.num_samples}, size={cfg.inputs.size}")
+  if not cfg.inputs.names:
+    raise ValueError("inputs.names is empty: name at least one scikit-image photo")
   if int(cfg.batch_size) < 1:
     raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
   if cfg.arch and cfg.arch not in models.ARCHS:

@@ -10,6 +10,8 @@ import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 
+from jaxgc._fileio import give_default_mode
+
 
 def image_metrics(reference: np.ndarray, outputs: np.ndarray) -> dict[str, float | None]:
   """Fidelity of ``outputs`` to ``reference``, both ``[n, h, w, c]`` float in [-1, 1].
@@ -95,6 +97,7 @@ def sample_grid(rows: list[tuple[str, np.ndarray]], path: str, cell: int = 128) 
   os.close(fd)
   try:
     grid.save(tmp, format="PNG")
+    give_default_mode(tmp)
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
