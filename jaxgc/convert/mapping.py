@@ -123,6 +123,13 @@ def mlp_entries(kw: dict[str, Any]) -> list[Entry]:
   return [e for i in range(nh + 1) for e in _conv(f"dense_{i}", str(2 * i), DENSE)]
 
 
+def lenet5_entries(kw: dict[str, Any]) -> list[Entry]:
+  """``convnet.c1/c3/c5`` convolutions and ``fc.f6/f7`` linear layers."""
+  del kw
+  return ([e for n in ("c1", "c3", "c5") for e in _conv(n, f"convnet.{n}")]
+          + [e for n in ("f6", "f7") for e in _conv(n, f"fc.{n}", DENSE)])
+
+
 def _indices(sd: dict[str, np.ndarray], pattern: str) -> list[int]:
   return sorted({int(m.group(1)) for k in sd for m in [re.fullmatch(pattern, k)] if m})
 
@@ -144,6 +151,8 @@ def infer_arch(sd: dict[str, np.ndarray]) -> str:
     return "mobile_resnet_generator" if regular else "sub_mobile_resnet_generator"
   if "main.0.weight" in keys and sd["main.0.weight"].ndim == 4:
     return "dcgan_generator" if "main.1.running_mean" in keys else "dcgan_discriminator"
+  if "convnet.c1.weight" in keys:
+    return "lenet5"
   if "0.weight" in keys and sd["0.weight"].ndim == 2:
     last = max(_indices(sd, r"(\d+)\.weight"))
     return "mlp_discriminator" if sd[f"{last}.weight"].shape[0] == 1 else "mlp_generator"
@@ -207,4 +216,6 @@ def entries(arch: str, kw: dict[str, Any], sd: dict[str, np.ndarray]) -> list[En
     return dcgan_discriminator_entries(kw)
   if arch in ("mlp_generator", "mlp_discriminator"):
     return mlp_entries(kw)
+  if arch == "lenet5":
+    return lenet5_entries(kw)
   raise ValueError(f"unknown arch {arch!r}")

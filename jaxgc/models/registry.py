@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from jaxgc.models.dcgan import DCGANDiscriminator
 from jaxgc.models.dcgan import DCGANGenerator
+from jaxgc.models.lenet import LeNet5
 from jaxgc.models.mlp import MLPDiscriminator
 from jaxgc.models.mlp import MLPGenerator
 from jaxgc.models.resnet import MobileResnetGenerator
@@ -25,6 +26,7 @@ ARCHS: dict[str, type[nn.Module]] = {
     "dcgan_discriminator": DCGANDiscriminator,
     "mlp_generator": MLPGenerator,
     "mlp_discriminator": MLPDiscriminator,
+    "lenet5": LeNet5,
 }
 
 

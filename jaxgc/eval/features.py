@@ -1,0 +1,182 @@
+"""Feature extraction for the metrics: batched, jitted, sharded over a mesh, cached on disk.
+
+Extractors (``extractor=``):
+  * ``"inception"``: pool3 features ``[n, 2048]`` of the FID Inception (``jaxgc.eval.inception``).
+  * ``"lenet5"``: the ``[n, 84]`` penultimate features of the MNIST LeNet-5 in
+    ``$JAXGC_ASSETS/mnist-lenet5`` (digits resized bilinearly to 32x32, scaled to [0, 1]).
+  * ``"pixels"``: raw pixels in [0, 1], flattened ``[n, h * w * c]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from PIL import Image
+from tqdm.auto import tqdm
+
+from jaxgc._fileio import give_default_mode
+
+EXTRACTORS = ("inception", "lenet5", "pixels")
+
+
+def cache_root() -> str:
+  """``$JAXGC_CACHE``, or ``~/.cache/jaxgc``: converted extractor weights and feature caches."""
+  return os.environ.get("JAXGC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "jaxgc")
+
+
+def batched_apply(fn: Callable[[jax.Array], jax.Array], x: np.ndarray, batch_size: int,
+                  mesh: jax.sharding.Mesh | None = None, progress: bool = True,
+                  desc: str = "features") -> np.ndarray:
+  """Applies a jitted ``fn`` to ``x`` in batches of one fixed shape (the last one padded).
+
+  With ``mesh``, every batch is sharded over the mesh's ``"data"`` axis (the batch size is
+  rounded up to a multiple of the device count), so each device computes its slice.
+
+  Args:
+    fn: ``[batch, ...] -> [batch, ...]``; jitted here.
+    x: numpy ``[n, ...]``.
+    batch_size: samples per call (>= 1).
+    mesh: optional mesh with a ``"data"`` axis.
+    progress: show a tqdm bar.
+    desc: the bar's label.
+
+  Returns:
+    numpy ``[n, ...]`` outputs, in order.
+  """
+  n = len(x)
+  if mesh is not None:
+    d = mesh.shape["data"]
+    batch_size = -(-batch_size // d) * d
+    jfn = jax.jit(fn, in_shardings=NamedSharding(mesh, P("data")),
+                  out_shardings=NamedSharding(mesh, P("data")))
+  else:
+    jfn = jax.jit(fn)
+  batch_size = max(1, min(batch_size, n)) if mesh is None else batch_size
+  outs = []
+  for start in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, unit="batch"):
+    chunk = x[start:start + batch_size]
+    pad = batch_size - len(chunk)
+    if pad:
+      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+    outs.append(np.asarray(jfn(jnp.asarray(chunk)))[:batch_size - pad])
+  return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
+
+
+def as_uint8_images(images: np.ndarray) -> np.ndarray:
+  """``[n, h, w]`` or ``[n, h, w, c]`` uint8 -> ``[n, h, w, c]``.
+
+  Raises:
+    ValueError: not uint8, or not 3-D/4-D, naming the dtype and shape.
+  """
+  images = np.asarray(images)
+  if images.dtype != np.uint8:
+    raise ValueError(f"images must be uint8 in [0, 255], got dtype {images.dtype}")
+  if images.ndim == 3:
+    images = images[..., None]
+  if images.ndim != 4 or images.shape[-1] not in (1, 3):
+    raise ValueError(f"images must be [n, height, width, 1 or 3], got shape {images.shape}")
+  return images
+
+
+def lenet5_preprocess(images: np.ndarray) -> np.ndarray:
+  """uint8 digits ``[n, h, w(, 1)]`` -> float32 ``[n, 32, 32, 1]`` in [0, 1]: PIL bilinear
+  resize to 32x32 (torchvision ``Resize(32)`` on PIL images), then ``/ 255``."""
+  images = as_uint8_images(images)
+  if images.shape[-1] == 3:
+    images = np.round(images.astype(np.float32) @ np.float32([0.299, 0.587, 0.114]))[..., None]
+    images = images.astype(np.uint8)
+  if images.shape[1:3] != (32, 32):
+    images = np.stack([np.asarray(Image.fromarray(im[..., 0]).resize(
+        (32, 32), Image.Resampling.BILINEAR)) for im in images])[..., None]
+  return images.astype(np.float32) / 255.0
+
+
+def load_lenet5(cache_dir: str | None = None, checkpoint: str | None = None):
+  """The MNIST LeNet-5 as ``(module, variables)``: from the Flax cache without torch, or
+  converted once from ``$JAXGC_ASSETS/mnist-lenet5/lenet5_mnist.pth`` and cached.
+
+  Raises:
+    FileNotFoundError: no cache and no checkpoint to convert.
+  """
+  from jaxgc import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
+  cache = os.path.join(cache_dir or cache_root(), "lenet5_mnist")
+  if os.path.isdir(cache):
+    return ckpt_lib.load_model(cache)
+  if checkpoint is None:
+    root = os.environ.get("JAXGC_ASSETS")
+    if not root:
+      raise FileNotFoundError(f"LeNet-5 is not cached in {cache} and JAXGC_ASSETS is unset")
+    checkpoint = os.path.join(root, "mnist-lenet5", "lenet5_mnist.pth")
+  from jaxgc.convert import load_torch_checkpoint  # pylint: disable=import-outside-toplevel
+  module, variables = load_torch_checkpoint(checkpoint, "lenet5")
+  ckpt_lib.save_model(cache, module, variables, extra={"source": os.path.abspath(checkpoint)})
+  return module, variables
+
+
+def lenet5_features(images: np.ndarray, batch_size: int = 500, mesh=None, progress: bool = True,
+                    cache_dir: str | None = None) -> np.ndarray:
+  """``[n, 84]`` float32 LeNet-5 features of uint8 digits ``[n, h, w(, c)]``."""
+  module, variables = load_lenet5(cache_dir)
+  x = lenet5_preprocess(images)
+  return batched_apply(lambda b: module.apply(variables, b, method=module.features), x,
+                       batch_size, mesh, progress, "lenet5 features")
+
+
+def pixel_features(images: np.ndarray) -> np.ndarray:
+  """``[n, h * w * c]`` float32 pixels in [0, 1]."""
+  images = as_uint8_images(images)
+  return images.reshape(len(images), -1).astype(np.float32) / 255.0
+
+
+def extract_features(images: np.ndarray, extractor: str = "inception", resize: str = "clean",
+                     batch_size: int = 50, mesh=None, progress: bool = True,
+                     cache_dir: str | None = None) -> np.ndarray:
+  """Features ``[n, d]`` float32 of uint8 images ``[n, h, w(, c)]`` with ``extractor``.
+
+  Raises:
+    ValueError: unknown extractor, or images that are not uint8 ``[n, h, w(, 1 or 3)]``.
+  """
+  if extractor == "inception":
+    from jaxgc.eval.inception import inception_features  # pylint: disable=import-outside-toplevel
+    return inception_features(as_uint8_images(images), batch_size=batch_size, resize=resize,
+                              mesh=mesh, progress=progress)
+  if extractor == "lenet5":
+    return lenet5_features(images, max(batch_size, 1), mesh, progress, cache_dir)
+  if extractor == "pixels":
+    return pixel_features(images)
+  raise ValueError(f"unknown extractor {extractor!r}; expected one of {EXTRACTORS}")
+
+
+def cached_features(images: np.ndarray, extractor: str = "inception", resize: str = "clean",
+                    cache_dir: str | None = None, **kwargs: Any) -> np.ndarray:
+  """``extract_features`` with an on-disk cache keyed by the images' bytes, the extractor and
+  the resize method (``<cache>/features/<sha256>.npy``, written atomically).
+
+  Use it for reference sets that many evaluations share; generated samples change every run.
+  """
+  images = as_uint8_images(images)
+  h = hashlib.sha256()
+  h.update(json.dumps({"shape": images.shape, "extractor": extractor,
+                       "resize": resize if extractor == "inception" else None}).encode())
+  h.update(np.ascontiguousarray(images).data)
+  folder = os.path.join(cache_dir or cache_root(), "features")
+  path = os.path.join(folder, h.hexdigest() + ".npy")
+  if os.path.isfile(path):
+    return np.load(path, allow_pickle=False)
+  feats = extract_features(images, extractor, resize, cache_dir=cache_dir, **kwargs)
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npy")
+  with os.fdopen(fd, "wb") as f:
+    np.save(f, feats, allow_pickle=False)
+  give_default_mode(tmp)
+  os.replace(tmp, path)
+  return feats
