@@ -22,6 +22,7 @@ from jaxgc._fileio import give_default_mode
 
 SPEC_FILE = "spec.json"
 VARIABLES_DIR = "variables"
+QUANTIZED_FILE = "weights.npz"  # written by `jaxgc compress`: low-bit storage
 
 
 def check_writable_dir(path: str | os.PathLike) -> str:
@@ -85,7 +86,8 @@ def save_model(path: str | os.PathLike, module: nn.Module, variables: dict[str, 
 
 
 def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
-  """Loads a directory written by ``save_model`` (or ``jaxgc convert``), without torch.
+  """Loads a model directory without torch: one written by ``save_model`` / ``jaxgc convert``
+  (orbax ``variables/``), or a ``jaxgc compress`` checkpoint (``weights.npz``, dequantized).
 
   Returns:
     ``(module, variables)`` with numpy float32 leaves.
@@ -95,11 +97,28 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
   """
   path = os.path.abspath(os.fspath(path))
   spec_path = os.path.join(path, SPEC_FILE)
-  if not os.path.isfile(spec_path) or not os.path.isdir(os.path.join(path, VARIABLES_DIR)):
-    raise FileNotFoundError(f"not a jaxgc model directory (no {SPEC_FILE} or {VARIABLES_DIR}/): "
-                            f"{path}")
+  quantized = os.path.join(path, QUANTIZED_FILE)
+  has_vars = os.path.isdir(os.path.join(path, VARIABLES_DIR))
+  if not os.path.isfile(spec_path) or not (has_vars or os.path.isfile(quantized)):
+    raise FileNotFoundError(f"not a jaxgc model directory (no {SPEC_FILE}, or neither "
+                            f"{VARIABLES_DIR}/ nor {QUANTIZED_FILE}): {path}")
   with open(spec_path) as f:
     spec = json.load(f)
   module = models.build(spec["arch"], **spec["kwargs"])
-  variables = ocp.PyTreeCheckpointer().restore(os.path.join(path, VARIABLES_DIR))
+  if has_vars:
+    variables = ocp.PyTreeCheckpointer().restore(os.path.join(path, VARIABLES_DIR))
+  else:
+    from jaxgc import compress  # pylint: disable=import-outside-toplevel
+    variables = compress.dequantize_variables(compress.load_quantized(quantized))
   return module, jax.tree.map(np.asarray, variables)
+
+
+def load_any_model(path: str | os.PathLike, arch: str | None = None
+                   ) -> tuple[nn.Module, dict[str, Any]]:
+  """A generator from a PyTorch checkpoint file (converted; needs torch), a ``jaxgc convert``
+  directory, or a ``jaxgc compress`` checkpoint directory (dequantized)."""
+  path = os.fspath(path)
+  if os.path.isdir(path):
+    return load_model(path)
+  from jaxgc import convert  # pylint: disable=import-outside-toplevel
+  return convert.load_torch_checkpoint(path, arch)

@@ -30,6 +30,7 @@ from jaxgc import convert
 from jaxgc import models
 from jaxgc import stats
 from jaxgc.checkpoint import check_writable_dir
+from jaxgc.jobs import config as config_lib
 from jaxgc.jobs import inputs as inputs_lib
 from jaxgc.jobs import report as report_lib
 
@@ -61,38 +62,6 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-def coerce(key: str, old: Any, value: Any) -> Any:
-  """``value`` in the type of the default ``old``: a scalar given for a tuple becomes a
-  1-tuple, an int for a float a float.
-
-  Raises:
-    ValueError: the types cannot be reconciled, naming the key and the value.
-  """
-  if isinstance(old, tuple):
-    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
-  if isinstance(old, bool) != isinstance(value, bool):
-    raise ValueError(f"config key {key!r} must be a {type(old).__name__}, got {value!r}")
-  if isinstance(old, float) and isinstance(value, int):
-    return float(value)
-  if isinstance(old, (int, float, str)) and not isinstance(value, type(old)):
-    raise ValueError(f"config key {key!r} must be a {type(old).__name__}, got {value!r}")
-  return value
-
-
-def _merge(defaults: ml_collections.ConfigDict, user: Any, prefix: str = "") -> None:
-  for key in user.keys():
-    if key not in defaults:
-      known = ", ".join(sorted(prefix + k for k in defaults.keys()))
-      raise ValueError(f"unknown config key {prefix + key!r}; known keys: {known}")
-    value = user[key]
-    if isinstance(defaults[key], ml_collections.ConfigDict):
-      if not isinstance(value, (ml_collections.ConfigDict, dict)):
-        raise ValueError(f"config key {prefix + key!r} must be a group, got {value!r}")
-      _merge(defaults[key], value, prefix + key + ".")
-    else:
-      defaults[key] = coerce(prefix + key, defaults[key], value)
-
-
 def resolve_config(user: Any) -> ml_collections.ConfigDict:
   """Defaults overridden by ``user``, validated before anything is read or written.
 
@@ -100,9 +69,7 @@ def resolve_config(user: Any) -> ml_collections.ConfigDict:
     ValueError: an unknown key, bits outside 2..8, an unknown granularity or clip setting, or
       no checkpoint.
   """
-  cfg = default_config()
-  with cfg.unlocked():
-    _merge(cfg, user)
+  cfg = config_lib.merge(default_config(), user)
   if not cfg.checkpoint:
     raise ValueError("config.checkpoint is empty: name a PyTorch checkpoint")
   for bits in cfg.sweep.weight_bits:

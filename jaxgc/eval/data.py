@@ -1,0 +1,84 @@
+"""Reference image sets: a folder of images, an ``.npz`` array, or an IDX file (MNIST format)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+# IDX type codes (LeCun's MNIST format): 0x08 unsigned byte is the only one images use.
+_IDX_UBYTE = 0x08
+
+
+def read_idx(path: str) -> np.ndarray:
+  """Reads an IDX file (``.gz`` or raw), e.g. ``train-images-idx3-ubyte.gz``.
+
+  Returns:
+    uint8 ``[n, rows, cols]`` for image files (``[n]`` for label files).
+
+  Raises:
+    ValueError: bad magic number or a size that does not match the header.
+  """
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rb") as f:
+    data = f.read()
+  if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != _IDX_UBYTE:
+    raise ValueError(f"{path} is not an unsigned-byte IDX file (magic {data[:4].hex()})")
+  ndim = data[3]
+  dims = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+  body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+  if body.size != int(np.prod(dims)):
+    raise ValueError(f"{path}: header says {dims} ({int(np.prod(dims))} bytes), file holds "
+                     f"{body.size}")
+  return body.reshape(dims)
+
+
+def load_images(path: str, limit: int | None = None, key: str | None = None) -> np.ndarray:
+  """Loads a reference set as uint8 ``[n, height, width, channels]``.
+
+  Args:
+    path: a folder of images (sorted by name; converted to RGB, or kept grayscale when every
+      image is grayscale), an ``.npz`` file (array ``key``, else ``images``, else its only
+      array; ``[n, h, w]`` or ``[n, h, w, c]`` uint8), or an IDX file (``-idx3-ubyte[.gz]``).
+    limit: keep the first ``limit`` images.
+    key: the ``.npz`` array to read.
+
+  Raises:
+    FileNotFoundError: no such path.
+    ValueError: an empty set, an unknown format, mixed image sizes, or non-uint8 arrays.
+  """
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"reference set not found: {path}")
+  if os.path.isdir(path):
+    names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_SUFFIXES))
+    names = names[:limit] if limit else names
+    if not names:
+      raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
+    imgs = [Image.open(os.path.join(path, n)) for n in names]
+    gray = all(im.mode in ("L", "1", "I;16") for im in imgs)
+    arrays = [np.asarray(im.convert("L" if gray else "RGB")) for im in imgs]
+    if len({a.shape for a in arrays}) != 1:
+      raise ValueError(f"images in {path} have different sizes: "
+                       f"{sorted({a.shape for a in arrays})[:3]}")
+    out = np.stack(arrays)
+  elif path.endswith(".npz"):
+    with np.load(path, allow_pickle=False) as z:
+      names = list(z.keys())
+      pick = key or ("images" if "images" in names else (names[0] if len(names) == 1 else None))
+      if pick not in names:
+        raise ValueError(f"{path} holds arrays {names}; name the images with key=")
+      out = z[pick]
+  elif "idx" in os.path.basename(path) and "ubyte" in os.path.basename(path):
+    out = read_idx(path)
+  else:
+    raise ValueError(f"unknown reference format: {path} (expected a folder, .npz or IDX file)")
+  if out.dtype != np.uint8:
+    raise ValueError(f"reference images must be uint8, got {out.dtype} in {path}")
+  if out.ndim == 3:
+    out = out[..., None]
+  if out.ndim != 4 or not len(out):
+    raise ValueError(f"reference set {path} has shape {out.shape}; expected [n, h, w(, c)]")
+  return out[:limit] if limit else out
