@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 
 
+def cache_root() -> str:
+  """``$JAXGC_CACHE``, or ``~/.cache/jaxgc``: converted extractor weights and feature caches."""
+  return os.environ.get("JAXGC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "jaxgc")
+
+
 def _umask() -> int:
   mask = os.umask(0)
   os.umask(mask)

@@ -2,6 +2,7 @@
 
   jaxgc convert CHECKPOINT OUTDIR [--arch NAME]
   jaxgc compress --config configs/NAME.py --workdir DIR [--config.KEY=VALUE ...]
+  jaxgc evaluate --config configs/NAME.py --workdir DIR [--config.KEY=VALUE ...]
 
 Errors are one line on stderr (``jaxgc: error: ...``) with exit status 2.
 """
@@ -79,6 +80,13 @@ def _compress(args, overrides) -> int:
   return 0
 
 
+def _evaluate(args, overrides) -> int:
+  from jaxgc.jobs import evaluate as job  # pylint: disable=import-outside-toplevel
+  job.run(load_config(args.config, overrides), args.workdir, progress=not args.no_progress)
+  print(open(os.path.join(args.workdir, "metrics.md")).read())
+  return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="jaxgc", description=__doc__.split("\n")[0])
   sub = parser.add_subparsers(dest="command", required=True)
@@ -91,16 +99,22 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--workdir", required=True, help="output folder")
   p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
   p.add_argument("--print-report", action="store_true", help="print report.md when done")
+  p = sub.add_parser("evaluate", help="FID/KID, k-NN and LSH precision/recall vs a reference")
+  p.add_argument("--config", required=True, help="configs/NAME.py defining get_config()")
+  p.add_argument("--workdir", required=True, help="output folder for metrics.json/md")
+  p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
   args, extra = parser.parse_known_args(argv)
   overrides = [a for a in extra if a.startswith("--config.")]
   rest = [a for a in extra if not a.startswith("--config.")]
-  if rest or (overrides and args.command != "compress"):
+  if rest or (overrides and args.command == "convert"):
     parser.error(f"unrecognized arguments: {' '.join(rest or overrides)}")
 
   from jaxgc.convert import CheckpointError  # pylint: disable=import-outside-toplevel
   try:
     if args.command == "convert":
       return _convert(args)
+    if args.command == "evaluate":
+      return _evaluate(args, overrides)
     return _compress(args, overrides)
   except (CheckpointError, ValueError, FileNotFoundError, PermissionError, ImportError) as e:
     print(f"jaxgc: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",

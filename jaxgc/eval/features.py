@@ -23,51 +23,68 @@ from jax.sharding import PartitionSpec as P
 from PIL import Image
 from tqdm.auto import tqdm
 
+from jaxgc._fileio import cache_root
 from jaxgc._fileio import give_default_mode
 
 EXTRACTORS = ("inception", "lenet5", "pixels")
 
 
-def cache_root() -> str:
-  """``$JAXGC_CACHE``, or ``~/.cache/jaxgc``: converted extractor weights and feature caches."""
-  return os.environ.get("JAXGC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "jaxgc")
-
-
-def batched_apply(fn: Callable[[jax.Array], jax.Array], x: np.ndarray, batch_size: int,
+def batched_apply(fn: Callable[..., jax.Array], x: np.ndarray, batch_size: int,
                   mesh: jax.sharding.Mesh | None = None, progress: bool = True,
-                  desc: str = "features") -> np.ndarray:
+                  desc: str = "features", variables: Any = None,
+                  preprocess: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
   """Applies a jitted ``fn`` to ``x`` in batches of one fixed shape (the last one padded).
 
-  With ``mesh``, every batch is sharded over the mesh's ``"data"`` axis (the batch size is
-  rounded up to a multiple of the device count), so each device computes its slice.
+  One compiled function serves every batch. With ``mesh``, every batch is sharded over the
+  mesh's ``"data"`` axis (the batch size is rounded up to a multiple of its size) and
+  ``variables`` are replicated, so each device computes its slice.
 
   Args:
-    fn: ``[batch, ...] -> [batch, ...]``; jitted here.
+    fn: ``fn(batch)``, or ``fn(variables, batch)`` when ``variables`` is given; maps
+      ``[batch, ...]`` to ``[batch, ...]``; jitted here.
     x: numpy ``[n, ...]``.
     batch_size: samples per call (>= 1).
     mesh: optional mesh with a ``"data"`` axis.
-    progress: show a tqdm bar.
+    progress: show a tqdm bar (counting samples).
     desc: the bar's label.
+    variables: optional pytree passed as ``fn``'s first argument (replicated over the mesh).
+    preprocess: optional host function applied to each raw batch before padding (e.g. a
+      resize), so that only one batch of preprocessed data is ever in memory.
 
   Returns:
     numpy ``[n, ...]`` outputs, in order.
+
+  Raises:
+    ValueError: ``batch_size < 1`` or a mesh without a ``"data"`` axis.
   """
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
   n = len(x)
+  call = fn if variables is not None else (lambda _, b: fn(b))
   if mesh is not None:
+    if "data" not in mesh.axis_names:
+      raise ValueError(f"mesh must have a 'data' axis, got axes {mesh.axis_names}")
     d = mesh.shape["data"]
-    batch_size = -(-batch_size // d) * d
-    jfn = jax.jit(fn, in_shardings=NamedSharding(mesh, P("data")),
-                  out_shardings=NamedSharding(mesh, P("data")))
+    batch_size = -(-min(batch_size, n) // d) * d
+    data = NamedSharding(mesh, P("data"))
+    variables = jax.device_put(variables, NamedSharding(mesh, P()))
+    jfn = jax.jit(call, in_shardings=(NamedSharding(mesh, P()), data), out_shardings=data)
   else:
-    jfn = jax.jit(fn)
-  batch_size = max(1, min(batch_size, n)) if mesh is None else batch_size
+    batch_size = max(1, min(batch_size, n))
+    data = None
+    jfn = jax.jit(call)
   outs = []
-  for start in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, unit="batch"):
-    chunk = x[start:start + batch_size]
-    pad = batch_size - len(chunk)
-    if pad:
-      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-    outs.append(np.asarray(jfn(jnp.asarray(chunk)))[:batch_size - pad])
+  with tqdm(total=n, desc=desc, disable=not progress, unit="sample") as bar:
+    for start in range(0, n, batch_size):
+      chunk = x[start:start + batch_size]
+      if preprocess is not None:
+        chunk = preprocess(chunk)
+      m = len(chunk)
+      if m < batch_size:
+        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - m, axis=0)])
+      batch = jax.device_put(chunk, data) if data is not None else jnp.asarray(chunk)
+      outs.append(np.asarray(jfn(variables, batch))[:m])
+      bar.update(m)
   return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
 

@@ -59,6 +59,19 @@ def default_config() -> ml_collections.ConfigDict:
   c.exclude = ""                               # regex of paths to leave alone; "" for none
   c.batch_size = 4
   c.sample_cell = 128                          # thumbnail side in samples.png
+  # Optional distribution metrics per row (jaxgc.eval.compare): FID, KID, precision, recall,
+  # density, coverage, LSH precision/recall of each setting's samples against samples of the
+  # FP32 model (unconditional: latents from metrics.seed vs metrics.reference_seed;
+  # image-to-image: outputs on the same inputs, so it needs > nearest_k inputs).
+  c.metrics = ml_collections.ConfigDict()
+  c.metrics.enabled = False
+  c.metrics.extractor = "inception"            # inception | lenet5 | pixels
+  c.metrics.resize = "clean"
+  c.metrics.num_samples = 1000
+  c.metrics.seed = 0
+  c.metrics.reference_seed = 1
+  c.metrics.nearest_k = 5
+  c.metrics.batch_size = 50
   return c
 
 
@@ -85,6 +98,9 @@ def resolve_config(user: Any) -> ml_collections.ConfigDict:
                      f"got num_samples={cfg.inputs.num_samples}, size={cfg.inputs.size}")
   if not cfg.inputs.names:
     raise ValueError("inputs.names is empty: name at least one scikit-image photo")
+  if cfg.metrics.enabled and cfg.metrics.extractor not in ("inception", "lenet5", "pixels"):
+    raise ValueError(f"unknown metrics.extractor {cfg.metrics.extractor!r}; expected "
+                     "inception, lenet5 or pixels")
   if int(cfg.batch_size) < 1:
     raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
   if cfg.arch and cfg.arch not in models.ARCHS:
@@ -125,6 +141,26 @@ def compress_variables(variables, row: dict[str, Any], cfg):
           compress.quantize_variables(v, qcfg, include, exclude))
 
 
+def _metrics_scorer(module, variables, x, mcfg, progress: bool):
+  """``variables -> {metric: value}`` against the FP32 model's samples, or None if disabled."""
+  if not mcfg.enabled:
+    return None
+  from jaxgc.eval import evaluate as eval_lib  # pylint: disable=import-outside-toplevel
+  from jaxgc.eval import features as features_lib  # pylint: disable=import-outside-toplevel
+  inputs = x if module.kind == "image_to_image" else None
+
+  def features(v, seed):
+    imgs = eval_lib.generate_images(module, v, num_samples=int(mcfg.num_samples), seed=seed,
+                                    inputs=inputs, batch_size=int(mcfg.batch_size),
+                                    progress=False)
+    return features_lib.extract_features(imgs, mcfg.extractor, mcfg.resize,
+                                         batch_size=int(mcfg.batch_size), progress=False)
+
+  real = features(variables, int(mcfg.reference_seed))
+  return lambda v: eval_lib.compare(real, features(v, int(mcfg.seed)),
+                                    nearest_k=int(mcfg.nearest_k), seed=int(mcfg.seed))
+
+
 def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
   """Runs the compression sweep of ``config`` and writes its report into ``workdir``.
 
@@ -152,6 +188,7 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
 
   apply_fn = jax.jit(module.apply)
   reference = _run_model(apply_fn, variables, x, int(cfg.batch_size))
+  scorer = _metrics_scorer(module, variables, x, cfg.metrics, progress)
   spec = models.model_spec(module)
   model_desc = {**spec, "checkpoint": ckpt, "params": stats.count_params(variables),
                 "macs": stats.count_macs(module, variables, x[:1])}
@@ -174,12 +211,16 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
       nbytes = compress.save_quantized(stored, os.path.join(ckdir, "weights.npz"))
       fp32_bytes = fp32_bytes or nbytes
       metrics = report_lib.image_metrics(reference, out)
+      if scorer is not None:
+        metrics.update(scorer(fq))
       rows.append({**row, "bytes_on_disk": int(nbytes), "size_ratio": nbytes / fp32_bytes,
                    "params": model_desc["params"], "macs": model_desc["macs"], **metrics})
       psnr = "inf" if metrics["psnr_db"] is None else f"{metrics['psnr_db']:.1f} dB"
       grid.append((f"{row['setting']}\nPSNR {psnr}", inputs_lib.to_uint8(out)))
 
     report = {"model": model_desc, "inputs": inputs_desc, "rows": rows}
+    if scorer is not None:
+      report["metrics"] = {k: cfg.metrics[k] for k in cfg.metrics.keys()}
     with open(os.path.join(staging, "report.json"), "w") as f:
       json.dump(report, f, indent=2)
     with open(os.path.join(staging, "report.md"), "w") as f:

@@ -68,6 +68,19 @@ def markdown(report: dict) -> str:
         f"| {r['setting']} | {r['weight_bits']} | {r['clip'] or 'none'} | "
         f"{r['granularity'] or '-'} | {r['bytes_on_disk']:,} | {r['size_ratio']:.3f} | "
         f"{_fmt(r['psnr_db'], 'psnr')} | {r['ssim']:.4f} | {r['max_abs_error']:.4f} |")
+  if report["rows"] and "fid" in report["rows"][0]:
+    lines += ["", "Distribution metrics against the FP32 model's samples "
+              f"({report.get('metrics', {}).get('extractor', '')} features, "
+              f"n = {report.get('metrics', {}).get('num_samples', '')}):", "",
+              "| setting | FID | KID x 1e3 | precision | recall | density | coverage | LSH P | "
+              "LSH R | LSH+kNN P | LSH+kNN R |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in report["rows"]:
+      lines.append(
+          f"| {r['setting']} | {r['fid']:.3f} | {1e3 * r['kid_mean']:.3f} | "
+          f"{r['precision']:.4f} | {r['recall']:.4f} | {r['density']:.4f} | "
+          f"{r['coverage']:.4f} | {r['lsh_precision']:.4f} | {r['lsh_recall']:.4f} | "
+          f"{r['lsh_knn_precision']:.4f} | {r['lsh_knn_recall']:.4f} |")
   lines += ["", "![samples](samples.png)", ""]
   return "\n".join(lines)
 

@@ -2,6 +2,7 @@
 
 from jaxgc.models.dcgan import DCGANDiscriminator
 from jaxgc.models.dcgan import DCGANGenerator
+from jaxgc.models.inception import FIDInceptionV3
 from jaxgc.models.lenet import LeNet5
 from jaxgc.models.mlp import MLPDiscriminator
 from jaxgc.models.mlp import MLPGenerator

@@ -1,0 +1,585 @@
+"""Precision and recall with locality-sensitive hashing (LSH) instead of k-NN balls.
+
+Mordido, Yang and Meinel 2021, "Evaluating Post-Training Compression in GANs using
+Locality-Sensitive Hashing" (arXiv 2103.11912). The improved precision/recall of Kynkäänniemi et
+al. 2019 calls a generated sample "inside" the real manifold when it lies within the k-NN radius
+of some real sample; an outlier reference sample has a huge radius and covers many generated
+samples, so heavily compressed generators (which make outliers) look better than they are. The
+LSH manifold test replaces the k-NN balls by hash buckets:
+
+* ``method="lsh"`` (O(1) per query sample): hash every reference feature into ``L`` tables of
+  ``K`` concatenated E2LSH hashes; a query is inside when its bucket, in at least one table, holds
+  at least ``m`` reference samples. ``m > 1`` is what makes the test robust to isolated outliers:
+  an outlier sits alone in its buckets and covers nothing.
+* ``method="lsh_knn"`` (O(log n) per query sample): the buckets give candidate neighbours (sort +
+  ``searchsorted`` over bucket ids), and the k-NN radius test of improved precision/recall runs
+  against those candidates only.
+* ``method="knn"``: the exact k-NN test, blocked (never an ``n x n`` matrix); the reference the
+  two LSH methods are measured against.
+
+Precision is the fraction of fake samples inside the real manifold; recall the same with the roles
+swapped (fake reference, real queries).
+
+Hashing (Datar et al. 2004, p-stable LSH): ``h(x) = floor((a . x + b) / w)`` with
+``a ~ N(0, I_d)`` and ``b ~ U[0, w)``; all ``L * K`` projections are one ``[n, d] x [d, L*K]``
+matmul. The ``K`` integers of a table are combined into one 32-bit bucket id,
+``fmix32(sum_k r_k * h_k mod 2**32)`` with random odd multipliers ``r_k`` and the murmur3
+finalizer ``fmix32``. Distinct K-tuples therefore share an id with probability about ``2**-32``
+(not a strictly universal family: the collision rate is that of a random function, not a proven
+bound). ``method="lsh"`` folds the id into ``table_size`` count slots (``id mod table_size``);
+distinct buckets sharing a slot add their counts, which can only move a query from outside to
+inside, so slot collisions bias precision and recall *up*, by at most the fraction of queries whose
+slot is shared (see :func:`bucket_occupancy`, ``slot_collision_fraction``). ``method="lsh_knn"``
+sorts the full 32-bit ids, and a shared id only adds candidates that the exact distance test then
+judges, so there collisions cost time, not correctness (beyond the candidate cap below).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+METHODS = ("lsh", "lsh_knn", "knn")
+
+# Auto bucket widths (``bucket_width=None``), see :func:`lsh_precision_recall`.
+LSH_WIDTH_FACTOR = 1.0
+LSH_KNN_WIDTH_FACTOR = 4.0
+
+_MAD_TO_STD = 1.4826  # 1 / Phi^-1(3/4): MAD of a Gaussian times this is its std.
+_INT_LIMIT = 2.0**30  # floor values are clipped to +-2**30 before the int32 cast.
+
+
+class HashParams(NamedTuple):
+  """E2LSH hash family for ``L`` tables of ``K`` hashes over ``d``-dim features.
+
+  Attributes:
+    projections: ``[d, L*K]`` float32, entries i.i.d. N(0, 1); column ``l*K + k`` is hash ``k`` of
+      table ``l``.
+    offsets: ``[L*K]`` float32 in ``[0, 1)``: ``b / w`` (so ``b ~ U[0, w)`` for any width ``w``).
+    multipliers: ``[L, K]`` uint32, odd: combine the K hashes of a table into one bucket id.
+  """
+
+  projections: jax.Array
+  offsets: jax.Array
+  multipliers: jax.Array
+
+
+def make_hash_params(key: jax.Array, dim: int, num_tables: int,
+                     hashes_per_table: int) -> HashParams:
+  """Draws an E2LSH family: ``L = num_tables`` tables of ``K = hashes_per_table`` hashes."""
+  k_a, k_b, k_r = jax.random.split(key, 3)
+  n_hash = num_tables * hashes_per_table
+  projections = jax.random.normal(k_a, (dim, n_hash), jnp.float32)
+  offsets = jax.random.uniform(k_b, (n_hash,), jnp.float32)
+  multipliers = jax.random.bits(k_r, (num_tables, hashes_per_table), jnp.uint32) | jnp.uint32(1)
+  return HashParams(projections, offsets, multipliers)
+
+
+def _fmix32(h: jax.Array) -> jax.Array:
+  """murmur3 32-bit finalizer: a bijection on uint32 that spreads every input bit."""
+  h = h ^ (h >> 16)
+  h = h * jnp.uint32(0x85EBCA6B)
+  h = h ^ (h >> 13)
+  h = h * jnp.uint32(0xC2B2AE35)
+  return h ^ (h >> 16)
+
+
+def bucket_ids(features: jax.Array, params: HashParams,
+               bucket_width: jax.Array | float) -> jax.Array:
+  """Bucket id of every sample in every table.
+
+  Args:
+    features: ``[n, d]`` float.
+    params: the hash family (:func:`make_hash_params`).
+    bucket_width: ``w > 0``, scalar, in feature units.
+
+  Returns:
+    ``[n, L]`` uint32: ``fmix32(sum_k r_k * floor((a_k . x + b_k) / w) mod 2**32)``.
+  """
+  num_tables, k = params.multipliers.shape
+  proj = features.astype(jnp.float32) @ params.projections  # the one matmul: [n, L*K]
+  h = jnp.floor(proj / bucket_width + params.offsets)
+  h = jnp.clip(h, -_INT_LIMIT, _INT_LIMIT).astype(jnp.int32)
+  h = jax.lax.bitcast_convert_type(h, jnp.uint32).reshape(-1, num_tables, k)
+  ids = jnp.sum(h * params.multipliers, axis=-1, dtype=jnp.uint32)  # wraps mod 2**32
+  return _fmix32(ids)
+
+
+# --------------------------------------------------------------------------------------------
+# Blocking and sharding of the query axis.
+
+
+def _block_layout(n: int, block_size: int, n_dev: int) -> tuple[int, int]:
+  """``(num_blocks, block)`` with ``num_blocks * block >= n`` and ``block % n_dev == 0``."""
+  num_blocks = max(1, math.ceil(n / block_size))
+  block = math.ceil(math.ceil(n / num_blocks) / n_dev) * n_dev
+  return num_blocks, block
+
+
+def _to_blocks(x: jax.Array, num_blocks: int, block: int, spec: Any) -> jax.Array:
+  """``[num_blocks*block, ...] -> [num_blocks, block, ...]``, row ``i*num_blocks+j`` at ``[j, i]``.
+
+  The interleaved layout keeps the contiguous device shards of the sample axis on the ``block``
+  axis, so every block is spread over all devices and the loop over blocks is not.
+  """
+  xb = jnp.swapaxes(x.reshape(block, num_blocks, *x.shape[1:]), 0, 1)
+  if spec is not None:
+    xb = jax.lax.with_sharding_constraint(xb, spec)
+  return xb
+
+
+def _from_blocks(xb: jax.Array) -> jax.Array:
+  return jnp.swapaxes(xb, 0, 1).reshape(-1, *xb.shape[2:])
+
+
+def _block_spec(mesh, ndim: int):
+  if mesh is None:
+    return None
+  return NamedSharding(mesh, P(None, "data", *([None] * (ndim - 2))))
+
+
+def _sqdist(q: jax.Array, r: jax.Array) -> jax.Array:
+  """``[B, d] x [C, d] -> [B, C]`` squared Euclidean distances, ``|q|^2 + |r|^2 - 2 q.r >= 0``."""
+  d2 = jnp.sum(q * q, -1)[:, None] + jnp.sum(r * r, -1)[None, :] - 2.0 * (q @ r.T)
+  return jnp.maximum(d2, 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Exact k-NN (blocked).
+
+
+@functools.partial(jax.jit, static_argnames=("k", "num_blocks", "block", "ref_blocks", "spec"))
+def _kth_sqdist(x, x_mask, *, k, num_blocks, block, ref_blocks, spec):
+  """Squared distance of every row of ``x`` to its k-th nearest row (self at index 0)."""
+  d = x.shape[1]
+  rb = x.reshape(ref_blocks, -1, d)
+  rmask = x_mask.reshape(ref_blocks, -1)
+  qb = _to_blocks(x, num_blocks, block, spec)
+
+  def one_block(q):
+    def step(best, ref):
+      r, m = ref
+      d2 = jnp.where(m[None, :], _sqdist(q, r), jnp.inf)
+      merged = jnp.concatenate([best, d2], axis=1)
+      return -jax.lax.top_k(-merged, k + 1)[0], None
+
+    best0 = jnp.full((q.shape[0], k + 1), jnp.inf, jnp.float32)
+    best, _ = jax.lax.scan(step, best0, (rb, rmask))
+    return best[:, k]
+
+  return _from_blocks(jax.lax.map(one_block, qb))
+
+
+@functools.partial(jax.jit, static_argnames=("num_blocks", "block", "ref_blocks", "spec"))
+def _knn_inside(ref, radii2, qry, *, num_blocks, block, ref_blocks, spec):
+  """Exact k-NN manifold test: ``any_i |q - r_i|^2 < radius_i^2`` (open balls; padded refs: -1)."""
+  d = ref.shape[1]
+  rb = ref.reshape(ref_blocks, -1, d)
+  r2b = radii2.reshape(ref_blocks, -1)
+  qb = _to_blocks(qry, num_blocks, block, spec)
+
+  def one_block(q):
+    def step(hit, ref):
+      r, r2 = ref
+      return hit | jnp.any(_sqdist(q, r) < r2[None, :], axis=1), None
+
+    hit, _ = jax.lax.scan(step, jnp.zeros(q.shape[0], bool), (rb, r2b))
+    return hit
+
+  return _from_blocks(jax.lax.map(one_block, qb))
+
+
+def _pad_rows(x: jax.Array, n_to: int) -> jax.Array:
+  return jnp.pad(x, [(0, n_to - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
+
+
+def _put(x, mesh, spec):
+  return x if mesh is None else jax.device_put(x, NamedSharding(mesh, spec))
+
+
+def _auto_mesh(mesh):
+  """The same devices and axis names with ``Auto`` axis types (``jax.make_mesh`` defaults to
+  ``Explicit``): sharding then propagates through the gathers and scatters below (GSPMD)."""
+  if mesh is None:
+    return None
+  auto = jax.sharding.AxisType.Auto
+  return jax.sharding.Mesh(mesh.devices, mesh.axis_names, axis_types=(auto,) * len(mesh.axis_names))
+
+
+def _n_dev(mesh) -> int:
+  return 1 if mesh is None else int(mesh.shape["data"])
+
+
+def _padded_rows_and_layout(n: int, block_size: int, mesh) -> tuple[int, int, int]:
+  num_blocks, block = _block_layout(n, block_size, _n_dev(mesh))
+  return num_blocks * block, num_blocks, block
+
+
+def _sqradii(features: jax.Array, k: int, block_size: int, mesh) -> jax.Array:
+  """Padded squared k-NN radii: ``[n_pad]`` float32, ``-1`` on padded rows (they cover nothing)."""
+  n = features.shape[0]
+  n_pad, num_blocks, block = _padded_rows_and_layout(n, block_size, mesh)
+  x = _put(_pad_rows(features, n_pad), mesh, P("data", None))
+  mask = _put(jnp.arange(n_pad) < n, mesh, P("data"))
+  r2 = _kth_sqdist(x, mask, k=k, num_blocks=num_blocks, block=block, ref_blocks=num_blocks,
+                   spec=_block_spec(mesh, 3))
+  return jnp.where(jnp.arange(n_pad) < n, r2, -1.0)
+
+
+def knn_radii(features: Any, k: int = 5, block_size: int = 1024, mesh=None) -> jax.Array:
+  """Exact Euclidean distance of every sample to its k-th nearest other sample.
+
+  Blocked: memory ``O(block_size**2 + n * d)``, never ``n x n``; compute ``O(n**2 d)``. The sample
+  itself counts as its own 0-th neighbour (the convention of Kynkäänniemi et al. 2019 and the
+  ``prdc`` package): the radius is the ``(k+1)``-th smallest distance including self.
+
+  Args:
+    features: ``[n, d]`` finite floats, ``n > k``.
+    k: neighbour rank, ``>= 1``.
+    block_size: samples per block.
+    mesh: optional ``jax.sharding.Mesh`` with a ``"data"`` axis; the sample axis is sharded.
+
+  Returns:
+    ``[n]`` float32 radii.
+
+  Raises:
+    ValueError: see :func:`lsh_precision_recall`.
+  """
+  x = _check_features("features", features)
+  _check_int("nearest_k", k, 1)
+  _check_int("block_size", block_size, 1)
+  _check_mesh(mesh)
+  if x.shape[0] <= k:
+    raise ValueError(f"k-NN radii need more than nearest_k={k} samples, got {x.shape[0]}")
+  r2 = _sqradii(x, k, block_size, _auto_mesh(mesh))
+  return jnp.sqrt(jnp.maximum(r2[: x.shape[0]], 0.0))
+
+
+# --------------------------------------------------------------------------------------------
+# LSH manifold tests.
+
+
+@functools.partial(jax.jit, static_argnames=("table_size",))
+def _slot_counts(ref, ref_mask, params, w, *, table_size):
+  """``[L, table_size]`` int32: reference samples per count slot (padded rows add 0)."""
+  num_tables = params.multipliers.shape[0]
+  slots = (bucket_ids(ref, params, w) % jnp.uint32(table_size)).astype(jnp.int32)
+  counts = jnp.zeros((num_tables, table_size), jnp.int32)
+  return counts.at[jnp.arange(num_tables)[None, :], slots].add(ref_mask[:, None].astype(jnp.int32))
+
+
+@functools.partial(jax.jit, static_argnames=("table_size",))
+def _query_occupancy(counts, qry, params, w, *, table_size):
+  """``[n_q, L]`` int32: reference samples in each query's slot, table by table."""
+  num_tables = params.multipliers.shape[0]
+  slots = (bucket_ids(qry, params, w) % jnp.uint32(table_size)).astype(jnp.int32)
+  return counts[jnp.arange(num_tables)[None, :], slots]
+
+
+@functools.partial(jax.jit, static_argnames=("max_candidates", "num_blocks", "block", "spec"))
+def _lsh_knn_inside(ref, radii2, qry, params, w, perm, *, max_candidates, num_blocks, block, spec):
+  """LSH candidates + k-NN radius test; ``perm`` shuffles bucket members before the cap."""
+  n_ref = ref.shape[0]
+  ids = bucket_ids(ref, params, w)[perm].T  # [L, n_ref], members in random order
+  order = jnp.argsort(ids, axis=1, stable=True)
+  sorted_ids = jnp.take_along_axis(ids, order, axis=1)
+  members = perm[order]  # [L, n_ref] indices into ref
+  offsets = jnp.arange(max_candidates)
+  qb = _to_blocks(qry, num_blocks, block, spec)
+  ref_sq = jnp.sum(ref * ref, -1)
+
+  def one_block(q):
+    q_ids = bucket_ids(q, params, w).T  # [L, B]
+    q_sq = jnp.sum(q * q, -1)
+
+    def table(hit, xs):
+      sid, mem, qid = xs
+      lo = jnp.searchsorted(sid, qid, side="left")
+      hi = jnp.searchsorted(sid, qid, side="right")
+      pos = lo[:, None] + offsets[None, :]  # [B, C]: the first C members of the bucket
+      valid = pos < hi[:, None]
+      cand = mem[jnp.minimum(pos, n_ref - 1)]
+      dot = jnp.einsum("bd,bcd->bc", q, ref[cand])
+      d2 = jnp.maximum(q_sq[:, None] + ref_sq[cand] - 2.0 * dot, 0.0)
+      return hit | jnp.any(valid & (d2 < radii2[cand]), axis=1), None
+
+    hit, _ = jax.lax.scan(table, jnp.zeros(q.shape[0], bool), (sorted_ids, members, q_ids))
+    return hit
+
+  return _from_blocks(jax.lax.map(one_block, qb))
+
+
+_SCALE_SAMPLES = 2048
+
+
+@jax.jit
+def _robust_projection_scale(ref, params):
+  """Median over the ``L*K`` hashes of ``1.4826 * MAD`` of the projected reference rows."""
+  proj = ref.astype(jnp.float32) @ params.projections
+  mad = jnp.median(jnp.abs(proj - jnp.median(proj, axis=0)), axis=0)
+  return jnp.median(_MAD_TO_STD * mad)
+
+
+def _lsh_width(reference, params, bucket_width, key) -> jax.Array:
+  """The ``"lsh"`` bucket width: given, or ``LSH_WIDTH_FACTOR *`` the robust projection scale.
+
+  The scale is estimated on at most ``_SCALE_SAMPLES`` reference rows drawn without replacement
+  (by ``key``, so deterministic for a seed), unpadded and replicated: independent of ``mesh``.
+  """
+  if bucket_width is not None:
+    return jnp.float32(bucket_width)
+  n = reference.shape[0]
+  if n > _SCALE_SAMPLES:
+    reference = reference[jax.random.permutation(key, n)[:_SCALE_SAMPLES]]
+  return LSH_WIDTH_FACTOR * _robust_projection_scale(reference, params)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation.
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+    raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _check_features(name: str, x: Any) -> jax.Array:
+  arr = np.asarray(x) if not isinstance(x, jax.Array) else x
+  if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
+    raise ValueError(f"{name} must have shape [n, d] with n, d >= 1, got shape {tuple(arr.shape)}")
+  if not jnp.issubdtype(arr.dtype, jnp.number) or jnp.issubdtype(arr.dtype, jnp.complexfloating):
+    raise ValueError(f"{name} must be real numbers, got dtype {arr.dtype}")
+  arr = jnp.asarray(arr, jnp.float32)
+  if not bool(jnp.all(jnp.isfinite(arr))):
+    bad = int(jnp.sum(~jnp.isfinite(arr)))
+    raise ValueError(f"{name} must be finite, got {bad} NaN/Inf entries")
+  return arr
+
+
+def _check_mesh(mesh) -> None:
+  if mesh is not None and "data" not in getattr(mesh, "axis_names", ()):
+    names = getattr(mesh, "axis_names", mesh)
+    raise ValueError(f"mesh must have a 'data' axis, got axis names {names!r}")
+
+
+def _check_width(bucket_width: Any) -> None:
+  if bucket_width is None:
+    return
+  if (isinstance(bucket_width, bool) or not isinstance(bucket_width, (int, float, np.number))
+      or not math.isfinite(bucket_width) or bucket_width <= 0):
+    raise ValueError(f"bucket_width must be None or a finite number > 0, got {bucket_width!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Public API.
+
+
+def _coverage(reference, queries, *, method, params, bucket_width, min_occupancy, nearest_k,
+              table_size, max_candidates, perm_key, block_size, mesh) -> tuple[float, float]:
+  """Fraction of ``queries`` inside the manifold of ``reference``, and the bucket width used."""
+  n_ref, n_q = reference.shape[0], queries.shape[0]
+  nq_pad, num_blocks, block = _padded_rows_and_layout(n_q, block_size, mesh)
+  qry = _put(_pad_rows(queries, nq_pad), mesh, P("data", None))
+  spec = _block_spec(mesh, 3)
+
+  if method == "lsh":
+    nr_pad = math.ceil(n_ref / _n_dev(mesh)) * _n_dev(mesh)
+    ref = _put(_pad_rows(reference, nr_pad), mesh, P("data", None))
+    ref_mask = _put(jnp.arange(nr_pad) < n_ref, mesh, P("data"))
+    w = _lsh_width(reference, params, bucket_width, perm_key)
+    counts = _slot_counts(ref, ref_mask, params, w, table_size=table_size)
+    occ = _query_occupancy(counts, qry, params, w, table_size=table_size)
+    inside = jnp.any(occ[:n_q] >= min_occupancy, axis=1)
+  else:
+    r2 = _sqradii(reference, nearest_k, block_size, mesh)  # [nr_pad], -1 on padding
+    nr_pad = r2.shape[0]
+    ref = _put(_pad_rows(reference, nr_pad), mesh, P())
+    r2 = _put(r2, mesh, P())
+    if method == "knn":
+      w = jnp.float32(jnp.nan)
+      ref_blocks = _block_layout(n_ref, block_size, _n_dev(mesh))[0]
+      inside = _knn_inside(ref, r2, qry, num_blocks=num_blocks, block=block,
+                           ref_blocks=ref_blocks, spec=spec)[:n_q]
+    else:
+      if bucket_width is None:
+        w = LSH_KNN_WIDTH_FACTOR * jnp.median(jnp.sqrt(jnp.maximum(r2[:n_ref], 0.0)))
+      else:
+        w = jnp.float32(bucket_width)
+      # Shuffle the real rows only, so the candidate order does not depend on the padding.
+      perm = jnp.concatenate([jax.random.permutation(perm_key, n_ref),
+                              jnp.arange(n_ref, nr_pad)]).astype(jnp.int32)
+      inside = _lsh_knn_inside(ref, r2, qry, params, w, perm, max_candidates=max_candidates,
+                               num_blocks=num_blocks, block=block, spec=spec)[:n_q]
+  return float(jnp.mean(inside)), float(w)
+
+
+def lsh_precision_recall(
+    real_features: Any,
+    fake_features: Any,
+    *,
+    method: str = "lsh",
+    num_tables: int = 30,
+    hashes_per_table: int = 8,
+    bucket_width: float | None = None,
+    min_occupancy: int = 2,
+    nearest_k: int = 5,
+    max_candidates: int = 256,
+    seed: int = 0,
+    table_size: int = 2**20,
+    block_size: int = 1024,
+    mesh=None,
+) -> dict[str, float]:
+  """Precision (quality) and recall (diversity) of ``fake`` against ``real``, by LSH.
+
+  Args:
+    real_features: ``[n_real, d]`` finite floats (e.g. Inception pool features).
+    fake_features: ``[n_fake, d]`` finite floats, same ``d``.
+    method: ``"lsh"`` (bucket occupancy, O(1) per sample), ``"lsh_knn"`` (bucket candidates +
+      k-NN radius test, O(log n) per sample after exact radii) or ``"knn"`` (exact k-NN test,
+      Kynkäänniemi et al. 2019; blocked, O(n^2 d) compute, O(block_size^2) memory).
+    num_tables: ``L >= 1`` hash tables; more tables find more neighbours (higher values).
+    hashes_per_table: ``K >= 1`` hashes concatenated per table; more hashes make smaller buckets.
+      The defaults ``L = 30, K = 8`` (with ``C = 256`` and the auto widths) put ``"lsh_knn"``
+      within 0.01 of exact k-NN precision/recall on 10k vs 10k Gaussian samples in 16-d
+      (tests/test_lsh.py), where neighbours are barely closer than random pairs, the hard case
+      for LSH; data on a low-dimensional manifold needs fewer tables.
+    bucket_width: ``w > 0`` in feature units, or ``None`` for a width relative to the data scale:
+      ``"lsh"``: ``LSH_WIDTH_FACTOR (1.0) *`` the robust spread of the real features'
+      projections (median over the ``L*K`` hashes of ``1.4826 * MAD`` of ``a . x``; about
+      ``sqrt(trace(cov))``, insensitive to a few percent of outliers), one width for precision
+      and recall, so that a collapsed generator cannot change the buckets that judge it;
+      ``"lsh_knn"``: ``LSH_KNN_WIDTH_FACTOR (4.0) *`` the median k-NN radius (w = 4r is the
+      E2LSH operating point of Datar et al. 2004).
+    min_occupancy: ``m >= 1`` (``"lsh"``): a query is inside when its bucket holds at least ``m``
+      reference samples in at least one table. Default 2, the smallest value that ignores an
+      isolated outlier. The bucket counts grow with the reference size ``n``, so compare
+      ``"lsh"`` values only at equal ``n`` (identical 16-d Gaussian sets: 0.92 at ``n = 2000``,
+      0.99 at ``n = 5000``, 0.997 at ``n = 10000``).
+    nearest_k: ``k >= 1`` of the k-NN radius (``"lsh_knn"``, ``"knn"``); each reference set needs
+      more than ``k`` samples.
+    max_candidates: ``C >= 1`` (``"lsh_knn"``): per table, only the first ``C`` members of the
+      query's bucket (in a random order fixed by ``seed``) are tested, so every shape is static;
+      raise it, or ``hashes_per_table``, when buckets are crowded.
+    seed: fixes the hash family and the candidate order; the same seed gives the same result.
+    table_size: count slots per table (``"lsh"``), ``1 <= table_size <= 2**31``. Memory is
+      ``4 * L * table_size`` bytes (80 MiB at the defaults). See the module docstring for the
+      effect of slot collisions.
+    block_size: query samples per block (``"lsh_knn"``, ``"knn"``, and the exact radii). The
+      ``"lsh_knn"`` working set is about ``block_size * C * d`` floats.
+    mesh: optional ``jax.sharding.Mesh`` with a ``"data"`` axis: the sample axis of the queries
+      (and of the reference, for the count tables and radii) is sharded with ``NamedSharding``
+      (padded, padding masked out); results equal the single-device ones.
+
+  Returns:
+    ``{"precision": float in [0, 1], "recall": float in [0, 1], "bucket_width_real": w used for
+    precision, "bucket_width_fake": w used for recall}`` (widths are NaN for ``"knn"``).
+
+  Raises:
+    ValueError: features not ``[n, d]``, different ``d``, NaN/Inf entries, unknown ``method``,
+      ``L``, ``K``, ``m``, ``k``, ``C``, ``block_size`` below 1, ``bucket_width <= 0``, a bad
+      ``table_size``, too few samples for ``nearest_k``, or a mesh without a ``"data"`` axis.
+
+  Examples:
+    >>> out = lsh_precision_recall(real, fake)                      # LSH only
+    >>> out = lsh_precision_recall(real, fake, method="lsh_knn")    # LSH + k-NN
+  """
+  if method not in METHODS:
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+  real = _check_features("real_features", real_features)
+  fake = _check_features("fake_features", fake_features)
+  if real.shape[1] != fake.shape[1]:
+    raise ValueError(f"real and fake feature dims differ: {real.shape[1]} vs {fake.shape[1]}")
+  _check_int("num_tables", num_tables, 1)
+  _check_int("hashes_per_table", hashes_per_table, 1)
+  _check_int("min_occupancy", min_occupancy, 1)
+  _check_int("nearest_k", nearest_k, 1)
+  _check_int("max_candidates", max_candidates, 1)
+  _check_int("block_size", block_size, 1)
+  _check_int("table_size", table_size, 1)
+  _check_int("seed", seed, 0)
+  if table_size > 2**31:
+    raise ValueError(f"table_size must be <= 2**31, got {table_size!r}")
+  _check_width(bucket_width)
+  _check_mesh(mesh)
+  if method != "lsh":
+    for name, x in (("real_features", real), ("fake_features", fake)):
+      if x.shape[0] <= nearest_k:
+        raise ValueError(f"{name} needs more than nearest_k={nearest_k} samples, got {x.shape[0]}")
+
+  k_hash, k_perm_p, k_perm_r = jax.random.split(jax.random.key(seed), 3)
+  params = make_hash_params(k_hash, real.shape[1], num_tables, hashes_per_table)
+  if method == "lsh" and bucket_width is None:
+    # One width, from the real (reference) features, for both directions: a collapsed fake set
+    # (low-bit generators) must not shrink or blow up the buckets that measure its recall.
+    bucket_width = float(_lsh_width(real, params, None, k_perm_p))
+    if not bucket_width > 0:
+      raise ValueError(f"real_features have no spread along the projections (automatic "
+                       f"bucket_width {bucket_width}); pass bucket_width=")
+  common = dict(method=method, params=params, bucket_width=bucket_width,
+                min_occupancy=min_occupancy, nearest_k=nearest_k, table_size=table_size,
+                max_candidates=max_candidates, block_size=block_size, mesh=_auto_mesh(mesh))
+  precision, w_real = _coverage(real, fake, perm_key=k_perm_p, **common)
+  recall, w_fake = _coverage(fake, real, perm_key=k_perm_r, **common)
+  return {"precision": precision, "recall": recall,
+          "bucket_width_real": w_real, "bucket_width_fake": w_fake}
+
+
+def bucket_occupancy(
+    reference: Any,
+    queries: Any,
+    *,
+    num_tables: int = 30,
+    hashes_per_table: int = 8,
+    bucket_width: float | None = None,
+    seed: int = 0,
+    table_size: int = 2**20,
+) -> dict[str, Any]:
+  """Diagnostics of the ``method="lsh"`` count tables, to choose ``L``, ``K``, ``w`` and ``m``.
+
+  Uses the same hash family as :func:`lsh_precision_recall` with the same ``seed`` and
+  arguments; ``(reference, queries) = (real, fake)`` describes precision, ``(fake, real)`` recall.
+
+  Returns:
+    ``{"bucket_width": w used, "max_occupancy": [n_q] int array, for each query the most
+    reference samples sharing its slot in any table (a query is inside iff this is >= m),
+    "empty_fraction": fraction of queries with max_occupancy 0, "mean_max_occupancy",
+    "slot_collision_fraction": fraction of (table, occupied reference bucket) pairs whose count
+    slot is shared with another bucket (the upward bias of folding ids into table_size slots)}``.
+
+  Raises:
+    ValueError: as :func:`lsh_precision_recall`.
+  """
+  ref = _check_features("reference", reference)
+  qry = _check_features("queries", queries)
+  if ref.shape[1] != qry.shape[1]:
+    raise ValueError(f"reference and query feature dims differ: {ref.shape[1]} vs {qry.shape[1]}")
+  _check_int("num_tables", num_tables, 1)
+  _check_int("hashes_per_table", hashes_per_table, 1)
+  _check_int("table_size", table_size, 1)
+  _check_int("seed", seed, 0)
+  if table_size > 2**31:
+    raise ValueError(f"table_size must be <= 2**31, got {table_size!r}")
+  _check_width(bucket_width)
+  k_hash, k_scale, _ = jax.random.split(jax.random.key(seed), 3)
+  params = make_hash_params(k_hash, ref.shape[1], num_tables, hashes_per_table)
+  mask = jnp.ones(ref.shape[0], bool)
+  w = _lsh_width(ref, params, bucket_width, k_scale)
+  counts = _slot_counts(ref, mask, params, w, table_size=table_size)
+  occ = np.asarray(_query_occupancy(counts, qry, params, w, table_size=table_size)).max(axis=1)
+  ids = np.asarray(bucket_ids(ref, params, w))
+  shared = occupied = 0
+  for col in ids.T:  # per table, host-side: O(n log n)
+    uniq = np.unique(col)
+    _, slot_counts = np.unique(uniq % np.uint32(table_size), return_counts=True)
+    shared += int(slot_counts[slot_counts > 1].sum())
+    occupied += uniq.size
+  return {"bucket_width": float(w), "max_occupancy": occ,
+          "empty_fraction": float(np.mean(occ == 0)), "mean_max_occupancy": float(occ.mean()),
+          "slot_collision_fraction": shared / occupied}
