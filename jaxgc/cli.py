@@ -19,8 +19,9 @@ from typing import Any, Sequence
 import ml_collections
 
 
-def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-  """Imports ``path`` (a Python file with ``get_config()``) and applies ``--config.a.b=v``.
+def load_config(path: str | None, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """Imports ``path`` (a Python file with ``get_config()``; None for an empty config) and applies
+  ``--config.a.b=v``.
 
   Values are read as Python literals (``--config.sweep.weight_bits=8,4``) or else strings.
 
@@ -28,14 +29,17 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
     FileNotFoundError: no such file.
     ValueError: the file has no ``get_config``, or a malformed override.
   """
-  if not os.path.isfile(path):
+  if path is None:
+    cfg = ml_collections.ConfigDict()
+  elif not os.path.isfile(path):
     raise FileNotFoundError(f"config file not found: {path}")
-  spec = importlib.util.spec_from_file_location("jaxgc_user_config", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  if not hasattr(mod, "get_config"):
-    raise ValueError(f"config file {path} defines no get_config()")
-  cfg = mod.get_config()
+  else:
+    spec = importlib.util.spec_from_file_location("jaxgc_user_config", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    if not hasattr(mod, "get_config"):
+      raise ValueError(f"config file {path} defines no get_config()")
+    cfg = mod.get_config()
   if not isinstance(cfg, ml_collections.ConfigDict):
     cfg = ml_collections.ConfigDict(cfg)
   for item in overrides:
@@ -100,7 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
   p.add_argument("--print-report", action="store_true", help="print report.md when done")
   p = sub.add_parser("evaluate", help="FID/KID, k-NN and LSH precision/recall vs a reference")
-  p.add_argument("--config", required=True, help="configs/NAME.py defining get_config()")
+  p.add_argument("--config", default=None,
+                 help="configs/NAME.py defining get_config(); or give every key as "
+                 "--config.KEY=VALUE flags")
   p.add_argument("--workdir", required=True, help="output folder for metrics.json/md")
   p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
   args, extra = parser.parse_known_args(argv)

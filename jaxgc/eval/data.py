@@ -36,15 +36,25 @@ def read_idx(path: str) -> np.ndarray:
   return body.reshape(dims)
 
 
-def load_images(path: str, limit: int | None = None, key: str | None = None) -> np.ndarray:
+def _subset(n: int, limit: int | None, seed: int) -> np.ndarray:
+  """Sorted indices of a seeded random subset of ``limit`` of ``n`` items (all when no limit)."""
+  if not limit or limit >= n:
+    return np.arange(n)
+  return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def load_images(path: str, limit: int | None = None, key: str | None = None,
+                seed: int = 0) -> np.ndarray:
   """Loads a reference set as uint8 ``[n, height, width, channels]``.
 
   Args:
     path: a folder of images (sorted by name; converted to RGB, or kept grayscale when every
       image is grayscale), an ``.npz`` file (array ``key``, else ``images``, else its only
       array; ``[n, h, w]`` or ``[n, h, w, c]`` uint8), or an IDX file (``-idx3-ubyte[.gz]``).
-    limit: keep the first ``limit`` images.
+    limit: keep a random subset of ``limit`` images, drawn with ``seed`` and kept in file
+      order. Not the first ``limit``: data sets are often sorted by class (``mnist10k`` is).
     key: the ``.npz`` array to read.
+    seed: seeds the subset.
 
   Raises:
     FileNotFoundError: no such path.
@@ -54,7 +64,7 @@ def load_images(path: str, limit: int | None = None, key: str | None = None) -> 
     raise FileNotFoundError(f"reference set not found: {path}")
   if os.path.isdir(path):
     names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_SUFFIXES))
-    names = names[:limit] if limit else names
+    names = [names[i] for i in _subset(len(names), limit, seed)]
     if not names:
       raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
     imgs = [Image.open(os.path.join(path, n)) for n in names]
@@ -81,4 +91,4 @@ def load_images(path: str, limit: int | None = None, key: str | None = None) -> 
     out = out[..., None]
   if out.ndim != 4 or not len(out):
     raise ValueError(f"reference set {path} has shape {out.shape}; expected [n, h, w(, c)]")
-  return out[:limit] if limit else out
+  return out[_subset(len(out), limit, seed)]

@@ -36,7 +36,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.reference.kind = "images"  # images | generator
   c.reference.path = ""        # folder / .npz / IDX (images) or a checkpoint (generator)
   c.reference.limit = 10000    # at most this many reference images
-  c.reference.seed = 1         # latents of a reference generator
+  c.reference.seed = 1         # latents of a reference generator; seeds the `limit` subset
   c.num_samples = 1000         # generated samples per generator
   c.seed = 0                   # latents of the evaluated generators
   c.inputs = ml_collections.ConfigDict()   # image-to-image generators translate these:
@@ -155,7 +155,8 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
           progress=progress)
 
   if cfg.reference.kind == "images":
-    ref_images = data_lib.load_images(ref_path, limit=int(cfg.reference.limit))
+    ref_images = data_lib.load_images(ref_path, limit=int(cfg.reference.limit),
+                                      seed=int(cfg.reference.seed))
     ref_feats = feats(ref_images, True)
   else:
     module, variables = load_any_model(ref_path, cfg.arch or None)
