@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import tempfile
+
+import numpy as np
 
 
 def cache_root() -> str:
@@ -21,3 +24,23 @@ def give_default_mode(path: str) -> None:
   (``0o666`` / ``0o777`` less the umask) before it is renamed into place."""
   base = 0o777 if os.path.isdir(path) else 0o666
   os.chmod(path, base & ~_umask())
+
+
+def atomic_savez(path: str | os.PathLike, entries: dict[str, np.ndarray]) -> int:
+  """Writes ``entries`` as an uncompressed ``.npz`` at ``path`` atomically (temporary file in
+  the same folder, fsync, rename): ``path`` is never half-written. Returns the bytes written."""
+  path = os.fspath(path)
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      np.savez(f, **entries)
+      f.flush()
+      os.fsync(f.fileno())
+    give_default_mode(tmp)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return os.path.getsize(path)

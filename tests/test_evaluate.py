@@ -2,13 +2,14 @@
 
 import gzip
 import json
-import os
 import pathlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import assets_root
+from conftest import require_asset
 from jaxgc import cli
 from jaxgc.eval import data as data_lib
 from jaxgc.eval import evaluate as eval_lib
@@ -20,14 +21,10 @@ MNIST = "mnist10k/mnist10k_uint8.npz"
 
 @pytest.fixture(scope="module")
 def assets() -> pathlib.Path:
-  root = os.environ.get("JAXGC_ASSETS")
-  if not root:
-    pytest.skip("JAXGC_ASSETS is unset: real checkpoints and data not available")
   for rel in (MLP_G, MNIST, "mnist-lenet5/lenet5_mnist.pth",
               "fashion-mnist/t10k-images-idx3-ubyte.gz"):
-    if not (pathlib.Path(root) / rel).is_file():
-      pytest.fail(f"JAXGC_ASSETS is set but the asset is missing: {pathlib.Path(root) / rel}")
-  return pathlib.Path(root)
+    require_asset(rel)
+  return assets_root()
 
 
 @pytest.fixture(autouse=True)

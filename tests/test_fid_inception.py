@@ -4,11 +4,10 @@
 for both networks (``resize_images``), so the only difference is the network itself.
 """
 
-import os
-
 import numpy as np
 import pytest
 
+from conftest import require_asset
 from jaxgc.eval import data as data_lib
 from jaxgc.eval import inception as inc
 from jaxgc.eval import metrics
@@ -20,16 +19,9 @@ N = 500
 
 @pytest.fixture(scope="module")
 def assets():
-  root = os.environ.get("JAXGC_ASSETS")
-  if not root:
-    pytest.skip("JAXGC_ASSETS is unset: real checkpoints and data not available")
-  paths = {"ts": os.path.join(root, "fid-inception-v3", "inception-2015-12-05.torchscript.pt"),
-           "fashion": os.path.join(root, "fashion-mnist", "t10k-images-idx3-ubyte.gz"),
-           "mnist": os.path.join(root, "mnist10k", "mnist10k_uint8.npz")}
-  for p in paths.values():
-    if not os.path.isfile(p):
-      pytest.fail(f"JAXGC_ASSETS is set but the asset is missing: {p}")
-  return paths
+  return {"ts": str(require_asset("fid-inception-v3/inception-2015-12-05.torchscript.pt")),
+          "fashion": str(require_asset("fashion-mnist/t10k-images-idx3-ubyte.gz")),
+          "mnist": str(require_asset("mnist10k/mnist10k_uint8.npz"))}
 
 
 def test_fid_flax_equals_fid_torchscript(assets, tmp_path):

@@ -1,10 +1,9 @@
 """LeNet-5 MNIST feature extractor: conversion, parity with PyTorch, accuracy on real digits."""
 
-import os
-
 import numpy as np
 import pytest
 
+from conftest import require_asset
 from jaxgc.convert import load_torch_checkpoint
 
 torch = pytest.importorskip("torch", reason="torch is needed for the PyTorch reference")
@@ -12,15 +11,8 @@ torch = pytest.importorskip("torch", reason="torch is needed for the PyTorch ref
 
 @pytest.fixture(scope="module")
 def assets():
-  root = os.environ.get("JAXGC_ASSETS")
-  if not root:
-    pytest.skip("JAXGC_ASSETS is unset: real checkpoints not available")
-  paths = {"lenet": os.path.join(root, "mnist-lenet5", "lenet5_mnist.pth"),
-           "mnist": os.path.join(root, "mnist10k", "mnist10k_uint8.npz")}
-  for p in paths.values():
-    if not os.path.isfile(p):
-      pytest.fail(f"JAXGC_ASSETS is set but the asset is missing: {p}")
-  return paths
+  return {"lenet": str(require_asset("mnist-lenet5/lenet5_mnist.pth")),
+          "mnist": str(require_asset("mnist10k/mnist10k_uint8.npz"))}
 
 
 class _TorchLeNet5(torch.nn.Module):

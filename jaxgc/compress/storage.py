@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgc._fileio import give_default_mode
+from jaxgc._fileio import atomic_savez
 from jaxgc.compress import quantize
 from jaxgc.compress import selection
 
@@ -250,24 +250,6 @@ def _from_storable(arr: np.ndarray, name: str) -> np.ndarray:
   return arr if arr.dtype == dtype else arr.view(dtype)
 
 
-def _atomic_savez(path: str, entries: dict[str, np.ndarray]) -> int:
-  path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **entries)
-      f.flush()
-      os.fsync(f.fileno())
-    give_default_mode(tmp)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  return os.path.getsize(path)
-
-
 def save_quantized(tree: Any, path: str | os.PathLike) -> int:
   """Writes a (partly) quantized variables tree to one uncompressed ``.npz`` file.
 
@@ -310,7 +292,7 @@ def save_quantized(tree: Any, path: str | os.PathLike) -> int:
       meta_leaves[p] = {"kind": "array", "shape": list(arr.shape), "dtype": name}
   meta = {"format": FORMAT, "version": FORMAT_VERSION, "leaves": meta_leaves}
   entries[_META_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-  return _atomic_savez(path, entries)
+  return atomic_savez(path, entries)
 
 
 def load_quantized(path: str | os.PathLike) -> Any:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import tempfile
 import warnings
 from typing import Any
 
@@ -42,7 +41,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxgc._fileio import cache_root
-from jaxgc._fileio import give_default_mode
+from jaxgc._fileio import atomic_savez
 from jaxgc.models.inception import FIDInceptionV3
 from jaxgc.models.inception import FEATURES
 from jaxgc.models.inception import INPUT_SIZE
@@ -203,16 +202,7 @@ def save_cache(path: str | os.PathLike, variables: dict[str, Any]) -> str:
   flat = {"/".join(str(k.key) for k in p): np.asarray(v, np.float32)
           for p, v in jax.tree_util.tree_leaves_with_path(variables)}
   flat[_FORMAT_KEY] = np.array(_FORMAT)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".npz")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **flat)
-    give_default_mode(tmp)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  atomic_savez(path, flat)
   return path
 
 
