@@ -40,7 +40,8 @@ from jaxgc.jobs import inputs as inputs_lib
 from jaxgc.jobs import report as report_lib
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-CONFIGS = sorted((REPO / "configs").glob("*.py"))
+CONFIGS = sorted((REPO / "configs").glob("*_ptq.py"))          # jaxgc compress configs
+EVAL_CONFIGS = sorted((REPO / "configs").glob("eval_*.py"))    # jaxgc evaluate configs
 
 MLP_G = "mnist-mlpgan/G--300.ckpt"          # legacy (non-zip) torch.save format
 DCGAN_G = "dcgan-digiface64/weights.tar"    # zip format
@@ -389,7 +390,7 @@ def test_convert_round_trip(rel, converted, assets):
   path = converted[rel]
   spec = json.loads((path / "spec.json").read_text())
   assert spec["arch"] == arch
-  assert spec["source"] == str(asset_path(assets, rel))
+  assert spec["source"] == os.path.abspath(asset_path(assets, rel))
   assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith(".")) == [], \
       "temporary folders left beside the converted model"
 
@@ -589,7 +590,16 @@ def test_compress_rerun_replaces_outputs(compress_run, assets, tmp_path):
 
 
 def test_configs_exist():
-  assert [p.name for p in CONFIGS] == ["cyclegan_h2z_ptq.py", "dcgan_digiface_ptq.py"]
+  names = [p.name for p in CONFIGS]
+  assert "cyclegan_h2z_ptq.py" in names and "dcgan_digiface_ptq.py" in names
+  assert EVAL_CONFIGS
+
+
+@pytest.mark.parametrize("path", EVAL_CONFIGS, ids=[p.stem for p in EVAL_CONFIGS])
+def test_eval_config_resolves(path):
+  from jaxgc.jobs import evaluate as evaluate_job  # pylint: disable=import-outside-toplevel
+  cfg = evaluate_job.resolve_config(cli.load_config(str(path)))
+  assert cfg.generators and cfg.reference.path
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
