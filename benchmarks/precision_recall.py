@@ -1,0 +1,89 @@
+"""Precision/recall at scale: jaxgc exact k-NN, LSH + k-NN and LSH only vs the `prdc` package.
+
+For every n, real = N(0, I) and fake = N(0.1, 1.1^2 I) features of ``--dim`` dimensions
+(2048, the Inception pool3 width, by default) are drawn from fixed seeds inside a fresh
+subprocess per tool, so that each one's seconds and peak resident memory (``ru_maxrss``) are
+its own. The `prdc` package builds n x n distance matrices; it runs only where they fit in
+``--max-prdc-gib``. A tool that exceeds ``--timeout`` seconds is reported as such. Prints one
+JSON object.
+
+  python benchmarks/precision_recall.py --n 10000 50000 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+_CHILD = r"""
+import json, resource, sys, time
+import numpy as np
+tool, n, dim, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+real = np.random.default_rng(0).standard_normal((n, dim), dtype=np.float32)
+fake = np.random.default_rng(1).standard_normal((n, dim), dtype=np.float32) * 1.1 + 0.1
+if tool == "prdc_package":
+  from prdc import compute_prdc
+  t = time.perf_counter(); out = compute_prdc(real, fake, k)
+else:
+  from jaxgc.eval import lsh_precision_recall, prdc
+  if tool == "jaxgc_exact":
+    run = lambda a, b: prdc(a, b, nearest_k=k)
+  else:
+    run = lambda a, b: lsh_precision_recall(a, b, method=tool[len("jaxgc_"):], nearest_k=k)
+  run(real[:256], fake[:256])  # compile once (shapes of the block kernels do not depend on n)
+  t = time.perf_counter(); out = run(real, fake)
+dt = time.perf_counter() - t
+print(json.dumps({"seconds": round(dt, 3),
+                  "peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                  "precision": float(out["precision"]), "recall": float(out["recall"])}))
+"""
+
+TOOLS = ("jaxgc_exact", "jaxgc_lsh_knn", "jaxgc_lsh", "prdc_package")
+
+
+def _run(tool: str, n: int, dim: int, k: int, timeout: float) -> dict:
+  try:
+    proc = subprocess.run([sys.executable, "-c", _CHILD, tool, str(n), str(dim), str(k)],
+                          capture_output=True, text=True, timeout=timeout)
+  except subprocess.TimeoutExpired:
+    return {"skipped": f"over the {timeout:.0f} s timeout"}
+  if proc.returncode != 0:
+    return {"skipped": f"failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}"}
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--n", type=int, nargs="+", default=[10000, 50000, 200000])
+  parser.add_argument("--dim", type=int, default=2048)
+  parser.add_argument("--k", type=int, default=5)
+  parser.add_argument("--tools", nargs="+", default=list(TOOLS), choices=TOOLS)
+  parser.add_argument("--timeout", type=float, default=1800.0)
+  parser.add_argument("--max-prdc-gib", type=float, default=12.0,
+                      help="skip the prdc package when its n x n float32 matrices exceed this")
+  args = parser.parse_args()
+  results = {"dim": args.dim, "nearest_k": args.k, "runs": {}}
+  for n in args.n:
+    row = {}
+    for tool in args.tools:
+      need_gib = 3 * n * n * 4 / 2**30  # real-real, fake-fake, real-fake distance matrices
+      if tool == "prdc_package" and need_gib > args.max_prdc_gib:
+        row[tool] = {"skipped": f"needs ~{need_gib:.0f} GiB for n x n distance matrices"}
+        continue
+      row[tool] = _run(tool, n, args.dim, args.k, args.timeout)
+      print(f"n={n} {tool}: {row[tool]}", file=sys.stderr, flush=True)
+    ex, lsh = row.get("jaxgc_exact", {}), row.get("jaxgc_lsh", {})
+    if "seconds" in ex and "seconds" in lsh:
+      row["lsh_speedup_over_exact"] = round(ex["seconds"] / lsh["seconds"], 1)
+    pk = row.get("prdc_package", {})
+    if "seconds" in ex and "seconds" in pk:
+      row["exact_speedup_over_prdc"] = round(pk["seconds"] / ex["seconds"], 2)
+      row["prdc_memory_over_exact"] = round(pk["peak_mib"] / ex["peak_mib"], 2)
+    results["runs"][str(n)] = row
+  print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+  main()
