@@ -138,3 +138,19 @@ def test_compress_metrics_option(assets, tmp_path, capsys):
   assert rows["w2_per_channel"]["recall"] < 0.5 * rows["w8_per_channel"]["recall"]
   assert rows["w2_per_channel"]["fid"] > 10 * rows["w8_per_channel"]["fid"]
   assert "Distribution metrics" in (tmp_path / "wd" / "report.md").read_text()
+
+
+def test_bad_reference_sets(tmp_path):
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(ValueError, match="no images .* in folder .*empty"):
+    data_lib.load_images(str(tmp_path / "empty"))
+  np.savez(tmp_path / "rgba.npz", images=np.zeros((4, 8, 8, 4), np.uint8))
+  rgba = data_lib.load_images(str(tmp_path / "rgba.npz"))
+  from jaxgc.eval import features as features_lib
+  with pytest.raises(ValueError, match=r"\[n, height, width, 1 or 3\], got shape \(4, 8, 8, 4\)"):
+    features_lib.extract_features(rgba, "pixels")
+  with pytest.raises(ValueError, match=r"must be uint8 in \[0, 255\], got dtype float32"):
+    features_lib.extract_features(np.zeros((2, 8, 8, 3), np.float32), "pixels")
+  np.savez(tmp_path / "f.npz", images=np.zeros((4, 8, 8), np.float32))
+  with pytest.raises(ValueError, match="must be uint8, got float32"):
+    data_lib.load_images(str(tmp_path / "f.npz"))
