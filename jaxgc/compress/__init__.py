@@ -1,5 +1,15 @@
 """Post-training compression of variables trees: selection, clipping, quantization, storage."""
 
+from jaxgc.compress.allocate import allocate_bits
+from jaxgc.compress.allocate import allocation_report
+from jaxgc.compress.allocate import apply_allocation
+from jaxgc.compress.allocate import average_bits
+from jaxgc.compress.allocate import compare_with_uniform
+from jaxgc.compress.allocate import layer_param_counts
+from jaxgc.compress.allocate import layer_sensitivity
+from jaxgc.compress.allocate import output_error
+from jaxgc.compress.allocate import quantize_allocation
+from jaxgc.compress.allocate import total_sensitivity
 from jaxgc.compress.clip import ClipConfig
 from jaxgc.compress.clip import clip_tensor
 from jaxgc.compress.clip import clip_threshold
