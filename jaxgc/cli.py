@@ -3,6 +3,7 @@
   jaxgc convert CHECKPOINT OUTDIR [--arch NAME]
   jaxgc compress --config configs/NAME.py --workdir DIR [--config.KEY=VALUE ...]
   jaxgc evaluate --config configs/NAME.py --workdir DIR [--config.KEY=VALUE ...]
+  jaxgc qat --config configs/NAME.py --workdir DIR [--config.KEY=VALUE ...]
 
 Errors are one line on stderr (``jaxgc: error: ...``) with exit status 2.
 """
@@ -91,6 +92,13 @@ def _evaluate(args, overrides) -> int:
   return 0
 
 
+def _qat(args, overrides) -> int:
+  from jaxgc.jobs import qat as job  # pylint: disable=import-outside-toplevel
+  job.run(load_config(args.config, overrides), args.workdir, progress=not args.no_progress)
+  print(open(os.path.join(args.workdir, job.REPORT_MD)).read())
+  return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="jaxgc", description=__doc__.split("\n")[0])
   sub = parser.add_subparsers(dest="command", required=True)
@@ -109,6 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "--config.KEY=VALUE flags")
   p.add_argument("--workdir", required=True, help="output folder for metrics.json/md")
   p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+  p = sub.add_parser("qat", help="quantization-aware training of a generator (distillation "
+                     "to FP32 + frozen discriminator)")
+  p.add_argument("--config", required=True, help="configs/NAME.py defining get_config()")
+  p.add_argument("--workdir", required=True,
+                 help="output folder; rerunning with the same one resumes from its checkpoints")
+  p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
   args, extra = parser.parse_known_args(argv)
   overrides = [a for a in extra if a.startswith("--config.")]
   rest = [a for a in extra if not a.startswith("--config.")]
@@ -121,8 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
       return _convert(args)
     if args.command == "evaluate":
       return _evaluate(args, overrides)
+    if args.command == "qat":
+      return _qat(args, overrides)
     return _compress(args, overrides)
-  except (CheckpointError, ValueError, FileNotFoundError, PermissionError, ImportError) as e:
+  except (CheckpointError, ValueError, FileNotFoundError, PermissionError, ImportError,
+          FloatingPointError) as e:
     print(f"jaxgc: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
           file=sys.stderr)
     return 2

@@ -1,0 +1,368 @@
+"""``jaxgc qat``: quantization-aware training of a GAN generator from its PTQ starting point.
+
+The generator's kernels are fake-quantized (``weight_bits``, per channel or per tensor, straight-
+through gradient) and the float shadow weights are fine-tuned to match the FP32 generator's
+outputs on random latents (``distill``), optionally pushed by the frozen trained discriminator
+(``adv_weight``): METHODS.md sections 3 and 4 (Yu and Pool 2020, arXiv 2007.01491; Andreev et al.
+2021, arXiv 2108.13996). See :mod:`jaxgc.train.qat` for the loss and the step.
+
+Outputs in the workdir:
+
+* ``checkpoints/<step>/``: orbax checkpoints of the train state every ``checkpoint_every`` steps
+  (at the end, and at step 1 of a fresh run); a later run with the same workdir resumes
+  from the latest one;
+* ``qat_config.json``: the resolved config (a resumed run must agree on every training key);
+* ``metrics.jsonl``: one JSON line per step, ``{"step", "loss", "distill", "adv", "grad_norm"}``;
+* ``qat_report.md`` / ``qat_report.json``: output PSNR/SSIM vs the FP32 teacher on held-out
+  latents before (PTQ) and after QAT, and the discriminator's mean score;
+* ``model/``: the QAT'd generator with fake-quantized float32 weights (``jaxgc.checkpoint``);
+* ``quantized/``: the same weights stored for real (``spec.json`` + ``weights.npz``, int4 packed
+  two per byte or int8), loadable with ``jaxgc.checkpoint.load_model``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from jaxgc import compress
+from jaxgc import models
+from jaxgc import stats
+from jaxgc import train as train_lib
+from jaxgc.checkpoint import QUANTIZED_FILE
+from jaxgc.checkpoint import check_writable_dir
+from jaxgc.checkpoint import load_any_model
+from jaxgc.checkpoint import save_model
+from jaxgc.jobs import config as config_lib
+from jaxgc.jobs import inputs as inputs_lib
+from jaxgc.jobs import report as report_lib
+from jaxgc.train import qat as qat_lib
+
+CONFIG_FILE = "qat_config.json"
+METRICS_FILE = "metrics.jsonl"
+REPORT_MD = "qat_report.md"
+REPORT_JSON = "qat_report.json"
+CHECKPOINT_DIR = "checkpoints"
+MODEL_DIR = "model"
+QUANTIZED_DIR = "quantized"
+# Keys a resumed run may change; every other key must match the run that wrote the checkpoints.
+RESUMABLE_KEYS = ("steps", "checkpoint_every", "max_to_keep", "eval_samples")
+# Held-out latents come from numpy's generator seeded with (seed, _EVAL_STREAM); the training
+# latents come from jax.random.key(seed), so the two never coincide.
+_EVAL_STREAM = 1
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every key ``jaxgc qat`` understands, with its default. Configs override these."""
+  c = ml_collections.ConfigDict()
+  c.generator = ""            # FP32 generator: .pth/.ckpt (absolute or relative to
+                              # $JAXGC_ASSETS) or a `jaxgc convert` directory. Teacher and start.
+  c.discriminator = ""        # its trained discriminator, frozen; "" for none (adv_weight 0).
+  c.weight_bits = 4           # 2..8
+  c.symmetric = True          # signed range, zero point 0; False: unsigned affine
+  c.granularity = "per_channel"                # or "per_tensor"
+  c.include = compress.DEFAULT_INCLUDE         # regex on variable paths: what is quantized
+  c.exclude = ""                               # regex of paths kept in FP32; "" for none
+  c.learning_rate = 1e-4      # Adam
+  c.steps = 300               # total optimizer steps (a resumed run continues up to this)
+  c.batch_size = 64           # latents per step; a multiple of the number of devices
+  c.distill = "mse"           # "mse" | "l1": distance to the FP32 teacher's outputs
+  c.distill_weight = 1.0
+  c.adv_weight = 0.0          # weight of -log D(G_q(z)); 0 disables
+  c.checkpoint_every = 100    # steps between orbax checkpoints
+  c.max_to_keep = 3           # checkpoints kept
+  c.seed = 0                  # training latents: jax.random.key(seed) folded with the step
+  c.eval_samples = 1000       # held-out latents for the before/after report
+  return c
+
+
+def resolve_config(user: Any) -> ml_collections.ConfigDict:
+  """Defaults overridden by ``user`` (strictly: unknown keys fail), validated before anything is
+  read or written.
+
+  Raises:
+    ValueError: an unknown key or a value of the wrong type; bits outside 2..8; an unknown
+      granularity or distill loss; a negative loss weight (or both zero); ``adv_weight > 0``
+      without a discriminator; a bad regex; a non-positive learning rate, batch size, checkpoint
+      interval or eval sample count; negative steps.
+  """
+  cfg = config_lib.merge(default_config(), user)
+  if not cfg.generator:
+    raise ValueError("config.generator is empty: name the FP32 generator checkpoint")
+  loss_config(cfg)
+  if cfg.adv_weight > 0 and not cfg.discriminator:
+    raise ValueError(f"adv_weight is {cfg.adv_weight} but config.discriminator is empty: name "
+                     "the trained discriminator or set adv_weight=0")
+  for key in ("include", "exclude"):
+    try:
+      re.compile(cfg[key])
+    except re.error as e:
+      raise ValueError(f"invalid {key} pattern {cfg[key]!r}: {e}") from None
+  if not cfg.learning_rate > 0 or not math.isfinite(cfg.learning_rate):
+    raise ValueError(f"learning_rate must be a positive number, got {cfg.learning_rate}")
+  for key in ("batch_size", "checkpoint_every", "max_to_keep", "eval_samples"):
+    if cfg[key] < 1:
+      raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
+  if cfg.steps < 0:
+    raise ValueError(f"steps must be >= 0, got {cfg.steps}")
+  return cfg
+
+
+def loss_config(cfg: ml_collections.ConfigDict) -> train_lib.QATConfig:
+  """The static :class:`~jaxgc.train.QATConfig` of a resolved config.
+
+  Raises:
+    ValueError: bad bits, granularity, distill loss or weights.
+  """
+  quant = compress.QuantConfig(int(cfg.weight_bits), bool(cfg.symmetric), cfg.granularity)
+  return train_lib.QATConfig(quant, cfg.include, cfg.exclude or None, cfg.distill,
+                             float(cfg.distill_weight), float(cfg.adv_weight))
+
+
+def _resolve_path(path: str) -> str:
+  """A path as given if it exists, else relative to ``$JAXGC_ASSETS`` (FileNotFoundError)."""
+  return os.path.abspath(path) if os.path.exists(path) else inputs_lib.resolve_asset(path)
+
+
+def _write_json(path: str, obj: Any) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)
+
+
+def _check_resume(workdir: str, cfg: ml_collections.ConfigDict, has_checkpoint: bool) -> None:
+  """Refuses to resume checkpoints written under a different training config; records cfg."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  current = cfg.to_dict()
+  if has_checkpoint and os.path.isfile(path):
+    with open(path) as f:
+      previous = json.load(f)
+    for key in sorted(set(previous) | set(current)):
+      if key in RESUMABLE_KEYS:
+        continue
+      old, new = previous.get(key), current.get(key)
+      if json.loads(json.dumps(new)) != old:
+        raise ValueError(f"{workdir} holds checkpoints of a run with {key}={old!r}, but the "
+                         f"config says {key}={new!r}; use a fresh workdir to start over")
+  _write_json(path, current)
+
+
+def _rewind_metrics(path: str, start: int) -> None:
+  """Keeps the log lines of steps ``<= start`` (a resumed run rewrites the later ones)."""
+  kept = []
+  if start > 0 and os.path.isfile(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          if json.loads(line)["step"] <= start:
+            kept.append(line if line.endswith("\n") else line + "\n")
+        except (ValueError, KeyError, TypeError):
+          break  # a line cut by a kill: drop it and everything after
+  with open(path + ".tmp", "w") as f:
+    f.writelines(kept)
+  os.replace(path + ".tmp", path)
+
+
+def _disc_score(disc, disc_vars, images: np.ndarray, batch_size: int = 500) -> float | None:
+  if disc is None:
+    return None
+  apply = jax.jit(disc.apply)
+  scores = [np.asarray(apply(disc_vars, images[i:i + batch_size]))
+            for i in range(0, len(images), batch_size)]
+  return float(np.mean(np.concatenate(scores)))
+
+
+def _evaluate(generator, disc, disc_vars, teacher_vars, student_vars, latents) -> dict:
+  reference = qat_lib.generate(generator, teacher_vars, latents)
+  out = qat_lib.generate(generator, student_vars, latents)
+  return {**report_lib.image_metrics(reference, out),
+          "disc_score": _disc_score(disc, disc_vars, out)}
+
+
+def _markdown(report: dict) -> str:
+  m, c = report["model"], report["config"]
+  q = f"W{c['weight_bits']} {c['granularity']} {'symmetric' if c['symmetric'] else 'asymmetric'}"
+  lines = [
+      f"# jaxgc qat: {m['arch']} ({q})",
+      "",
+      f"- generator: `{m['generator']}` ({m['params']:,} params)",
+      f"- discriminator: `{m['discriminator'] or 'none'}`",
+      f"- quantized leaves: {', '.join(report['quantized_paths'])}",
+      f"- loss: {c['distill_weight']} * {c['distill']}(G_q(z), G_fp32(z)) + {c['adv_weight']} * "
+      f"-log D(G_q(z)); Adam lr {c['learning_rate']}, batch {c['batch_size']}, "
+      f"{report['steps']} steps ({report['train_seconds']:.1f} s this run, resumed from step "
+      f"{report['resumed_from']})",
+      f"- evaluation: {c['eval_samples']} held-out N(0, 1) latents; PSNR/SSIM of the outputs vs "
+      "the FP32 teacher's (images in [0, 1]); D score: mean D(G(z)), the frozen "
+      "discriminator's probability of \"real\"",
+      f"- stored size: {report['bytes_on_disk']:,} bytes "
+      f"({report['size_ratio']:.3f} of FP32)",
+      "",
+      "| model | PSNR (dB) | SSIM | max abs error | D score |",
+      "|---|---:|---:|---:|---:|",
+  ]
+
+  def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+  for name, row in report["rows"].items():
+    psnr = "inf" if row["psnr_db"] is None else f"{row['psnr_db']:.2f}"
+    lines.append(f"| {name} | {psnr} | {fmt(row['ssim'], '.4f')} | "
+                 f"{fmt(row['max_abs_error'], '.4f')} | {fmt(row['disc_score'], '.4f')} |")
+  return "\n".join(lines) + "\n"
+
+
+def train(config: Any, workdir: str | os.PathLike, progress: bool = False
+          ) -> tuple[train_lib.TrainState, dict[str, Any]]:
+  """Runs (or resumes) QAT of ``config`` in ``workdir`` and writes every output.
+
+  Training latents of step ``s`` are ``sample_latents(jax.random.key(seed), s, ...)``, so a run
+  resumed from the latest checkpoint ends with the same weights as an uninterrupted one. The
+  batch is sharded over all devices (``'data'`` axis), the state replicated.
+
+  Args:
+    config: a ConfigDict or dict overriding ``default_config()``.
+    workdir: output folder; created if needed. Its checkpoints, if any, are resumed.
+    progress: show a tqdm bar over the steps.
+
+  Returns:
+    ``(state, report)``: the final train state (float shadow weights at step ``steps``) and the
+    report as written to ``qat_report.json``.
+
+  Raises:
+    ValueError: bad config; a batch size that is not a multiple of the device count; a workdir
+      whose checkpoints were written under a different config or are past ``steps``.
+    FileNotFoundError: a missing checkpoint file.
+    CheckpointError: an unreadable or mismatched PyTorch checkpoint.
+    PermissionError: workdir not writable.
+    FloatingPointError: the loss became NaN or Inf (naming the step).
+  """
+  cfg = resolve_config(config)
+  qcfg = loss_config(cfg)
+  workdir = check_writable_dir(workdir)
+  g_path = _resolve_path(cfg.generator)
+  generator, teacher_vars = load_any_model(g_path)
+  if generator.kind != "unconditional":
+    raise ValueError(f"qat needs an unconditional (latent -> image) generator; {g_path} is a "
+                     f"{generator.kind} ({type(generator).__name__})")
+  disc, disc_vars, d_path = None, None, ""
+  if cfg.discriminator:
+    d_path = _resolve_path(cfg.discriminator)
+    disc, disc_vars = load_any_model(d_path)
+    if disc.kind != "discriminator":
+      raise ValueError(f"config.discriminator {d_path} is a {disc.kind}, not a discriminator")
+  quantized_paths = compress.selected_paths(teacher_vars, qcfg.include, qcfg.exclude)
+
+  mesh = qat_lib.data_mesh()
+  n_dev = mesh.shape["data"]
+  if cfg.batch_size % n_dev:
+    raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of the {n_dev} devices")
+  tx = optax.adam(float(cfg.learning_rate))
+  params = teacher_vars["params"]
+  frozen = {k: v for k, v in teacher_vars.items() if k != "params"}
+  state = qat_lib.replicate(train_lib.create_train_state(params, tx, frozen), mesh)
+  teacher = qat_lib.replicate(teacher_vars, mesh)
+  disc_dev = None if disc is None else qat_lib.replicate(disc_vars, mesh)
+
+  os.makedirs(workdir, exist_ok=True)
+  manager = train_lib.checkpoint_manager(os.path.join(workdir, CHECKPOINT_DIR),
+                                         int(cfg.checkpoint_every), int(cfg.max_to_keep))
+  try:
+    _check_resume(workdir, cfg, manager.latest_step() is not None)
+    restored = train_lib.restore_latest(manager, state)
+    start = 0
+    if restored is not None:
+      start = int(jax.device_get(restored.step))
+      if start > cfg.steps:
+        raise ValueError(f"{workdir} holds a checkpoint at step {start}, past steps={cfg.steps}; "
+                         "raise steps or use a fresh workdir")
+      state = restored
+    metrics_path = os.path.join(workdir, METRICS_FILE)
+    _rewind_metrics(metrics_path, start)
+
+    step_fn = train_lib.make_train_step(generator, qcfg, disc, mesh)
+    key = jax.random.key(int(cfg.seed))
+    t0 = time.perf_counter()
+    with open(metrics_path, "a") as log:
+      bar = tqdm(range(start, int(cfg.steps)), desc="qat", initial=start, total=int(cfg.steps),
+                 disable=not progress, unit="step")
+      for s in bar:
+        z = qat_lib.shard_batch(
+            train_lib.sample_latents(key, s, int(cfg.batch_size), int(generator.z_dim)), mesh)
+        state, metrics = step_fn(state, z, teacher, disc_dev)
+        m = qat_lib.host_metrics(metrics)
+        if not math.isfinite(m["loss"]):
+          raise FloatingPointError(f"QAT loss is {m['loss']} at step {s + 1}; lower the "
+                                   "learning rate")
+        log.write(json.dumps({"step": s + 1, **m}) + "\n")
+        log.flush()
+        bar.set_postfix(loss=f"{m['loss']:.4g}", refresh=False)
+        train_lib.save_state(manager, state)
+    train_seconds = time.perf_counter() - t0
+    train_lib.save_state(manager, state, force=True)
+  finally:
+    manager.close()
+
+  # Before/after on held-out latents.
+  host_params = jax.device_get(state.params)
+  student = {"params": host_params, **jax.device_get(state.frozen)}
+  latents = np.random.default_rng((int(cfg.seed), _EVAL_STREAM)).standard_normal(
+      (int(cfg.eval_samples), int(generator.z_dim))).astype(np.float32)
+  ptq_vars = train_lib.quantized_variables(teacher_vars, qcfg)
+  qat_vars = jax.tree.map(np.asarray, train_lib.quantized_variables(student, qcfg))
+  rows = {
+      "FP32 teacher": _evaluate(generator, disc, disc_vars, teacher_vars, teacher_vars, latents),
+      "PTQ (step 0)": _evaluate(generator, disc, disc_vars, teacher_vars, ptq_vars, latents),
+      f"QAT (step {int(cfg.steps)})": _evaluate(generator, disc, disc_vars, teacher_vars,
+                                                qat_vars, latents),
+  }
+  spec = models.model_spec(generator)
+  compression = {"method": "qat", "weight_bits": int(cfg.weight_bits),
+                 "symmetric": bool(cfg.symmetric), "granularity": cfg.granularity,
+                 "include": cfg.include, "exclude": cfg.exclude, "steps": int(cfg.steps)}
+  save_model(os.path.join(workdir, MODEL_DIR), generator, qat_vars,
+             extra={"source": g_path, "compression": compression})
+  qdir = os.path.join(workdir, QUANTIZED_DIR)
+  os.makedirs(qdir, exist_ok=True)
+  stored = compress.quantize_variables(student, qcfg.quant, qcfg.include, qcfg.exclude)
+  nbytes = compress.save_quantized(stored, os.path.join(qdir, QUANTIZED_FILE))
+  _write_json(os.path.join(qdir, "spec.json"), {**spec, "source": g_path,
+                                                "compression": compression})
+  fp32 = sum(np.asarray(x).nbytes for x in jax.tree.leaves(teacher_vars))
+  report = {
+      "model": {**spec, "generator": g_path, "discriminator": d_path,
+                "params": stats.count_params(teacher_vars)},
+      "config": cfg.to_dict(),
+      "quantized_paths": quantized_paths,
+      "steps": int(cfg.steps),
+      "resumed_from": start,
+      "train_seconds": train_seconds,
+      "bytes_on_disk": int(nbytes),
+      "size_ratio": nbytes / fp32,
+      "rows": rows,
+  }
+  _write_json(os.path.join(workdir, REPORT_JSON), report)
+  with open(os.path.join(workdir, REPORT_MD), "w") as f:
+    f.write(_markdown(report))
+  return state, report
+
+
+def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
+  """``jaxgc qat``: :func:`train` with a progress bar; returns the report (``qat_report.json``).
+
+  Raises:
+    As :func:`train`.
+  """
+  _, report = train(config, workdir, progress=progress)
+  return report
