@@ -4,6 +4,7 @@
   jaxgc compress --config configs/NAME.py --workdir DIR [--config.KEY=VALUE ...]
   jaxgc evaluate --config configs/NAME.py --workdir DIR [--config.KEY=VALUE ...]
   jaxgc qat --config configs/NAME.py --workdir DIR [--config.KEY=VALUE ...]
+  jaxgc study --config configs/NAME.py --workdir DIR [--config.KEY=VALUE ...]
 
 Errors are one line on stderr (``jaxgc: error: ...``) with exit status 2.
 """
@@ -99,6 +100,13 @@ def _qat(args, overrides) -> int:
   return 0
 
 
+def _study(args, overrides) -> int:
+  from jaxgc.jobs import study as job  # pylint: disable=import-outside-toplevel
+  job.run(load_config(args.config, overrides), args.workdir, progress=not args.no_progress)
+  print(open(os.path.join(args.workdir, "report.md")).read())
+  return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="jaxgc", description=__doc__.split("\n")[0])
   sub = parser.add_subparsers(dest="command", required=True)
@@ -123,6 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--workdir", required=True,
                  help="output folder; rerunning with the same one resumes from its checkpoints")
   p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+  p = sub.add_parser("study", help="weight bits x activation bits x clipping trade-off study")
+  p.add_argument("--config", required=True, help="configs/NAME.py defining get_config()")
+  p.add_argument("--workdir", required=True, help="output folder for report.md, tradeoff.png")
+  p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
   args, extra = parser.parse_known_args(argv)
   overrides = [a for a in extra if a.startswith("--config.")]
   rest = [a for a in extra if not a.startswith("--config.")]
@@ -137,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       return _evaluate(args, overrides)
     if args.command == "qat":
       return _qat(args, overrides)
+    if args.command == "study":
+      return _study(args, overrides)
     return _compress(args, overrides)
   except (CheckpointError, ValueError, FileNotFoundError, PermissionError, ImportError,
           FloatingPointError) as e:

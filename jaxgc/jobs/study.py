@@ -1,0 +1,236 @@
+"""``jaxgc study``: the precision/recall trade-off of post-training quantization.
+
+Sweeps weight bits x activation bits x clipping (METHODS.md sections 1 and 4; Mordido et al.
+2021, Andreev et al. 2021) on one generator. Every setting clips the weights, fake-quantizes
+them per output channel, calibrates static activation ranges on its own quantized model
+(percentile by default) and fake-quantizes the inputs of every convolution and dense layer;
+its samples are judged with ``jaxgc.eval.compare`` against samples of the FP32 model (other
+latents) and, when ``real_reference.path`` is set, against real images. Writes ``report.json``,
+``report.md`` and ``tradeoff.png`` (precision and recall against weight bits, one line per
+clipping level, one panel per activation width) into the workdir, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxgc import compress
+from jaxgc import models
+from jaxgc._fileio import give_default_mode
+from jaxgc.checkpoint import check_writable_dir
+from jaxgc.checkpoint import load_any_model
+from jaxgc.eval import data as data_lib
+from jaxgc.eval import evaluate as eval_lib
+from jaxgc.eval import features as features_lib
+from jaxgc.jobs import config as config_lib
+from jaxgc.jobs import inputs as inputs_lib
+
+FP32_BITS = 32  # "no quantization" in the bits columns
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every key ``jaxgc study`` understands, with its default."""
+  c = ml_collections.ConfigDict()
+  c.checkpoint = ""             # unconditional generator: .pth, converted or compressed dir
+  c.arch = ""
+  c.weight_bits = (8, 6, 4, 3, 2)
+  c.act_bits = (FP32_BITS, 8)   # 32: activations left in float32
+  c.clips = ("none", "percentile:99.9", "std:3")   # mode:value, per output channel
+  c.symmetric = True
+  c.act_calibration = "percentile"                 # minmax | percentile | mse | ema
+  c.act_percentile = 99.99
+  c.calibration_batches = 4
+  c.num_samples = 1000
+  c.seed = 0                    # latents of every evaluated setting
+  c.reference_seed = 1          # latents of the FP32 reference samples
+  c.calibration_seed = 2        # latents of the calibration set
+  c.extractor = "inception"
+  c.resize = "clean"
+  c.nearest_k = 5
+  c.batch_size = 100
+  c.real_reference = ml_collections.ConfigDict()
+  c.real_reference.path = ""    # e.g. mnist10k/mnist10k_uint8.npz; "" for none
+  c.real_reference.limit = 10000
+  return c
+
+
+def _clip_config(spec: str) -> compress.ClipConfig | None:
+  if spec == "none":
+    return None
+  mode, sep, value = spec.partition(":")
+  if not sep:
+    raise ValueError(f"clip must be 'none' or 'mode:value' (e.g. 'percentile:99.9'), got {spec!r}")
+  return compress.ClipConfig(mode, float(value), "per_channel")
+
+
+def resolve_config(user: Any) -> ml_collections.ConfigDict:
+  """Defaults overridden by ``user``, validated (bits, clips, sizes) before any work."""
+  cfg = config_lib.merge(default_config(), user)
+  if not cfg.checkpoint:
+    raise ValueError("config.checkpoint is empty: name an unconditional generator")
+  for b in cfg.weight_bits:
+    compress.QuantConfig(int(b))
+  for b in cfg.act_bits:
+    if b != FP32_BITS:
+      compress.ActQuantConfig(int(b))
+  for spec in cfg.clips:
+    _clip_config(spec)
+  if cfg.num_samples <= cfg.nearest_k or cfg.calibration_batches < 1:
+    raise ValueError(f"need num_samples > nearest_k and calibration_batches >= 1, got "
+                     f"{cfg.num_samples}, {cfg.calibration_batches}")
+  return cfg
+
+
+def _plot(rows: list[dict], path: str, title: str) -> None:
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  acts = sorted({r["act_bits"] for r in rows if r["weight_bits"] != FP32_BITS}, reverse=True)
+  clips = list(dict.fromkeys(r["clip"] for r in rows if r["weight_bits"] != FP32_BITS))
+  fp32 = next(r for r in rows if r["weight_bits"] == FP32_BITS)
+  fig, axes = plt.subplots(1, len(acts), figsize=(5.5 * len(acts), 4.2), squeeze=False)
+  for ax, a in zip(axes[0], acts):
+    for i, clip in enumerate(clips):
+      sel = sorted((r for r in rows if r["act_bits"] == a and r["clip"] == clip
+                    and r["weight_bits"] != FP32_BITS), key=lambda r: r["weight_bits"])
+      bits = [r["weight_bits"] for r in sel]
+      color = f"C{i}"
+      ax.plot(bits, [r["precision"] for r in sel], "-o", color=color, label=f"precision, {clip}")
+      ax.plot(bits, [r["recall"] for r in sel], "--s", color=color, label=f"recall, {clip}")
+    ax.axhline(fp32["precision"], color="gray", lw=0.8, ls=":", label="FP32 precision/recall")
+    ax.axhline(fp32["recall"], color="gray", lw=0.8, ls=":")
+    ax.set_xlabel("weight bits")
+    ax.set_ylabel("k-NN precision / recall vs FP32 samples")
+    ax.set_title(f"activations: {'float32' if a == FP32_BITS else f'{a} bits'}")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+  axes[0][-1].legend(fontsize=7, loc="lower right")
+  fig.suptitle(title)
+  fig.tight_layout()
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".png")
+  os.close(fd)
+  fig.savefig(tmp, dpi=110)
+  plt.close(fig)
+  give_default_mode(tmp)
+  os.replace(tmp, path)
+
+
+def markdown(report: dict) -> str:
+  """``report.md``: protocol, then one row per setting."""
+  real = bool(report["rows"] and "real_fid" in report["rows"][0])
+  lines = [f"# jaxgc study: {report['model']['arch']}", "",
+           f"- checkpoint: `{report['model']['checkpoint']}`",
+           f"- {report['num_samples']} samples per setting (seed {report['seed']}) against "
+           f"{report['num_samples']} FP32 samples (seed {report['reference_seed']}); "
+           f"{report['extractor']} features; k = {report['nearest_k']}",
+           "- weights: clipped, then fake-quantized per output channel (symmetric); "
+           f"activations: inputs of every conv/dense, static ranges ({report['calibration']})",
+           ""]
+  head = ("| weight bits | act bits | clip | FID | precision | recall | LSH P | LSH R |"
+          + (" real FID | real P | real R |" if real else ""))
+  lines += [head, "|" + "---:|" * (head.count("|") - 1)]
+  for r in report["rows"]:
+    lines.append(
+        f"| {r['weight_bits']} | {r['act_bits']} | {r['clip']} | {r['fid']:.3f} | "
+        f"{r['precision']:.4f} | {r['recall']:.4f} | {r['lsh_precision']:.4f} | "
+        f"{r['lsh_recall']:.4f} |" + (f" {r['real_fid']:.3f} | {r['real_precision']:.4f} | "
+                                      f"{r['real_recall']:.4f} |" if real else ""))
+  lines += ["", "![trade-off](tradeoff.png)", ""]
+  return "\n".join(lines)
+
+
+def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
+  """Runs the sweep of ``config``; writes report.json, report.md and tradeoff.png.
+
+  Raises:
+    ValueError, FileNotFoundError, CheckpointError, PermissionError: bad config, checkpoint or
+      workdir; nothing is written then.
+  """
+  cfg = resolve_config(config)
+  workdir = check_writable_dir(workdir)
+  ckpt = inputs_lib.resolve_asset(cfg.checkpoint) if not os.path.isdir(cfg.checkpoint) \
+      else cfg.checkpoint
+  module, variables = load_any_model(ckpt, cfg.arch or None)
+  if module.kind != "unconditional":
+    raise ValueError(f"the study samples latents: it needs an unconditional generator, got "
+                     f"{type(module).__name__}")
+  n, bs = int(cfg.num_samples), int(cfg.batch_size)
+
+  def features_of(images):
+    return features_lib.extract_features(images, cfg.extractor, cfg.resize, batch_size=bs,
+                                         progress=False)
+
+  def samples(v, act_bits, calibration):
+    z = inputs_lib.latents(n, module.z_dim, int(cfg.seed))
+    if act_bits == FP32_BITS:
+      fn = lambda vv, b: module.apply(vv, b)  # noqa: E731
+    else:
+      acfg = compress.ActQuantConfig(int(act_bits))
+      fn = lambda vv, b: compress.apply_quantized(module, vv, b, acfg, calibration)  # noqa: E731
+    out = features_lib.batched_apply(fn, z, bs, progress=False, variables=v)
+    return inputs_lib.to_uint8(out)
+
+  ref = eval_lib.generate_images(module, variables, num_samples=n,
+                                 seed=int(cfg.reference_seed), batch_size=bs, progress=False)
+  ref_feats = features_of(ref)
+  real_feats = None
+  if cfg.real_reference.path:
+    real = data_lib.load_images(inputs_lib.resolve_asset(cfg.real_reference.path),
+                                limit=int(cfg.real_reference.limit))
+    real_feats = features_lib.cached_features(real, cfg.extractor, cfg.resize, batch_size=bs,
+                                              progress=False)
+  calib_z = inputs_lib.latents(bs * int(cfg.calibration_batches), module.z_dim,
+                               int(cfg.calibration_seed))
+  calib_batches = [calib_z[i:i + bs] for i in range(0, len(calib_z), bs)]
+
+  grid = [(FP32_BITS, FP32_BITS, "none")] + [
+      (w, a, c) for c in cfg.clips for a in cfg.act_bits for w in cfg.weight_bits]
+  rows = []
+  for wbits, abits, clip in tqdm(grid, desc="study", disable=not progress, unit="setting"):
+    v = variables
+    if wbits != FP32_BITS:
+      cc = _clip_config(clip)
+      if cc is not None:
+        v = compress.clip_weights(v, cc)
+      v = compress.fake_quantize(v, compress.QuantConfig(int(wbits), bool(cfg.symmetric),
+                                                         "per_channel"))
+    calibration = None
+    if abits != FP32_BITS:
+      calibration = compress.calibrate(module, v, calib_batches,
+                                       compress.ActQuantConfig(int(abits)),
+                                       method=cfg.act_calibration,
+                                       percentile=float(cfg.act_percentile))
+    fake_feats = features_of(samples(v, abits, calibration))
+    row = {"weight_bits": int(wbits), "act_bits": int(abits), "clip": clip,
+           **eval_lib.compare(ref_feats, fake_feats, nearest_k=int(cfg.nearest_k),
+                              seed=int(cfg.seed))}
+    if real_feats is not None:
+      vs_real = eval_lib.compare(real_feats, fake_feats, nearest_k=int(cfg.nearest_k),
+                                 seed=int(cfg.seed))
+      row.update({f"real_{k}": v for k, v in vs_real.items()})
+    rows.append(row)
+
+  report = {"model": {**models.model_spec(module), "checkpoint": ckpt},
+            "num_samples": n, "seed": int(cfg.seed), "reference_seed": int(cfg.reference_seed),
+            "extractor": cfg.extractor, "nearest_k": int(cfg.nearest_k),
+            "calibration": f"{cfg.act_calibration}, {len(calib_batches)} batches of {bs}",
+            "rows": rows}
+  os.makedirs(workdir, exist_ok=True)
+  for name, text in (("report.json", json.dumps(report, indent=2)),
+                     ("report.md", markdown(report))):
+    fd, tmp = tempfile.mkstemp(dir=workdir, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+    give_default_mode(tmp)
+    os.replace(tmp, os.path.join(workdir, name))
+  _plot(rows, os.path.join(workdir, "tradeoff.png"),
+        f"{report['model']['arch']}: post-training quantization trade-off")
+  return report
