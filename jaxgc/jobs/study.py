@@ -56,6 +56,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.resize = "clean"
   c.nearest_k = 5
   c.batch_size = 100
+  # Automatic per-layer bit allocation at this average weight-bit budget (0 disables): one
+  # more row, "auto", with float32 activations, to compare with uniform bits of that budget.
+  c.allocation_budget = 4.0
+  c.allocation_bits = (2, 3, 4, 5, 6, 8)
   c.real_reference = ml_collections.ConfigDict()
   c.real_reference.path = ""    # e.g. mnist10k/mnist10k_uint8.npz; "" for none
   c.real_reference.limit = 10000
@@ -90,6 +94,7 @@ def resolve_config(user: Any) -> ml_collections.ConfigDict:
 
 
 def _plot(rows: list[dict], path: str, title: str) -> None:
+  rows = [r for r in rows if r["weight_bits"] != "auto"]
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
@@ -193,10 +198,22 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
 
   grid = [(FP32_BITS, FP32_BITS, "none")] + [
       (w, a, c) for c in cfg.clips for a in cfg.act_bits for w in cfg.weight_bits]
+  if cfg.allocation_budget:
+    apply_fn = jax.jit(module.apply)
+    sens = compress.layer_sensitivity(apply_fn, variables, calib_z, tuple(cfg.allocation_bits),
+                                      symmetric=bool(cfg.symmetric), progress=False)
+    assignment = compress.allocate_bits(sens, compress.layer_param_counts(variables),
+                                        float(cfg.allocation_budget), tuple(cfg.allocation_bits))
+    allocation_md = compress.allocation_report(
+        apply_fn, variables, calib_z, sens, assignment, symmetric=bool(cfg.symmetric),
+        budget_bits=float(cfg.allocation_budget))
+    grid.append(("auto", FP32_BITS, "none"))
   rows = []
   for wbits, abits, clip in tqdm(grid, desc="study", disable=not progress, unit="setting"):
     v = variables
-    if wbits != FP32_BITS:
+    if wbits == "auto":
+      v = compress.apply_allocation(variables, assignment, bool(cfg.symmetric))
+    elif wbits != FP32_BITS:
       cc = _clip_config(clip)
       if cc is not None:
         v = compress.clip_weights(v, cc)
@@ -209,7 +226,8 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
                                        method=cfg.act_calibration,
                                        percentile=float(cfg.act_percentile))
     fake_feats = features_of(samples(v, abits, calibration))
-    row = {"weight_bits": int(wbits), "act_bits": int(abits), "clip": clip,
+    row = {"weight_bits": wbits if wbits == "auto" else int(wbits), "act_bits": int(abits),
+           "clip": clip,
            **eval_lib.compare(ref_feats, fake_feats, nearest_k=int(cfg.nearest_k),
                               seed=int(cfg.seed))}
     if real_feats is not None:
@@ -223,12 +241,18 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
             "extractor": cfg.extractor, "nearest_k": int(cfg.nearest_k),
             "calibration": f"{cfg.act_calibration}, {len(calib_batches)} batches of {bs}",
             "rows": rows}
+  if cfg.allocation_budget:
+    report["allocation"] = {"budget_bits": float(cfg.allocation_budget),
+                            "bits": {k: int(b) for k, b in assignment.items()},
+                            "average_bits": compress.average_bits(
+                                assignment, compress.layer_param_counts(variables))}
   os.makedirs(workdir, exist_ok=True)
   for name, text in (("report.json", json.dumps(report, indent=2)),
                      ("report.md", markdown(report))):
     fd, tmp = tempfile.mkstemp(dir=workdir, prefix=".tmp-")
     with os.fdopen(fd, "w") as f:
-      f.write(text)
+      f.write(text if name != "report.md" or not cfg.allocation_budget else
+              text + "\n## Automatic bit allocation (row `auto` above)\n\n" + allocation_md)
     give_default_mode(tmp)
     os.replace(tmp, os.path.join(workdir, name))
   _plot(rows, os.path.join(workdir, "tradeoff.png"),
