@@ -27,7 +27,9 @@ def test_tiny_study_on_the_mnist_mlp(tmp_path, capsys):
   assert rc == 0, capsys.readouterr().err
   report = json.loads((tmp_path / "wd" / "report.json").read_text())
   rows = {(r["weight_bits"], r["act_bits"]): r for r in report["rows"]}
-  assert set(rows) == {(32, 32), (8, 32), (2, 32), (8, 8), (2, 8)}
+  assert set(rows) == {(32, 32), (8, 32), (2, 32), (8, 8), (2, 8), ("auto", 32)}
+  assert report["allocation"]["average_bits"] <= 4.0 + 1e-9
+  assert "## Automatic bit allocation" in (tmp_path / "wd" / "report.md").read_text()
   # W8A8 is about as good as FP32; 2-bit weights keep precision and lose recall.
   assert rows[(8, 8)]["recall"] > rows[(32, 32)]["recall"] - 0.05
   assert rows[(2, 32)]["recall"] < 0.5 * rows[(8, 32)]["recall"]
