@@ -626,3 +626,24 @@ def test_scalar_override_of_a_tuple_is_a_one_element_sweep(assets, tmp_path, cap
   assert rc == 0, capsys.readouterr().err
   rows = json.loads((tmp_path / "wd" / "report.json").read_text())["rows"]
   assert [r["setting"] for r in rows] == ["fp32", "w4_per_channel_clip"]
+
+
+def test_compress_with_calibrated_activations(assets, tmp_path, capsys):
+  cfg = tmp_path / "cfg.py"
+  write_config(cfg, str(asset_path(assets, MLP_G)))
+  rc = cli.main(["compress", "--config", str(cfg), "--workdir", str(tmp_path / "wd"),
+                 "--no-progress", "--config.activations.bits=8"])
+  assert rc == 0, capsys.readouterr().err
+  report = json.loads((tmp_path / "wd" / "report.json").read_text())
+  row = next(r for r in report["rows"] if r["setting"] == "w8_per_channel_a8")
+  assert row["act_bits"] == 8 and row["psnr_db"] > 30
+  # The calibration is stored with the checkpoint and reproduces the row's outputs.
+  ckdir = tmp_path / "wd" / "checkpoints" / "w8_per_channel_a8"
+  calibration = compress.load_calibration(ckdir / "calibration.json")
+  module, fp32 = convert.load_torch_checkpoint(asset_path(assets, MLP_G))
+  _, stored = load_model(ckdir)
+  z = inputs_lib.latents(4, module.z_dim, 0)
+  ref = np.asarray(module.apply(fp32, z))
+  out = np.asarray(compress.apply_quantized(module, stored, z, compress.ActQuantConfig(8),
+                                            calibration))
+  assert report_lib.image_metrics(ref, out)["psnr_db"] == pytest.approx(row["psnr_db"], abs=1e-6)

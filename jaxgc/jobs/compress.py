@@ -57,6 +57,17 @@ def default_config() -> ml_collections.ConfigDict:
   c.clip.value = 99.9
   c.include = compress.DEFAULT_INCLUDE         # regex on parameter paths: what is compressed
   c.exclude = ""                               # regex of paths to leave alone; "" for none
+  # Calibrated activation fake quantization of every conv/dense input (0 bits: off; the
+  # distribution metrics above judge the weight quantization only). Each
+  # setting calibrates static ranges on its own quantized weights, over the job's inputs
+  # (image-to-image) or `calibration_samples` latents from seed inputs.seed + 2, and stores
+  # them as checkpoints/<setting>/calibration.json (jaxgc.compress.load_calibration).
+  c.activations = ml_collections.ConfigDict()
+  c.activations.bits = 0
+  c.activations.method = "percentile"          # minmax | percentile | mse | ema
+  c.activations.percentile = 99.99
+  c.activations.symmetric = False
+  c.activations.calibration_samples = 64
   c.batch_size = 4
   c.sample_cell = 128                          # thumbnail side in samples.png
   # Optional distribution metrics per row (jaxgc.eval.compare): FID, KID, precision, recall,
@@ -101,6 +112,8 @@ def resolve_config(user: Any) -> ml_collections.ConfigDict:
   if cfg.metrics.enabled and cfg.metrics.extractor not in ("inception", "lenet5", "pixels"):
     raise ValueError(f"unknown metrics.extractor {cfg.metrics.extractor!r}; expected "
                      "inception, lenet5 or pixels")
+  if cfg.activations.bits:
+    compress.ActQuantConfig(int(cfg.activations.bits), bool(cfg.activations.symmetric))
   if int(cfg.batch_size) < 1:
     raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
   if cfg.arch and cfg.arch not in models.ARCHS:
@@ -110,13 +123,17 @@ def resolve_config(user: Any) -> ml_collections.ConfigDict:
 
 def settings(cfg) -> list[dict[str, Any]]:
   """The sweep's rows: FP32 first, then bits x clip x granularity."""
-  rows = [{"setting": "fp32", "weight_bits": 32, "clip": None, "granularity": None}]
+  rows = [{"setting": "fp32", "weight_bits": 32, "act_bits": 32, "clip": None,
+           "granularity": None}]
   for bits in cfg.sweep.weight_bits:
     for clip in cfg.sweep.clip:
       for g in cfg.sweep.granularities:
         clip_desc = f"{cfg.clip.mode}:{cfg.clip.value:g}" if clip else None
-        name = f"w{int(bits)}_{g}" + ("_clip" if clip else "")
-        rows.append({"setting": name, "weight_bits": int(bits), "clip": clip_desc,
+        abits = int(cfg.activations.bits) or 32
+        name = (f"w{int(bits)}_{g}" + ("_clip" if clip else "")
+                + (f"_a{abits}" if abits != 32 else ""))
+        rows.append({"setting": name, "weight_bits": int(bits), "act_bits": abits,
+                     "clip": clip_desc,
                      "granularity": g})
   return rows
 
@@ -189,6 +206,14 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   apply_fn = jax.jit(module.apply)
   reference = _run_model(apply_fn, variables, x, int(cfg.batch_size))
   scorer = _metrics_scorer(module, variables, x, cfg.metrics, progress)
+  act_cfg, calib_batches = None, None
+  if cfg.activations.bits:
+    act_cfg = compress.ActQuantConfig(int(cfg.activations.bits),
+                                      bool(cfg.activations.symmetric))
+    calib = x if module.kind == "image_to_image" else inputs_lib.latents(
+        int(cfg.activations.calibration_samples), int(module.z_dim), int(cfg.inputs.seed) + 2)
+    calib_batches = [calib[i:i + int(cfg.batch_size)]
+                     for i in range(0, len(calib), int(cfg.batch_size))]
   spec = models.model_spec(module)
   model_desc = {**spec, "checkpoint": ckpt, "params": stats.count_params(variables),
                 "macs": stats.count_macs(module, variables, x[:1])}
@@ -202,10 +227,19 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
     fp32_bytes = None
     for row in tqdm(settings(cfg), desc="compress sweep", disable=not progress, unit="setting"):
       fq, stored = compress_variables(variables, row, cfg)
-      out = reference if row["weight_bits"] == 32 else _run_model(apply_fn, fq, x,
-                                                                  int(cfg.batch_size))
       ckdir = os.path.join(staging, "checkpoints", row["setting"])
       os.makedirs(ckdir)
+      if row["weight_bits"] == 32:
+        out = reference
+      elif act_cfg is not None:
+        calibration = compress.calibrate(module, fq, calib_batches, act_cfg,
+                                         method=cfg.activations.method,
+                                         percentile=float(cfg.activations.percentile))
+        compress.save_calibration(calibration, os.path.join(ckdir, "calibration.json"))
+        out = _run_model(jax.jit(lambda v, b, c=calibration: compress.apply_quantized(
+            module, v, b, act_cfg, c)), fq, x, int(cfg.batch_size))
+      else:
+        out = _run_model(apply_fn, fq, x, int(cfg.batch_size))
       with open(os.path.join(ckdir, "spec.json"), "w") as f:
         json.dump({**spec, "compression": row}, f, indent=2)
       nbytes = compress.save_quantized(stored, os.path.join(ckdir, "weights.npz"))
