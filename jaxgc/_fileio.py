@@ -26,15 +26,15 @@ def give_default_mode(path: str) -> None:
   os.chmod(path, base & ~_umask())
 
 
-def atomic_savez(path: str | os.PathLike, entries: dict[str, np.ndarray]) -> int:
-  """Writes ``entries`` as an uncompressed ``.npz`` at ``path`` atomically (temporary file in
-  the same folder, fsync, rename): ``path`` is never half-written. Returns the bytes written."""
+def _atomic_write(path: str | os.PathLike, write, binary: bool) -> int:
+  """Calls ``write(file)`` on a temporary file beside ``path``, fsyncs it, gives it ordinary
+  permissions and renames it over ``path``: ``path`` is never half-written. Returns its bytes."""
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
   try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **entries)
+    with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+      write(f)
       f.flush()
       os.fsync(f.fileno())
     give_default_mode(tmp)
@@ -44,3 +44,14 @@ def atomic_savez(path: str | os.PathLike, entries: dict[str, np.ndarray]) -> int
       os.remove(tmp)
     raise
   return os.path.getsize(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> int:
+  """Writes ``text`` (UTF-8) at ``path`` atomically; returns the bytes written."""
+  return _atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+def atomic_savez(path: str | os.PathLike, entries: dict[str, np.ndarray]) -> int:
+  """Writes ``entries`` as an uncompressed ``.npz`` at ``path`` atomically (temporary file in
+  the same folder, fsync, rename): ``path`` is never half-written. Returns the bytes written."""
+  return _atomic_write(path, lambda f: np.savez(f, **entries), binary=True)

@@ -14,7 +14,6 @@ when it is unset, and fail naming the path when it is set but a file is missing.
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
 import os

@@ -38,7 +38,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import flax
@@ -47,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgc._fileio import give_default_mode
+from jaxgc._fileio import atomic_write_text
 from jaxgc.compress import quantize
 from jaxgc.models import layers
 
@@ -653,20 +652,7 @@ def save_calibration(calibration: Mapping[str, Mapping[str, Any]],
                              "max": [float(v) for v in hi.ravel()]}
   text = json.dumps({"format": _CALIBRATION_FORMAT, "layers": layers_out}, indent=1,
                     allow_nan=False)
-  path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    give_default_mode(tmp)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  atomic_write_text(path, text)
 
 
 def load_calibration(path: str | os.PathLike) -> Calibration:

@@ -37,8 +37,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from jaxgc._fileio import cache_root
 from jaxgc._fileio import atomic_savez

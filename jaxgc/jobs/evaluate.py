@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 
-from jaxgc._fileio import give_default_mode
+from jaxgc._fileio import atomic_write_text
 from jaxgc.checkpoint import check_writable_dir
 from jaxgc.checkpoint import load_any_model
 from jaxgc.eval import data as data_lib
@@ -124,14 +123,6 @@ def markdown(result: dict[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: str, text: str) -> None:
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-  with os.fdopen(fd, "w") as f:
-    f.write(text)
-  give_default_mode(tmp)
-  os.replace(tmp, path)
-
-
 def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
   """Evaluates ``config.generators`` against ``config.reference``; writes metrics.json/md.
 
@@ -179,6 +170,6 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
          "kid_subsets": int(cfg.kid_subsets), "seed": int(cfg.seed),
          "devices": jax.device_count(), "results": results}
   os.makedirs(workdir, exist_ok=True)
-  _write_atomic(os.path.join(workdir, "metrics.json"), json.dumps(out, indent=2))
-  _write_atomic(os.path.join(workdir, "metrics.md"), markdown(out))
+  atomic_write_text(os.path.join(workdir, "metrics.json"), json.dumps(out, indent=2))
+  atomic_write_text(os.path.join(workdir, "metrics.md"), markdown(out))
   return out

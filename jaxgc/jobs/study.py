@@ -19,11 +19,11 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 from tqdm.auto import tqdm
 
 from jaxgc import compress
 from jaxgc import models
+from jaxgc._fileio import atomic_write_text
 from jaxgc._fileio import give_default_mode
 from jaxgc.checkpoint import check_writable_dir
 from jaxgc.checkpoint import load_any_model
@@ -249,12 +249,9 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   os.makedirs(workdir, exist_ok=True)
   for name, text in (("report.json", json.dumps(report, indent=2)),
                      ("report.md", markdown(report))):
-    fd, tmp = tempfile.mkstemp(dir=workdir, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-      f.write(text if name != "report.md" or not cfg.allocation_budget else
-              text + "\n## Automatic bit allocation (row `auto` above)\n\n" + allocation_md)
-    give_default_mode(tmp)
-    os.replace(tmp, os.path.join(workdir, name))
+    if name == "report.md" and cfg.allocation_budget:
+      text += "\n## Automatic bit allocation (row `auto` above)\n\n" + allocation_md
+    atomic_write_text(os.path.join(workdir, name), text)
   _plot(rows, os.path.join(workdir, "tradeoff.png"),
         f"{report['model']['arch']}: post-training quantization trade-off")
   return report

@@ -8,7 +8,6 @@ from typing import ClassVar
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from jaxgc.models import layers
 
