@@ -6,6 +6,8 @@ naming the path when it is set but the file is missing (CI sets it).
 
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -24,3 +26,34 @@ def require_asset(rel: str) -> pathlib.Path:
   if not path.is_file():
     pytest.fail(f"JAXGC_ASSETS is set but the asset is missing: {path}")
   return path
+
+
+@pytest.fixture(scope="module")
+def assets() -> pathlib.Path:
+  """``$JAXGC_ASSETS`` as a path; skips the module's asset tests when it is unset."""
+  return assets_root()
+
+
+def asset_path(assets: pathlib.Path, rel: str) -> pathlib.Path:
+  """``assets / rel``; fails, naming the path, when the file is missing."""
+  path = assets / rel
+  if not path.is_file():
+    pytest.fail(f"JAXGC_ASSETS is set but the asset is missing: {path}")
+  return path
+
+
+def run_on_fake_devices(script: str, devices: int = 8, timeout: float = 300) -> str:
+  """Runs ``tests/<script>`` in a fresh Python with ``devices`` fake CPU devices (XLA_FLAGS is
+  read only when jax starts, so sharding checks need their own process); asserts that it exits
+  0 and prints ``OK``, and returns its stdout."""
+  root = pathlib.Path(__file__).resolve().parents[1]
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
+                      + f" --xla_force_host_platform_device_count={devices}")
+  env["JAX_PLATFORMS"] = "cpu"
+  env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+  proc = subprocess.run([sys.executable, str(pathlib.Path(__file__).with_name(script))],
+                        env=env, capture_output=True, text=True, timeout=timeout)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  assert "OK" in proc.stdout
+  return proc.stdout

@@ -29,6 +29,7 @@ import pytest
 
 import jax
 
+from conftest import asset_path
 from jaxgc import cli
 from jaxgc import compress
 from jaxgc import convert
@@ -61,19 +62,6 @@ SMALL_SWEEP = {"weight_bits": (8, 4), "granularities": ("per_channel",), "clip":
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def assets() -> pathlib.Path:
-  root = os.environ.get("JAXGC_ASSETS")
-  if not root:
-    pytest.skip("JAXGC_ASSETS is unset: real checkpoints not available")
-  return pathlib.Path(root)
-
-
-def asset_path(assets: pathlib.Path, rel: str) -> pathlib.Path:
-  path = assets / rel
-  if not path.is_file():
-    pytest.fail(f"JAXGC_ASSETS is set but the asset is missing: {path}")
-  return path
 
 
 def snapshot(root: pathlib.Path) -> dict[str, str] | None:

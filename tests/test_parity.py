@@ -8,7 +8,6 @@ with a missing file fails. Random-weight tests need no assets.
 
 from __future__ import annotations
 
-import os
 import pathlib
 import warnings
 
@@ -24,6 +23,7 @@ except ImportError:
 
 import jax  # noqa: E402
 
+from conftest import asset_path
 from jaxgc import convert  # noqa: E402
 
 ATOL = 1e-4
@@ -45,19 +45,6 @@ REAL_CHECKPOINTS = {
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def assets() -> pathlib.Path:
-  root = os.environ.get("JAXGC_ASSETS")
-  if not root:
-    pytest.skip("JAXGC_ASSETS is unset: real checkpoints not available")
-  return pathlib.Path(root)
-
-
-def asset_path(assets: pathlib.Path, rel: str) -> pathlib.Path:
-  path = assets / rel
-  if not path.is_file():
-    pytest.fail(f"JAXGC_ASSETS is set but the asset is missing: {path}")
-  return path
 
 
 def torch_forward(net: torch.nn.Module, x_nchw: np.ndarray) -> np.ndarray:

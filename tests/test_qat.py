@@ -3,8 +3,6 @@
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +11,7 @@ import optax
 import pytest
 
 from conftest import require_asset
+from conftest import run_on_fake_devices
 from jaxgc import compress
 from jaxgc import train
 from jaxgc.checkpoint import load_model
@@ -127,16 +126,7 @@ def test_qat_improves_on_ptq(mlp_pair):
 
 
 def test_sharded_step_equals_single_device():
-  script = pathlib.Path(__file__).with_name("_sharded_qat_check.py")
-  root = pathlib.Path(__file__).resolve().parents[1]
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8")
-  env["JAX_PLATFORMS"] = "cpu"
-  env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-  proc = subprocess.run(
-      [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stdout + proc.stderr
-  assert "OK" in proc.stdout
+  run_on_fake_devices("_sharded_qat_check.py")
 
 
 # ---------------------------------------------------------------------------------------------
