@@ -328,113 +328,179 @@ def kid(real_features: Any,
 # ----------------------------------------------------------------------------------------------
 # Precision, recall, density, coverage.
 #
-# One kernel, three reductions over blocks of reference rows ("refs") for each query row:
-#   "knn":   the k+1 smallest distances (a running top-(k+1), self-distance 0 included);
-#   "count": how many refs hold the query inside their radius (dist < ref_radius);
-#   "cover": nearest-ref distance, and whether any ref holds the query inside its radius.
-# Distances follow sklearn's ``pairwise_distances`` (what ``prdc.compute_prdc`` calls): squared
-# distance ``-2 a.b + ||a||^2 + ||b||^2`` in float64, clamped at 0, 0 on the diagonal of a
-# self-distance matrix, cast to float32 when both inputs are float32, then ``sqrt``. Comparing
-# the very same numbers makes the strict ``<`` tests (and their ties) match ``compute_prdc``.
+# Two kernels over blocks of reference rows ("refs") for each block of query rows:
+#   self pass ("knn"): each query's k+1 smallest distances to its own set (a running
+#     top-(k+1), the self-distance 0 included): the k-NN radii;
+#   cross pass (queries = real, refs = fake), one sweep over the real x fake distances giving
+#     row reductions (per real: nearest fake distance, and whether some fake ball holds it) and
+#     column reductions (per fake: how many real balls hold it), so the cross distances are
+#     computed once, not twice.
+# Distances follow sklearn's ``pairwise_distances(real, fake)`` (what ``prdc.compute_prdc``
+# calls): squared distance ``(-2 a.b + ||a||^2) + ||b||^2`` in float64 (float32 inputs are upcast
+# block by block, as sklearn's ``_euclidean_distances_upcast`` does, so the features stay float32
+# in memory), clamped at 0, 0 on the diagonal of a self-distance matrix, cast to float32 when both
+# inputs are float32, then ``sqrt``. Comparing the very same numbers makes the strict ``<`` tests
+# (and their ties) match ``compute_prdc``.
 
 
-def _block_reduce(q, r, r_radius, n_refs, q_offset, *, kind, k, qblock, rblock, self_pass,
-                  dist_dtype):
-  """Per-device reduction of queries ``q [nq, d]`` (``nq % qblock == 0``) over refs ``r``."""
-  hi = jax.lax.Precision.HIGHEST
-  nq, d = q.shape
-  nr = r.shape[0]
-  r_blocks = r.reshape(nr // rblock, rblock, d)
-  rr_blocks = jnp.sum(r * r, axis=1).reshape(nr // rblock, rblock)
-  rad_blocks = r_radius.astype(dist_dtype).reshape(nr // rblock, rblock)
+def _squared_distances(qb, qq, rb, rr):
+  """``[qblock, rblock]`` float64 squared distances (clamped at 0) from blocks and their norms."""
+  d2 = -2.0 * jnp.matmul(qb, rb.T, precision=jax.lax.Precision.HIGHEST) + qq[:, None]
+  return jnp.maximum(d2 + rr[None, :], 0.0)
+
+
+def _blocks(x, block):
+  """``[n, d]`` (``n % block == 0``) -> float64 ``[n / block, block, d]`` view and squared norms.
+
+  Only the norms are materialised in float64 (``[n]``); blocks are upcast inside the loops.
+  """
+  n, d = x.shape
+  norms = jnp.sum(jnp.square(x.astype(jnp.float64)), axis=1)
+  return x.reshape(n // block, block, d), norms.reshape(n // block, block)
+
+
+def _knn_reduce(q, r, n_refs, q_offset, *, k, qblock, rblock, dist_dtype):
+  """Per-device ``r_k`` of queries ``q [nq, d]`` against their own set ``r`` (self pass)."""
+  r_blocks, rr_blocks = _blocks(r, rblock)
+  q_blocks, qq_blocks = _blocks(q, qblock)
   inf = jnp.asarray(jnp.inf, dist_dtype)
 
   def per_query_block(args):
-    qb, qb_index = args
-    qq = jnp.sum(qb * qb, axis=1)
+    qb, qq, qb_index = args
+    qb = qb.astype(jnp.float64)
     q_ids = q_offset + qb_index * qblock + jnp.arange(qblock)
 
-    def step(carry, xs):
-      rb, rr, rad, rb_index = xs
-      d2 = (-2.0 * jnp.matmul(qb, rb.T, precision=hi) + qq[:, None]) + rr[None, :]
-      d2 = jnp.maximum(d2, 0.0)
+    def step(best, xs):
+      rb, rr, rb_index = xs
+      d2 = _squared_distances(qb, qq, rb.astype(jnp.float64), rr)
       r_ids = rb_index * rblock + jnp.arange(rblock)
-      if self_pass:
-        d2 = jnp.where(q_ids[:, None] == r_ids[None, :], 0.0, d2)
+      d2 = jnp.where(q_ids[:, None] == r_ids[None, :], 0.0, d2)
+      dist = jnp.where((r_ids < n_refs)[None, :], jnp.sqrt(d2.astype(dist_dtype)), inf)
+      neg_best, _ = jax.lax.top_k(-jnp.concatenate([best, dist], axis=1), k + 1)
+      return -neg_best, None
+
+    best, _ = jax.lax.scan(step, jnp.full((qblock, k + 1), inf),
+                           (r_blocks, rr_blocks, jnp.arange(r_blocks.shape[0])))
+    return best[:, k]
+
+  out = jax.lax.map(per_query_block, (q_blocks, qq_blocks, jnp.arange(q_blocks.shape[0])))
+  return out.reshape(-1)
+
+
+def _cross_reduce(q, q_radius, r, r_radius, n_queries, n_refs, q_offset, *, qblock, rblock,
+                  dist_dtype):
+  """One sweep over the distances between queries ``q`` (real) and refs ``r`` (fake).
+
+  Returns ``nearest [nq]`` (nearest ref distance), ``inside [nq]`` (some ref ball holds the
+  query) and ``counts [nr]`` int32 (how many valid query balls hold each ref; this device's
+  queries only).
+  """
+  r_blocks, rr_blocks = _blocks(r, rblock)
+  q_blocks, qq_blocks = _blocks(q, qblock)
+  rad_blocks = r_radius.astype(dist_dtype).reshape(r_blocks.shape[:2])
+  q_rad_blocks = q_radius.astype(dist_dtype).reshape(q_blocks.shape[:2])
+  inf = jnp.asarray(jnp.inf, dist_dtype)
+  n_rb = r_blocks.shape[0]
+
+  def per_query_block(counts, args):
+    qb, qq, qrad, qb_index = args
+    qb = qb.astype(jnp.float64)
+    q_valid = (q_offset + qb_index * qblock + jnp.arange(qblock)) < n_queries
+
+    def step(row, xs):
+      nearest, inside = row
+      rb, rr, rad, rb_index = xs
+      d2 = _squared_distances(qb, qq, rb.astype(jnp.float64), rr)
       dist = jnp.sqrt(d2.astype(dist_dtype))
-      valid = (r_ids < n_refs)[None, :]
-      if kind == "knn":
-        dist = jnp.where(valid, dist, inf)
-        neg_best, _ = jax.lax.top_k(-jnp.concatenate([carry, dist], axis=1), k + 1)
-        return -neg_best, None
-      inside = jnp.logical_and(valid, dist < rad[None, :])
-      if kind == "count":
-        return carry + jnp.sum(inside, axis=1, dtype=jnp.int32), None
-      nearest, any_inside = carry
-      nearest = jnp.minimum(nearest, jnp.min(jnp.where(valid, dist, inf), axis=1))
-      return (nearest, jnp.logical_or(any_inside, jnp.any(inside, axis=1))), None
+      r_valid = ((rb_index * rblock + jnp.arange(rblock)) < n_refs)[None, :]
+      nearest = jnp.minimum(nearest, jnp.min(jnp.where(r_valid, dist, inf), axis=1))
+      inside = inside | jnp.any(r_valid & (dist < rad[None, :]), axis=1)
+      col = jnp.sum(q_valid[:, None] & (dist < qrad[:, None]), axis=0, dtype=jnp.int32)
+      return (nearest, inside), col
 
-    if kind == "knn":
-      init = jnp.full((qblock, k + 1), inf)
-    elif kind == "count":
-      init = jnp.zeros((qblock,), jnp.int32)
-    else:
-      init = (jnp.full((qblock,), inf), jnp.zeros((qblock,), bool))
-    out, _ = jax.lax.scan(
-        step, init, (r_blocks, rr_blocks, rad_blocks, jnp.arange(nr // rblock)))
-    if kind == "knn":
-      return out[:, k]
-    return out
+    (nearest, inside), cols = jax.lax.scan(
+        step, (jnp.full((qblock,), inf), jnp.zeros((qblock,), bool)),
+        (r_blocks, rr_blocks, rad_blocks, jnp.arange(n_rb)))
+    return counts + cols, (nearest, inside)
 
-  nqb = nq // qblock
-  out = jax.lax.map(per_query_block, (q.reshape(nqb, qblock, d), jnp.arange(nqb)))
-  return jax.tree.map(lambda a: a.reshape((nq,) + a.shape[2:]), out)
+  counts, (nearest, inside) = jax.lax.scan(
+      per_query_block, jnp.zeros(r_blocks.shape[:2], jnp.int32),
+      (q_blocks, qq_blocks, q_rad_blocks, jnp.arange(q_blocks.shape[0])))
+  return nearest.reshape(-1), inside.reshape(-1), counts.reshape(-1)
 
 
 @functools.lru_cache(maxsize=None)
-def _prdc_pass_fn(mesh: Mesh | None, kind: str, k: int, qblock: int, rblock: int,
-                  self_pass: bool, dist_dtype: str):
-  """Jitted pass; with ``mesh`` the query axis is sharded over ``"data"`` via ``shard_map``."""
-  kernel = functools.partial(
-      _block_reduce, kind=kind, k=k, qblock=qblock, rblock=rblock, self_pass=self_pass,
-      dist_dtype=jnp.dtype(dist_dtype))
+def _knn_pass_fn(mesh: Mesh | None, k: int, qblock: int, rblock: int, dist_dtype: str):
+  """Jitted self pass; with ``mesh`` the query axis is sharded over ``"data"`` via ``shard_map``."""
+  kernel = functools.partial(_knn_reduce, k=k, qblock=qblock, rblock=rblock,
+                             dist_dtype=jnp.dtype(dist_dtype))
   if mesh is None:
-    return jax.jit(lambda q, r, rad, n: kernel(q, r, rad, n, 0))
+    return jax.jit(lambda q, r, n: kernel(q, r, n, 0))
 
-  def local(q, r, rad, n):
-    return kernel(q, r, rad, n, jax.lax.axis_index(_AXIS) * q.shape[0])
+  def local(q, r, n):
+    return kernel(q, r, n, jax.lax.axis_index(_AXIS) * q.shape[0])
 
-  out_specs = (P(_AXIS), P(_AXIS)) if kind == "cover" else P(_AXIS)
   # check_vma=False: the scan carries start as constants and become per-device values; every
   # output is per-device (sharded on "data"), so there is nothing for the check to protect.
-  sharded = jax.shard_map(
-      local, mesh=mesh, in_specs=(P(_AXIS), P(), P(), P()), out_specs=out_specs,
-      check_vma=False)
+  sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(_AXIS), P(), P()), out_specs=P(_AXIS),
+                          check_vma=False)
   rows, rep = NamedSharding(mesh, P(_AXIS)), NamedSharding(mesh, P())
-  return jax.jit(
-      sharded,
-      in_shardings=(rows, rep, rep, rep),
-      out_shardings=(rows, rows) if kind == "cover" else rows)
+  return jax.jit(sharded, in_shardings=(rows, rep, rep), out_shardings=rows)
 
 
-def _prdc_pass(queries, refs, ref_radius, *, kind, k, block_size, mesh, self_pass, dist_dtype):
-  """Runs one pass: pads, places, calls the jitted kernel, returns unpadded host arrays."""
-  n_dev = _num_devices(mesh)
-  nq, nr = queries.shape[0], refs.shape[0]
+@functools.lru_cache(maxsize=None)
+def _cross_pass_fn(mesh: Mesh | None, qblock: int, rblock: int, dist_dtype: str):
+  """Jitted cross pass; with ``mesh`` the real samples are sharded, column counts summed."""
+  kernel = functools.partial(_cross_reduce, qblock=qblock, rblock=rblock,
+                             dist_dtype=jnp.dtype(dist_dtype))
+  if mesh is None:
+    return jax.jit(lambda q, qrad, r, rad, nq, nr: kernel(q, qrad, r, rad, nq, nr, 0))
+
+  def local(q, qrad, r, rad, nq, nr):
+    nearest, inside, counts = kernel(
+        q, qrad, r, rad, nq, nr, jax.lax.axis_index(_AXIS) * q.shape[0])
+    return nearest, inside, jax.lax.psum(counts, _AXIS)
+
+  sharded = jax.shard_map(
+      local, mesh=mesh, in_specs=(P(_AXIS), P(_AXIS), P(), P(), P(), P()),
+      out_specs=(P(_AXIS), P(_AXIS), P()), check_vma=False)
+  rows, rep = NamedSharding(mesh, P(_AXIS)), NamedSharding(mesh, P())
+  return jax.jit(sharded, in_shardings=(rows, rows, rep, rep, rep, rep),
+                 out_shardings=(rows, rows, rep))
+
+
+def _layout(nq: int, nr: int, block_size: int, n_dev: int) -> tuple[int, int, int, int]:
+  """Query block, padded query rows (a multiple of devices x block), ref block, padded refs."""
   per_device = -(-nq // n_dev)
   qblock = min(block_size, _round_up(per_device, 8))
-  nq_pad = n_dev * _round_up(per_device, qblock)
   rblock = min(block_size, _round_up(nr, 8))
-  nr_pad = _round_up(nr, rblock)
-  if ref_radius is None:
-    ref_radius = np.zeros((nr,), np.float64)
-  fn = _prdc_pass_fn(mesh, kind, k, qblock, rblock, self_pass, np.dtype(dist_dtype).name)
-  out = fn(
-      _put(_pad_rows(queries, nq_pad), mesh, P(_AXIS)),
-      _put(_pad_rows(refs, nr_pad), mesh, P()),
-      _put(_pad_rows(np.asarray(ref_radius, np.float64), nr_pad), mesh, P()),
+  return qblock, n_dev * _round_up(per_device, qblock), rblock, _round_up(nr, rblock)
+
+
+def _knn_radii(x: np.ndarray, *, k: int, block_size: int, mesh: Mesh | None) -> np.ndarray:
+  """``[n]`` distances to the k-th nearest neighbour (self excluded), in ``x``'s dtype."""
+  n = x.shape[0]
+  qblock, nq_pad, rblock, nr_pad = _layout(n, n, block_size, _num_devices(mesh))
+  fn = _knn_pass_fn(mesh, k, qblock, rblock, x.dtype.name)
+  out = fn(_put(_pad_rows(x, nq_pad), mesh, P(_AXIS)), _put(_pad_rows(x, nr_pad), mesh, P()),
+           _put(np.asarray(n, np.int64), mesh, P()))
+  return np.asarray(out)[:n]
+
+
+def _cross(real, real_radius, fake, fake_radius, *, block_size, mesh, dist_dtype):
+  """Host results of the cross pass: ``nearest_fake [n_real]``, ``in_fake_ball [n_real]``,
+  ``counts [n_fake]`` (real balls holding each fake sample)."""
+  nq, nr = real.shape[0], fake.shape[0]
+  qblock, nq_pad, rblock, nr_pad = _layout(nq, nr, block_size, _num_devices(mesh))
+  fn = _cross_pass_fn(mesh, qblock, rblock, np.dtype(dist_dtype).name)
+  nearest, inside, counts = fn(
+      _put(_pad_rows(real, nq_pad), mesh, P(_AXIS)),
+      _put(_pad_rows(np.asarray(real_radius, np.float64), nq_pad), mesh, P(_AXIS)),
+      _put(_pad_rows(fake, nr_pad), mesh, P()),
+      _put(_pad_rows(np.asarray(fake_radius, np.float64), nr_pad), mesh, P()),
+      _put(np.asarray(nq, np.int64), mesh, P()),
       _put(np.asarray(nr, np.int64), mesh, P()))
-  return jax.tree.map(lambda a: np.asarray(a)[:nq], out)
+  return np.asarray(nearest)[:nq], np.asarray(inside)[:nq], np.asarray(counts)[:nr]
 
 
 def prdc(real_features: Any,
@@ -460,7 +526,9 @@ def prdc(real_features: Any,
   sklearn call (float64 squared distances, float32 distances when both inputs are float32), same
   strict ``<``. Computed in blocks of ``block_size`` queries x ``block_size`` references by
   jitted kernels with a running top-(k+1) (``jax.lax.top_k``): memory ``O(n d + block_size^2)``,
-  never an ``n x n`` matrix; compute ``4 n^2 d`` (two self passes, two cross passes).
+  never an ``n x n`` matrix; compute ``3 n^2 d`` (two self passes and one cross pass whose
+  distances serve both precision/density and recall/coverage). float32 features stay float32 in
+  memory and are upcast block by block.
 
   Args:
     real_features: ``[n_real, d]`` float32/float64 array, ``n_real >= nearest_k + 1``, finite.
@@ -488,24 +556,15 @@ def prdc(real_features: Any,
   fake = _as_features(fake_features, "fake_features", min_samples=k + 1)
   _check_same_dim(real, fake, "real_features", "fake_features")
   _num_devices(mesh)
-  real_dtype, fake_dtype = real.dtype, fake.dtype
-  cross_dtype = np.float32 if real_dtype == fake_dtype == np.float32 else np.float64
+  cross_dtype = np.float32 if real.dtype == fake.dtype == np.float32 else np.float64
   common = dict(k=k, block_size=block_size, mesh=mesh)
 
   with jax.enable_x64(True):
-    real64, fake64 = real.astype(np.float64), fake.astype(np.float64)
-    real_radius = _prdc_pass(
-        real64, real64, None, kind="knn", self_pass=True, dist_dtype=real_dtype, **common)
-    fake_radius = _prdc_pass(
-        fake64, fake64, None, kind="knn", self_pass=True, dist_dtype=fake_dtype, **common)
-    # For each fake sample: how many real balls contain it.
-    counts = _prdc_pass(
-        fake64, real64, real_radius, kind="count", self_pass=False, dist_dtype=cross_dtype,
-        **common)
-    # For each real sample: nearest fake distance, and whether some fake ball contains it.
-    nearest_fake, in_fake_ball = _prdc_pass(
-        real64, fake64, fake_radius, kind="cover", self_pass=False, dist_dtype=cross_dtype,
-        **common)
+    real_radius = _knn_radii(real, **common)
+    fake_radius = _knn_radii(fake, **common)
+    nearest_fake, in_fake_ball, counts = _cross(
+        real, real_radius, fake, fake_radius, block_size=block_size, mesh=mesh,
+        dist_dtype=cross_dtype)
 
   precision = (counts > 0).mean()
   recall = in_fake_ball.mean()
