@@ -349,42 +349,54 @@ def _squared_distances(qb, qq, rb, rr):
   return jnp.maximum(d2 + rr[None, :], 0.0)
 
 
-def _blocks(x, block):
-  """``[n, d]`` (``n % block == 0``) -> float64 ``[n / block, block, d]`` view and squared norms.
+def _norms(x):
+  """``[n]`` float64 squared norms of the rows of ``x`` (the only float64 copy, ``8 n`` bytes)."""
+  return jnp.sum(jnp.square(x.astype(jnp.float64)), axis=1)
 
-  Only the norms are materialised in float64 (``[n]``); blocks are upcast inside the loops.
+
+def _block(x, norms, i, block):
+  """Block ``i`` of ``x [n, d]`` upcast to float64, its norms, row ids and which rows are new.
+
+  Blocks start at ``i * block``; the last one is shifted back to end at row ``n``, so no input
+  is ever padded (a padded copy of 50k x 2048 features would cost 400 MB). Rows it shares with
+  the previous block are flagged ``fresh = False`` and must not be counted twice.
   """
-  n, d = x.shape
-  norms = jnp.sum(jnp.square(x.astype(jnp.float64)), axis=1)
-  return x.reshape(n // block, block, d), norms.reshape(n // block, block)
+  n = x.shape[0]
+  start = jnp.minimum(i * block, n - block)
+  ids = start + jnp.arange(block)
+  xb = jax.lax.dynamic_slice_in_dim(x, start, block).astype(jnp.float64)
+  return xb, jax.lax.dynamic_slice_in_dim(norms, start, block), ids, ids >= i * block
+
+
+def _num_blocks(n: int, block: int) -> int:
+  return -(-n // block)
 
 
 def _knn_reduce(q, r, n_refs, q_offset, *, k, qblock, rblock, dist_dtype):
   """Per-device ``r_k`` of queries ``q [nq, d]`` against their own set ``r`` (self pass)."""
-  r_blocks, rr_blocks = _blocks(r, rblock)
-  q_blocks, qq_blocks = _blocks(q, qblock)
+  nq = q.shape[0]
+  qq_all, rr_all = _norms(q), _norms(r)
   inf = jnp.asarray(jnp.inf, dist_dtype)
 
-  def per_query_block(args):
-    qb, qq, qb_index = args
-    qb = qb.astype(jnp.float64)
-    q_ids = q_offset + qb_index * qblock + jnp.arange(qblock)
+  def per_query_block(i):
+    qb, qq, q_ids, _ = _block(q, qq_all, i, qblock)
 
-    def step(best, xs):
-      rb, rr, rb_index = xs
-      d2 = _squared_distances(qb, qq, rb.astype(jnp.float64), rr)
-      r_ids = rb_index * rblock + jnp.arange(rblock)
-      d2 = jnp.where(q_ids[:, None] == r_ids[None, :], 0.0, d2)
-      dist = jnp.where((r_ids < n_refs)[None, :], jnp.sqrt(d2.astype(dist_dtype)), inf)
+    def step(best, j):
+      rb, rr, r_ids, fresh = _block(r, rr_all, j, rblock)
+      d2 = _squared_distances(qb, qq, rb, rr)
+      d2 = jnp.where((q_offset + q_ids)[:, None] == r_ids[None, :], 0.0, d2)
+      keep = (fresh & (r_ids < n_refs))[None, :]
+      dist = jnp.where(keep, jnp.sqrt(d2.astype(dist_dtype)), inf)
       neg_best, _ = jax.lax.top_k(-jnp.concatenate([best, dist], axis=1), k + 1)
       return -neg_best, None
 
     best, _ = jax.lax.scan(step, jnp.full((qblock, k + 1), inf),
-                           (r_blocks, rr_blocks, jnp.arange(r_blocks.shape[0])))
-    return best[:, k]
+                           jnp.arange(_num_blocks(r.shape[0], rblock)))
+    return best[:, k], q_ids
 
-  out = jax.lax.map(per_query_block, (q_blocks, qq_blocks, jnp.arange(q_blocks.shape[0])))
-  return out.reshape(-1)
+  radii, ids = jax.lax.map(per_query_block, jnp.arange(_num_blocks(nq, qblock)))
+  # Rows shared by the last two blocks get the same value twice.
+  return jnp.zeros((nq,), dist_dtype).at[ids.reshape(-1)].set(radii.reshape(-1))
 
 
 def _cross_reduce(q, q_radius, r, r_radius, n_queries, n_refs, q_offset, *, qblock, rblock,
@@ -395,38 +407,38 @@ def _cross_reduce(q, q_radius, r, r_radius, n_queries, n_refs, q_offset, *, qblo
   query) and ``counts [nr]`` int32 (how many valid query balls hold each ref; this device's
   queries only).
   """
-  r_blocks, rr_blocks = _blocks(r, rblock)
-  q_blocks, qq_blocks = _blocks(q, qblock)
-  rad_blocks = r_radius.astype(dist_dtype).reshape(r_blocks.shape[:2])
-  q_rad_blocks = q_radius.astype(dist_dtype).reshape(q_blocks.shape[:2])
+  nq, nr = q.shape[0], r.shape[0]
+  qq_all, rr_all = _norms(q), _norms(r)
+  q_radius, r_radius = q_radius.astype(dist_dtype), r_radius.astype(dist_dtype)
   inf = jnp.asarray(jnp.inf, dist_dtype)
-  n_rb = r_blocks.shape[0]
 
-  def per_query_block(counts, args):
-    qb, qq, qrad, qb_index = args
-    qb = qb.astype(jnp.float64)
-    q_valid = (q_offset + qb_index * qblock + jnp.arange(qblock)) < n_queries
+  def per_query_block(counts, i):
+    qb, qq, q_ids, q_fresh = _block(q, qq_all, i, qblock)
+    qrad = jax.lax.dynamic_slice_in_dim(q_radius, q_ids[0], qblock)
+    q_count = q_fresh & (q_offset + q_ids < n_queries)
 
-    def step(row, xs):
+    def step(row, j):
       nearest, inside = row
-      rb, rr, rad, rb_index = xs
-      d2 = _squared_distances(qb, qq, rb.astype(jnp.float64), rr)
-      dist = jnp.sqrt(d2.astype(dist_dtype))
-      r_valid = ((rb_index * rblock + jnp.arange(rblock)) < n_refs)[None, :]
+      rb, rr, r_ids, r_fresh = _block(r, rr_all, j, rblock)
+      rad = jax.lax.dynamic_slice_in_dim(r_radius, r_ids[0], rblock)
+      dist = jnp.sqrt(_squared_distances(qb, qq, rb, rr).astype(dist_dtype))
+      r_valid = (r_ids < n_refs)[None, :]
       nearest = jnp.minimum(nearest, jnp.min(jnp.where(r_valid, dist, inf), axis=1))
       inside = inside | jnp.any(r_valid & (dist < rad[None, :]), axis=1)
-      col = jnp.sum(q_valid[:, None] & (dist < qrad[:, None]), axis=0, dtype=jnp.int32)
-      return (nearest, inside), col
+      col = jnp.sum(q_count[:, None] & (dist < qrad[:, None]), axis=0, dtype=jnp.int32)
+      return (nearest, inside), (jnp.where(r_fresh, col, 0), r_ids)
 
-    (nearest, inside), cols = jax.lax.scan(
+    (nearest, inside), (cols, r_ids) = jax.lax.scan(
         step, (jnp.full((qblock,), inf), jnp.zeros((qblock,), bool)),
-        (r_blocks, rr_blocks, rad_blocks, jnp.arange(n_rb)))
-    return counts + cols, (nearest, inside)
+        jnp.arange(_num_blocks(nr, rblock)))
+    return counts.at[r_ids.reshape(-1)].add(cols.reshape(-1)), (nearest, inside, q_ids)
 
-  counts, (nearest, inside) = jax.lax.scan(
-      per_query_block, jnp.zeros(r_blocks.shape[:2], jnp.int32),
-      (q_blocks, qq_blocks, q_rad_blocks, jnp.arange(q_blocks.shape[0])))
-  return nearest.reshape(-1), inside.reshape(-1), counts.reshape(-1)
+  counts, (nearest, inside, ids) = jax.lax.scan(
+      per_query_block, jnp.zeros((nr,), jnp.int32), jnp.arange(_num_blocks(nq, qblock)))
+  ids = ids.reshape(-1)
+  nearest = jnp.zeros((nq,), dist_dtype).at[ids].set(nearest.reshape(-1))
+  inside = jnp.zeros((nq,), bool).at[ids].set(inside.reshape(-1))
+  return nearest, inside, counts
 
 
 @functools.lru_cache(maxsize=None)
@@ -469,38 +481,47 @@ def _cross_pass_fn(mesh: Mesh | None, qblock: int, rblock: int, dist_dtype: str)
                  out_shardings=(rows, rows, rep))
 
 
-def _layout(nq: int, nr: int, block_size: int, n_dev: int) -> tuple[int, int, int, int]:
-  """Query block, padded query rows (a multiple of devices x block), ref block, padded refs."""
-  per_device = -(-nq // n_dev)
-  qblock = min(block_size, _round_up(per_device, 8))
-  rblock = min(block_size, _round_up(nr, 8))
-  return qblock, n_dev * _round_up(per_device, qblock), rblock, _round_up(nr, rblock)
+def _put_features(x: np.ndarray, mesh: Mesh | None) -> tuple[jax.Array, jax.Array | None]:
+  """One device copy of ``x`` as queries (sharded rows) and, with a mesh, one replicated as refs.
+
+  Without a mesh nothing is padded or copied twice. With one, rows are padded to a multiple of
+  the device count (padded rows are never counted).
+  """
+  if mesh is None:
+    return jnp.asarray(x), None
+  xp = _pad_rows(x, _round_up(x.shape[0], _num_devices(mesh)))
+  return _put(xp, mesh, P(_AXIS)), _put(xp, mesh, P())
 
 
-def _knn_radii(x: np.ndarray, *, k: int, block_size: int, mesh: Mesh | None) -> np.ndarray:
-  """``[n]`` distances to the k-th nearest neighbour (self excluded), in ``x``'s dtype."""
-  n = x.shape[0]
-  qblock, nq_pad, rblock, nr_pad = _layout(n, n, block_size, _num_devices(mesh))
-  fn = _knn_pass_fn(mesh, k, qblock, rblock, x.dtype.name)
-  out = fn(_put(_pad_rows(x, nq_pad), mesh, P(_AXIS)), _put(_pad_rows(x, nr_pad), mesh, P()),
-           _put(np.asarray(n, np.int64), mesh, P()))
-  return np.asarray(out)[:n]
+def _blocks_for(q: jax.Array, r: jax.Array, block_size: int, mesh: Mesh | None) -> tuple[int, int]:
+  per_device = q.shape[0] // _num_devices(mesh)
+  return min(block_size, per_device), min(block_size, r.shape[0])
 
 
-def _cross(real, real_radius, fake, fake_radius, *, block_size, mesh, dist_dtype):
-  """Host results of the cross pass: ``nearest_fake [n_real]``, ``in_fake_ball [n_real]``,
-  ``counts [n_fake]`` (real balls holding each fake sample)."""
-  nq, nr = real.shape[0], fake.shape[0]
-  qblock, nq_pad, rblock, nr_pad = _layout(nq, nr, block_size, _num_devices(mesh))
+def _knn_radii(x, *, n: int, k: int, block_size: int, mesh: Mesh | None) -> jax.Array:
+  """``[n_placed]`` distances to the k-th nearest neighbour (self excluded), on the device(s)."""
+  rows, rep = x
+  refs = rows if rep is None else rep
+  qblock, rblock = _blocks_for(rows, refs, block_size, mesh)
+  fn = _knn_pass_fn(mesh, k, qblock, rblock, rows.dtype.name)
+  return fn(rows, refs, _put(np.asarray(n, np.int64), mesh, P()))
+
+
+def _cross(real, real_radius, fake, fake_radius, *, n_real, n_fake, block_size, mesh,
+           dist_dtype):
+  """Cross pass on placed arrays: ``nearest_fake``, ``in_fake_ball`` (per real sample) and
+  ``counts`` (real balls holding each fake sample), as host arrays without padding."""
+  rows = real[0]
+  refs = fake[0] if fake[1] is None else fake[1]
+  qblock, rblock = _blocks_for(rows, refs, block_size, mesh)
   fn = _cross_pass_fn(mesh, qblock, rblock, np.dtype(dist_dtype).name)
+  if mesh is not None:
+    fake_radius = jax.device_put(fake_radius, NamedSharding(mesh, P()))
   nearest, inside, counts = fn(
-      _put(_pad_rows(real, nq_pad), mesh, P(_AXIS)),
-      _put(_pad_rows(np.asarray(real_radius, np.float64), nq_pad), mesh, P(_AXIS)),
-      _put(_pad_rows(fake, nr_pad), mesh, P()),
-      _put(_pad_rows(np.asarray(fake_radius, np.float64), nr_pad), mesh, P()),
-      _put(np.asarray(nq, np.int64), mesh, P()),
-      _put(np.asarray(nr, np.int64), mesh, P()))
-  return np.asarray(nearest)[:nq], np.asarray(inside)[:nq], np.asarray(counts)[:nr]
+      rows, real_radius, refs, fake_radius, _put(np.asarray(n_real, np.int64), mesh, P()),
+      _put(np.asarray(n_fake, np.int64), mesh, P()))
+  return (np.asarray(nearest)[:n_real], np.asarray(inside)[:n_real],
+          np.asarray(counts)[:n_fake])
 
 
 def prdc(real_features: Any,
@@ -559,12 +580,15 @@ def prdc(real_features: Any,
   cross_dtype = np.float32 if real.dtype == fake.dtype == np.float32 else np.float64
   common = dict(k=k, block_size=block_size, mesh=mesh)
 
+  n_real, n_fake = real.shape[0], fake.shape[0]
   with jax.enable_x64(True):
-    real_radius = _knn_radii(real, **common)
-    fake_radius = _knn_radii(fake, **common)
+    real_placed, fake_placed = _put_features(real, mesh), _put_features(fake, mesh)
+    real_radius = _knn_radii(real_placed, n=n_real, **common)
+    fake_radius = _knn_radii(fake_placed, n=n_fake, **common)
     nearest_fake, in_fake_ball, counts = _cross(
-        real, real_radius, fake, fake_radius, block_size=block_size, mesh=mesh,
-        dist_dtype=cross_dtype)
+        real_placed, real_radius, fake_placed, fake_radius, n_real=n_real, n_fake=n_fake,
+        block_size=block_size, mesh=mesh, dist_dtype=cross_dtype)
+    real_radius = np.asarray(real_radius)[:n_real]
 
   precision = (counts > 0).mean()
   recall = in_fake_ball.mean()
