@@ -12,7 +12,8 @@ Outputs in the workdir:
   (at the end, and at step 1 of a fresh run); a later run with the same workdir resumes
   from the latest one;
 * ``qat_config.json``: the resolved config (a resumed run must agree on every training key);
-* ``metrics.jsonl``: one JSON line per step, ``{"step", "loss", "distill", "adv", "grad_norm"}``;
+* ``metrics.jsonl``: one JSON line per step, ``{"step", "loss", "distill", "adv", "grad_norm"}``,
+  and the same scalars as TensorBoard event files in ``tensorboard/``;
 * ``qat_report.md`` / ``qat_report.json``: output PSNR/SSIM vs the FP32 teacher on held-out
   latents before (PTQ) and after QAT, and the discriminator's mean score;
 * ``model/``: the QAT'd generator with fake-quantized float32 weights (``jaxgc.checkpoint``);
@@ -22,18 +23,15 @@ Outputs in the workdir:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
-import time
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from jaxgc import compress
 from jaxgc import models
@@ -44,8 +42,8 @@ from jaxgc.checkpoint import check_writable_dir
 from jaxgc.checkpoint import load_any_model
 from jaxgc.checkpoint import save_model
 from jaxgc.jobs import config as config_lib
-from jaxgc.jobs import inputs as inputs_lib
 from jaxgc.jobs import report as report_lib
+from jaxgc.jobs import runs
 from jaxgc.train import qat as qat_lib
 
 CONFIG_FILE = "qat_config.json"
@@ -56,7 +54,7 @@ CHECKPOINT_DIR = "checkpoints"
 MODEL_DIR = "model"
 QUANTIZED_DIR = "quantized"
 # Keys a resumed run may change; every other key must match the run that wrote the checkpoints.
-RESUMABLE_KEYS = ("steps", "checkpoint_every", "max_to_keep", "eval_samples")
+RESUMABLE_KEYS = ("steps", "checkpoint_every", "max_to_keep", "eval_samples", "tensorboard")
 # Held-out latents come from numpy's generator seeded with (seed, _EVAL_STREAM); the training
 # latents come from jax.random.key(seed), so the two never coincide.
 _EVAL_STREAM = 1
@@ -83,6 +81,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.max_to_keep = 3           # checkpoints kept
   c.seed = 0                  # training latents: jax.random.key(seed) folded with the step
   c.eval_samples = 1000       # held-out latents for the before/after report
+  c.tensorboard = True        # also write TensorBoard event files to <workdir>/tensorboard
   return c
 
 
@@ -127,51 +126,6 @@ def loss_config(cfg: ml_collections.ConfigDict) -> train_lib.QATConfig:
   quant = compress.QuantConfig(int(cfg.weight_bits), bool(cfg.symmetric), cfg.granularity)
   return train_lib.QATConfig(quant, cfg.include, cfg.exclude or None, cfg.distill,
                              float(cfg.distill_weight), float(cfg.adv_weight))
-
-
-def _resolve_path(path: str) -> str:
-  """A path as given if it exists, else relative to ``$JAXGC_ASSETS`` (FileNotFoundError)."""
-  return os.path.abspath(path) if os.path.exists(path) else inputs_lib.resolve_asset(path)
-
-
-def _write_json(path: str, obj: Any) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
-
-
-def _check_resume(workdir: str, cfg: ml_collections.ConfigDict, has_checkpoint: bool) -> None:
-  """Refuses to resume checkpoints written under a different training config; records cfg."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  current = cfg.to_dict()
-  if has_checkpoint and os.path.isfile(path):
-    with open(path) as f:
-      previous = json.load(f)
-    for key in sorted(set(previous) | set(current)):
-      if key in RESUMABLE_KEYS:
-        continue
-      old, new = previous.get(key), current.get(key)
-      if json.loads(json.dumps(new)) != old:
-        raise ValueError(f"{workdir} holds checkpoints of a run with {key}={old!r}, but the "
-                         f"config says {key}={new!r}; use a fresh workdir to start over")
-  _write_json(path, current)
-
-
-def _rewind_metrics(path: str, start: int) -> None:
-  """Keeps the log lines of steps ``<= start`` (a resumed run rewrites the later ones)."""
-  kept = []
-  if start > 0 and os.path.isfile(path):
-    with open(path) as f:
-      for line in f:
-        try:
-          if json.loads(line)["step"] <= start:
-            kept.append(line if line.endswith("\n") else line + "\n")
-        except (ValueError, KeyError, TypeError):
-          break  # a line cut by a kill: drop it and everything after
-  with open(path + ".tmp", "w") as f:
-    f.writelines(kept)
-  os.replace(path + ".tmp", path)
 
 
 def _disc_score(disc, disc_vars, images: np.ndarray, batch_size: int = 500) -> float | None:
@@ -251,66 +205,45 @@ def train(config: Any, workdir: str | os.PathLike, progress: bool = False
   cfg = resolve_config(config)
   qcfg = loss_config(cfg)
   workdir = check_writable_dir(workdir)
-  g_path = _resolve_path(cfg.generator)
+  g_path = runs.resolve_path(cfg.generator)
   generator, teacher_vars = load_any_model(g_path)
   if generator.kind != "unconditional":
     raise ValueError(f"qat needs an unconditional (latent -> image) generator; {g_path} is a "
                      f"{generator.kind} ({type(generator).__name__})")
   disc, disc_vars, d_path = None, None, ""
   if cfg.discriminator:
-    d_path = _resolve_path(cfg.discriminator)
+    d_path = runs.resolve_path(cfg.discriminator)
     disc, disc_vars = load_any_model(d_path)
     if disc.kind != "discriminator":
       raise ValueError(f"config.discriminator {d_path} is a {disc.kind}, not a discriminator")
   quantized_paths = compress.selected_paths(teacher_vars, qcfg.include, qcfg.exclude)
 
-  mesh = qat_lib.data_mesh()
+  mesh = train_lib.data_mesh()
   n_dev = mesh.shape["data"]
   if cfg.batch_size % n_dev:
     raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of the {n_dev} devices")
   tx = optax.adam(float(cfg.learning_rate))
   params = teacher_vars["params"]
   frozen = {k: v for k, v in teacher_vars.items() if k != "params"}
-  state = qat_lib.replicate(train_lib.create_train_state(params, tx, frozen), mesh)
-  teacher = qat_lib.replicate(teacher_vars, mesh)
-  disc_dev = None if disc is None else qat_lib.replicate(disc_vars, mesh)
+  state = train_lib.replicate(train_lib.create_train_state(params, tx, frozen), mesh)
+  teacher = train_lib.replicate(teacher_vars, mesh)
+  disc_dev = None if disc is None else train_lib.replicate(disc_vars, mesh)
 
   os.makedirs(workdir, exist_ok=True)
-  manager = train_lib.checkpoint_manager(os.path.join(workdir, CHECKPOINT_DIR),
+  manager = train_lib.checkpoint_manager(os.path.join(workdir, runs.CHECKPOINT_DIR),
                                          int(cfg.checkpoint_every), int(cfg.max_to_keep))
   try:
-    _check_resume(workdir, cfg, manager.latest_step() is not None)
-    restored = train_lib.restore_latest(manager, state)
-    start = 0
-    if restored is not None:
-      start = int(jax.device_get(restored.step))
-      if start > cfg.steps:
-        raise ValueError(f"{workdir} holds a checkpoint at step {start}, past steps={cfg.steps}; "
-                         "raise steps or use a fresh workdir")
-      state = restored
-    metrics_path = os.path.join(workdir, METRICS_FILE)
-    _rewind_metrics(metrics_path, start)
-
+    runs.check_resume(os.path.join(workdir, CONFIG_FILE), cfg.to_dict(), RESUMABLE_KEYS,
+                      manager.latest_step() is not None)
+    state, start = runs.restore(manager, state, int(cfg.steps), workdir)
     step_fn = train_lib.make_train_step(generator, qcfg, disc, mesh)
     key = jax.random.key(int(cfg.seed))
-    t0 = time.perf_counter()
-    with open(metrics_path, "a") as log:
-      bar = tqdm(range(start, int(cfg.steps)), desc="qat", initial=start, total=int(cfg.steps),
-                 disable=not progress, unit="step")
-      for s in bar:
-        z = qat_lib.shard_batch(
-            train_lib.sample_latents(key, s, int(cfg.batch_size), int(generator.z_dim)), mesh)
-        state, metrics = step_fn(state, z, teacher, disc_dev)
-        m = qat_lib.host_metrics(metrics)
-        if not math.isfinite(m["loss"]):
-          raise FloatingPointError(f"QAT loss is {m['loss']} at step {s + 1}; lower the "
-                                   "learning rate")
-        log.write(json.dumps({"step": s + 1, **m}) + "\n")
-        log.flush()
-        bar.set_postfix(loss=f"{m['loss']:.4g}", refresh=False)
-        train_lib.save_state(manager, state)
-    train_seconds = time.perf_counter() - t0
-    train_lib.save_state(manager, state, force=True)
+    batch = lambda s: train_lib.shard_batch(
+        train_lib.sample_latents(key, s, int(cfg.batch_size), int(generator.z_dim)), mesh)
+    state, train_seconds = runs.run_steps(
+        step_fn, state, batch, (teacher, disc_dev), manager=manager, run_dir=workdir,
+        start=start, steps=int(cfg.steps), desc="qat", progress=progress,
+        tensorboard=bool(cfg.tensorboard))
   finally:
     manager.close()
 
@@ -337,7 +270,7 @@ def train(config: Any, workdir: str | os.PathLike, progress: bool = False
   os.makedirs(qdir, exist_ok=True)
   stored = compress.quantize_variables(student, qcfg.quant, qcfg.include, qcfg.exclude)
   nbytes = compress.save_quantized(stored, os.path.join(qdir, QUANTIZED_FILE))
-  _write_json(os.path.join(qdir, "spec.json"), {**spec, "source": g_path,
+  runs.write_json(os.path.join(qdir, "spec.json"), {**spec, "source": g_path,
                                                 "compression": compression})
   fp32 = sum(np.asarray(x).nbytes for x in jax.tree.leaves(teacher_vars))
   report = {
@@ -352,7 +285,7 @@ def train(config: Any, workdir: str | os.PathLike, progress: bool = False
       "size_ratio": nbytes / fp32,
       "rows": rows,
   }
-  _write_json(os.path.join(workdir, REPORT_JSON), report)
+  runs.write_json(os.path.join(workdir, REPORT_JSON), report)
   with open(os.path.join(workdir, REPORT_MD), "w") as f:
     f.write(_markdown(report))
   return state, report

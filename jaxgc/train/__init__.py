@@ -1,15 +1,20 @@
-"""Training: train states, jitted sharded steps, losses and checkpoints (QAT of generators)."""
+"""Training: train states, jitted sharded steps, losses and checkpoints (QAT, self-supervised
+compression of pruned generators)."""
 
 from jaxgc.train.checkpointing import checkpoint_manager
 from jaxgc.train.checkpointing import restore_latest
 from jaxgc.train.checkpointing import save_state
 from jaxgc.train.qat import QATConfig
-from jaxgc.train.qat import data_mesh
 from jaxgc.train.qat import make_train_step
 from jaxgc.train.qat import qat_loss
 from jaxgc.train.qat import quantized_variables
-from jaxgc.train.qat import replicate
 from jaxgc.train.qat import sample_latents
-from jaxgc.train.qat import shard_batch
+from jaxgc.train.parallel import data_mesh
+from jaxgc.train.parallel import host_metrics
+from jaxgc.train.parallel import replicate
+from jaxgc.train.parallel import shard_batch
+from jaxgc.train.selfsup import SelfSupConfig
+from jaxgc.train.selfsup import adversarial_loss
+from jaxgc.train.selfsup import selfsup_loss
 from jaxgc.train.state import TrainState
 from jaxgc.train.state import create_train_state

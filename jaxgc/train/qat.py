@@ -21,25 +21,18 @@ and everything else is replicated (big_vision ``train.py``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from jaxgc.compress import quantize
 from jaxgc.compress import selection
+from jaxgc.train import selfsup
 from jaxgc.train.state import TrainState
-
-DISTILL_LOSSES = ("mse", "l1")
-# Added to D's probability inside the log of the adversarial loss: bounds the loss per sample by
-# -log(1e-7) ~ 16.1 and keeps a gradient where D is sure the sample is fake (p underflows to 0).
-ADV_EPS = 1e-7
-METRIC_NAMES = ("loss", "distill", "adv", "grad_norm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,13 +60,7 @@ class QATConfig:
   adv_weight: float = 0.0
 
   def __post_init__(self):
-    if self.distill not in DISTILL_LOSSES:
-      raise ValueError(f"distill must be one of {DISTILL_LOSSES}, got {self.distill!r}")
-    if self.distill_weight < 0 or self.adv_weight < 0:
-      raise ValueError(f"loss weights must be >= 0, got distill_weight={self.distill_weight}, "
-                       f"adv_weight={self.adv_weight}")
-    if self.distill_weight == 0 and self.adv_weight == 0:
-      raise ValueError("distill_weight and adv_weight are both 0: nothing to train")
+    selfsup.check_loss_weights(self.distill, self.distill_weight, self.adv_weight)
 
 
 def quantized_variables(variables: Any, config: QATConfig) -> Any:
@@ -130,29 +117,10 @@ def qat_loss(
     ``(loss, {"distill": ..., "adv": ...})``, float32 scalars; ``adv`` is 0 when the term is
     disabled (``adv_weight == 0`` or no discriminator).
   """
-  variables = quantized_variables({"params": params, **frozen}, config)
-  out = generator.apply(variables, latents)
-  err = out.astype(jnp.float32) - jax.lax.stop_gradient(teacher_out).astype(jnp.float32)
-  distill = jnp.mean(err * err) if config.distill == "mse" else jnp.mean(jnp.abs(err))
-  loss = config.distill_weight * distill
-  adv = jnp.zeros((), jnp.float32)
-  if discriminator is not None and config.adv_weight > 0:
-    d_vars = jax.lax.stop_gradient(disc_variables)
-    prob = discriminator.apply(d_vars, out).astype(jnp.float32)
-    adv = -jnp.mean(jnp.log(prob + ADV_EPS))
-    loss = loss + config.adv_weight * adv
-  return loss, {"distill": distill, "adv": adv}
-
-
-def data_mesh(devices: Any = None) -> jax.sharding.Mesh:
-  """A 1-D mesh with the single axis ``'data'`` over ``devices`` (default: all).
-
-  Built with ``jax.make_mesh`` and ``Auto`` axis types, so the sharding of the batch propagates
-  through the model (GSPMD) without per-op annotations.
-  """
-  devices = list(jax.devices() if devices is None else devices)
-  return jax.make_mesh((len(devices),), ("data",), devices=devices,
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  return selfsup.selfsup_loss(
+      params, frozen, latents, teacher_out, disc_variables, generator=generator,
+      discriminator=discriminator, config=config,
+      transform=functools.partial(quantized_variables, config=config))
 
 
 def make_train_step(
@@ -189,45 +157,9 @@ def make_train_step(
   Raises:
     ValueError: a ``mesh`` without a ``'data'`` axis.
   """
-  def train_step(state: TrainState, latents: jax.Array, teacher_variables: Any,
-                 disc_variables: Any) -> tuple[TrainState, dict[str, jax.Array]]:
-    teacher_out = jax.lax.stop_gradient(
-        generator.apply(jax.lax.stop_gradient(teacher_variables), latents))
-    grad_fn = jax.value_and_grad(qat_loss, has_aux=True)
-    (loss, aux), grads = grad_fn(state.params, state.frozen, latents, teacher_out,
-                                 disc_variables, generator=generator,
-                                 discriminator=discriminator, config=config)
-    metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads)}
-    return state.apply_gradients(grads), metrics
-
-  if mesh is None:
-    return jax.jit(train_step, donate_argnums=(0,))
-  if "data" not in mesh.axis_names:
-    raise ValueError(f"the mesh needs a 'data' axis, got axes {mesh.axis_names}")
-  replicated = NamedSharding(mesh, P())
-  batch = NamedSharding(mesh, P("data"))
-  return jax.jit(train_step, donate_argnums=(0,),
-                 in_shardings=(replicated, batch, replicated, replicated),
-                 out_shardings=(replicated, replicated))
-
-
-def shard_batch(latents: Any, mesh: jax.sharding.Mesh | None) -> jax.Array:
-  """Puts ``latents`` on the mesh, split over ``'data'`` (or on the default device)."""
-  if mesh is None:
-    return jnp.asarray(latents)
-  return jax.device_put(latents, NamedSharding(mesh, P("data")))
-
-
-def replicate(tree: Any, mesh: jax.sharding.Mesh | None) -> Any:
-  """Puts every leaf of ``tree`` on every device of ``mesh`` (or on the default device)."""
-  if mesh is None:
-    return jax.tree.map(jnp.asarray, tree)
-  return jax.device_put(tree, NamedSharding(mesh, P()))
-
-
-def host_metrics(metrics: dict[str, jax.Array]) -> dict[str, float]:
-  """Device metrics -> Python floats (one transfer)."""
-  return {k: float(v) for k, v in jax.device_get(metrics).items()}
+  return selfsup.make_train_step(
+      generator, config, discriminator, mesh,
+      transform=functools.partial(quantized_variables, config=config))
 
 
 def generate(generator: nn.Module, variables: Any, latents: np.ndarray, batch_size: int = 256

@@ -1,0 +1,159 @@
+"""What every training job shares: paths, the resumable run folder, logs and the step loop.
+
+A run folder holds ``checkpoints/<step>/`` (orbax), the resolved config (a resumed run must agree
+on every training key), ``metrics.jsonl`` (one JSON line per step) and ``tensorboard/`` event
+files (tensorboardX ``SummaryWriter``). A run killed at any point resumes from its latest
+checkpoint; since every batch is a function of ``(seed, step)``, it ends with the same weights as
+an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Callable
+
+import jax
+from tqdm.auto import tqdm
+
+from jaxgc import _fileio
+from jaxgc import train as train_lib
+from jaxgc.jobs import inputs as inputs_lib
+from jaxgc.train import parallel
+
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+TENSORBOARD_DIR = "tensorboard"
+
+
+def resolve_path(path: str) -> str:
+  """A path as given if it exists, else relative to ``$JAXGC_ASSETS`` (FileNotFoundError)."""
+  return os.path.abspath(path) if os.path.exists(path) else inputs_lib.resolve_asset(path)
+
+
+def write_json(path: str, obj: Any) -> None:
+  """Writes ``obj`` as indented JSON through a temporary file and a rename."""
+  _fileio.atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def check_resume(path: str, current: dict[str, Any], resumable_keys: tuple[str, ...],
+                 has_checkpoint: bool) -> None:
+  """Refuses to resume checkpoints written under a different config; records ``current``.
+
+  Raises:
+    ValueError: ``has_checkpoint`` and the config recorded at ``path`` differs from ``current``
+      in a key outside ``resumable_keys`` (naming the key and both values).
+  """
+  if has_checkpoint and os.path.isfile(path):
+    with open(path) as f:
+      previous = json.load(f)
+    for key in sorted(set(previous) | set(current)):
+      if key in resumable_keys:
+        continue
+      old, new = previous.get(key), current.get(key)
+      if json.loads(json.dumps(new)) != old:
+        raise ValueError(f"{os.path.dirname(path)} holds checkpoints of a run with {key}={old!r}, "
+                         f"but the config says {key}={new!r}; use a fresh workdir to start over")
+  write_json(path, current)
+
+
+def rewind_metrics(path: str, start: int) -> None:
+  """Keeps the log lines of steps ``<= start`` (a resumed run rewrites the later ones)."""
+  kept = []
+  if start > 0 and os.path.isfile(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          if json.loads(line)["step"] <= start:
+            kept.append(line if line.endswith("\n") else line + "\n")
+        except (ValueError, KeyError, TypeError):
+          break  # a line cut by a kill: drop it and everything after
+  _fileio.atomic_write_text(path, "".join(kept))
+
+
+class MetricsLog:
+  """Per-step scalars to ``metrics.jsonl`` and to TensorBoard event files (tensorboardX).
+
+  Args:
+    run_dir: the run folder; writes ``run_dir/metrics.jsonl`` (appending) and
+      ``run_dir/tensorboard/``.
+    tensorboard: also write event files.
+  """
+
+  def __init__(self, run_dir: str, tensorboard: bool = True):
+    self._jsonl = open(os.path.join(run_dir, METRICS_FILE), "a")
+    self._tb = None
+    if tensorboard:
+      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      self._tb = SummaryWriter(os.path.join(run_dir, TENSORBOARD_DIR), flush_secs=30)
+
+  def write(self, step: int, metrics: dict[str, float]) -> None:
+    self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+    self._jsonl.flush()
+    if self._tb is not None:
+      for k, v in metrics.items():
+        self._tb.add_scalar(f"train/{k}", v, step)
+
+  def close(self) -> None:
+    self._jsonl.close()
+    if self._tb is not None:
+      self._tb.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+def restore(manager, state, steps: int, run_dir: str):
+  """``(state, start)``: the latest checkpoint of ``manager`` (or ``state`` at step 0).
+
+  Raises:
+    ValueError: the latest checkpoint is past ``steps``.
+  """
+  restored = train_lib.restore_latest(manager, state)
+  if restored is None:
+    return state, 0
+  start = int(jax.device_get(restored.step))
+  if start > steps:
+    raise ValueError(f"{run_dir} holds a checkpoint at step {start}, past steps={steps}; "
+                     "raise steps or use a fresh workdir")
+  return restored, start
+
+
+def run_steps(step_fn: Callable, state, batch_fn: Callable[[int], Any], args: tuple, *,
+              manager, run_dir: str, start: int, steps: int, desc: str, progress: bool,
+              tensorboard: bool = True, on_step: Callable[[int, Any], None] | None = None):
+  """Steps ``start + 1 .. steps``: ``state, metrics = step_fn(state, batch_fn(s), *args)``.
+
+  Every step's metrics go to :class:`MetricsLog`; the state is checkpointed at the manager's
+  interval and at the end. ``on_step(step, state)`` runs after each step (sample grids).
+
+  Returns:
+    ``(state, seconds)``: the final state and the wall time of the steps.
+
+  Raises:
+    FloatingPointError: the loss became NaN or Inf (naming the step).
+  """
+  rewind_metrics(os.path.join(run_dir, METRICS_FILE), start)
+  t0 = time.perf_counter()
+  with MetricsLog(run_dir, tensorboard) as log:
+    bar = tqdm(range(start, steps), desc=desc, initial=start, total=steps,
+               disable=not progress, unit="step", leave=False)
+    for s in bar:
+      state, metrics = step_fn(state, batch_fn(s), *args)
+      m = parallel.host_metrics(metrics)
+      if not math.isfinite(m["loss"]):
+        raise FloatingPointError(f"{desc}: the loss is {m['loss']} at step {s + 1}; lower the "
+                                 "learning rate")
+      log.write(s + 1, m)
+      bar.set_postfix(loss=f"{m['loss']:.4g}", refresh=False)
+      train_lib.save_state(manager, state)
+      if on_step is not None:
+        on_step(s + 1, state)
+  seconds = time.perf_counter() - t0
+  train_lib.save_state(manager, state, force=True)
+  return state, seconds
