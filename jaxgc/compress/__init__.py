@@ -1,4 +1,4 @@
-"""Post-training compression of variables trees: selection, clipping, quantization, storage."""
+"""Compression of variables trees: selection, clipping, quantization, storage, pruning, slimming."""
 
 from jaxgc.compress.activations import ActQuantConfig
 from jaxgc.compress.activations import apply_quantized
@@ -22,6 +22,18 @@ from jaxgc.compress.clip import clip_tensor
 from jaxgc.compress.clip import clip_threshold
 from jaxgc.compress.clip import clip_weights
 from jaxgc.compress.clip import ClipConfig
+from jaxgc.compress.prune import PruneConfig
+from jaxgc.compress.prune import PruneState
+from jaxgc.compress.prune import apply_masks
+from jaxgc.compress.prune import compute_masks
+from jaxgc.compress.prune import compute_scores
+from jaxgc.compress.prune import erk_sparsities
+from jaxgc.compress.prune import is_update_step
+from jaxgc.compress.prune import keep_masks
+from jaxgc.compress.prune import mask_sparsity
+from jaxgc.compress.prune import pruning
+from jaxgc.compress.prune import sparsity_at
+from jaxgc.compress.prune import target_sparsities
 from jaxgc.compress.quantize import compute_scale_zero_point
 from jaxgc.compress.quantize import dequantize
 from jaxgc.compress.quantize import fake_quant
