@@ -645,3 +645,75 @@ def random_state_dict(arch: str, seed: int = 0, *, ngf: int = 8, n_blocks: int =
         m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=gen))
         m.num_batches_tracked.fill_(100)
   return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+# --------------------------------------------------------------------------------------------
+# PatchGAN discriminator (pix2pix / CycleGAN)
+# --------------------------------------------------------------------------------------------
+
+
+def patchgan_norm_layer(norm_type: str):
+  """``get_norm_layer`` of junyanz/pytorch-CycleGAN-and-pix2pix ``models/networks.py``,
+  including its ``"none"``: a factory returning an ``Identity`` (no parameters; the layer still
+  takes a ``Sequential`` index)."""
+  if norm_type == "none":
+    return lambda num_features: nn.Identity()
+  return get_norm_layer(norm_type)
+
+
+class NLayerDiscriminator(nn.Module):
+  """PatchGAN discriminator.
+
+  Upstream: junyanz/pytorch-CycleGAN-and-pix2pix ``models/networks.py``
+  ``NLayerDiscriminator(input_nc, ndf=64, n_layers=3, norm_layer=nn.BatchNorm2d)``.
+  ``model``: Conv(input_nc, ndf, 4, 2, 1) (bias), LeakyReLU(0.2); for n = 1 .. n_layers - 1:
+  Conv(ndf * min(2**(n-1), 8), ndf * min(2**n, 8), 4, 2, 1, bias=use_bias), norm,
+  LeakyReLU(0.2); Conv(., ndf * min(2**n_layers, 8), 4, 1, 1, bias=use_bias), norm,
+  LeakyReLU(0.2); Conv(., 1, 4, 1, 1) (bias). ``use_bias`` is True only for an InstanceNorm2d
+  factory (upstream's test; the "none" lambda gives False). No sigmoid.
+  """
+
+  def __init__(self, input_nc: int, ndf: int = 64, n_layers: int = 3,
+               norm_layer=nn.BatchNorm2d):
+    super().__init__()
+    use_bias = _uses_bias(norm_layer)
+    kw, padw = 4, 1
+    sequence: list[nn.Module] = [nn.Conv2d(input_nc, ndf, kernel_size=kw, stride=2,
+                                           padding=padw),
+                                 nn.LeakyReLU(0.2, True)]
+    mult, prev = 1, 1
+    for n in range(1, n_layers):
+      prev, mult = mult, min(2**n, 8)
+      sequence += [nn.Conv2d(ndf * prev, ndf * mult, kernel_size=kw, stride=2, padding=padw,
+                             bias=use_bias),
+                   norm_layer(ndf * mult),
+                   nn.LeakyReLU(0.2, True)]
+    prev, mult = mult, min(2**n_layers, 8)
+    sequence += [nn.Conv2d(ndf * prev, ndf * mult, kernel_size=kw, stride=1, padding=padw,
+                           bias=use_bias),
+                 norm_layer(ndf * mult),
+                 nn.LeakyReLU(0.2, True)]
+    sequence += [nn.Conv2d(ndf * mult, 1, kernel_size=kw, stride=1, padding=padw)]
+    self.model = nn.Sequential(*sequence)
+
+  def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+    return self.model(input)
+
+
+def random_patchgan(seed: int = 0, *, input_nc: int = 3, ndf: int = 16, n_layers: int = 3,
+                    norm: str = "batch") -> NLayerDiscriminator:
+  """An ``NLayerDiscriminator`` with PyTorch's default initialisation under
+  ``torch.manual_seed(seed)``, every BatchNorm given random affine parameters and running
+  statistics (mean ~ N(0, 0.1), var ~ U(0.5, 1.5)); in eval mode."""
+  gen = torch.manual_seed(seed)
+  net = NLayerDiscriminator(input_nc, ndf=ndf, n_layers=n_layers,
+                            norm_layer=patchgan_norm_layer(norm))
+  with torch.no_grad():
+    for m in net.modules():
+      if isinstance(m, nn.BatchNorm2d):
+        m.weight.copy_(1.0 + 0.1 * torch.randn(m.weight.shape, generator=gen))
+        m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=gen))
+        m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=gen))
+        m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=gen))
+        m.num_batches_tracked.fill_(100)
+  return net.eval()

@@ -117,6 +117,20 @@ def dcgan_discriminator_entries(kw: dict[str, Any]) -> list[Entry]:
   return e + _conv(f"conv_{nf}", f"main.{3 * nf - 1}", bias=False)
 
 
+def patchgan_discriminator_entries(kw: dict[str, Any]) -> list[Entry]:
+  """pytorch-CycleGAN-and-pix2pix ``NLayerDiscriminator`` (``models/networks.py``), ``model``:
+  conv at 0 (with bias); conv ``i`` at ``3 i - 1`` and its norm at ``3 i`` for
+  ``i = 1 .. n_layers`` (biases only with InstanceNorm, parameters only with BatchNorm); the
+  final conv (with bias) at ``3 n_layers + 2``."""
+  n = kw.get("n_layers", 3)
+  norm = kw.get("norm", "batch")
+  e = _conv("conv_0", "model.0")
+  for i in range(1, n + 1):
+    e += (_conv(f"conv_{i}", f"model.{3 * i - 1}", bias=norm == "instance")
+          + _norm(f"norm_{i}", f"model.{3 * i}", norm))
+  return e + _conv(f"conv_{n + 1}", f"model.{3 * n + 2}")
+
+
 def mlp_entries(kw: dict[str, Any]) -> list[Entry]:
   """``nn.Sequential`` of Linear layers at even indices 0, 2, 4, ..."""
   nh = len(kw.get("hidden", (256, 256)))
@@ -153,6 +167,9 @@ def infer_arch(sd: dict[str, np.ndarray]) -> str:
     return "dcgan_generator" if "main.1.running_mean" in keys else "dcgan_discriminator"
   if "convnet.c1.weight" in keys:
     return "lenet5"
+  if ("model.0.weight" in keys and sd["model.0.weight"].ndim == 4
+      and all(re.fullmatch(r"model\.\d+\.\w+", k) for k in keys)):
+    return "patchgan_discriminator"  # a flat ``model`` Sequential whose first layer is a conv
   if "0.weight" in keys and sd["0.weight"].ndim == 2:
     last = max(_indices(sd, r"(\d+)\.weight"))
     return "mlp_discriminator" if sd[f"{last}.weight"].shape[0] == 1 else "mlp_generator"
@@ -190,6 +207,17 @@ def infer_kwargs(arch: str, sd: dict[str, np.ndarray]) -> dict[str, Any]:
     elif arch == "dcgan_discriminator":
       convs = [i for i in _indices(sd, r"main\.(\d+)\.weight") if sd[f"main.{i}.weight"].ndim == 4]
       kw["features"] = tuple(int(sd[f"main.{i}.weight"].shape[0]) for i in convs[:-1])
+    elif arch == "patchgan_discriminator":
+      convs = [i for i in _indices(sd, r"model\.(\d+)\.weight")
+               if sd[f"model.{i}.weight"].ndim == 4]
+      kw["input_nc"] = int(sd["model.0.weight"].shape[1])
+      kw["ndf"] = int(sd["model.0.weight"].shape[0])
+      if len(convs) >= 3:
+        kw["n_layers"] = len(convs) - 2
+      # BatchNorm2d(affine=True) has a weight at model.3; InstanceNorm2d(affine=False) none, but
+      # then the convolutions before it carry biases; upstream's "none" has neither.
+      kw["norm"] = ("batch" if "model.3.weight" in sd
+                    else "instance" if "model.2.bias" in sd else "none")
     elif arch in ("mlp_generator", "mlp_discriminator"):
       dense = _indices(sd, r"(\d+)\.weight")
       kw["hidden"] = tuple(int(sd[f"{i}.weight"].shape[0]) for i in dense[:-1])
@@ -218,4 +246,6 @@ def entries(arch: str, kw: dict[str, Any], sd: dict[str, np.ndarray]) -> list[En
     return mlp_entries(kw)
   if arch == "lenet5":
     return lenet5_entries(kw)
+  if arch == "patchgan_discriminator":
+    return patchgan_discriminator_entries(kw)
   raise ValueError(f"unknown arch {arch!r}")

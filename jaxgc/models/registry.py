@@ -14,6 +14,7 @@ from jaxgc.models.dcgan import DCGANGenerator
 from jaxgc.models.lenet import LeNet5
 from jaxgc.models.mlp import MLPDiscriminator
 from jaxgc.models.mlp import MLPGenerator
+from jaxgc.models.patchgan import PatchGANDiscriminator
 from jaxgc.models.resnet import MobileResnetGenerator
 from jaxgc.models.resnet import ResnetGenerator
 from jaxgc.models.resnet import SubMobileResnetGenerator
@@ -27,6 +28,7 @@ ARCHS: dict[str, type[nn.Module]] = {
     "mlp_generator": MLPGenerator,
     "mlp_discriminator": MLPDiscriminator,
     "lenet5": LeNet5,
+    "patchgan_discriminator": PatchGANDiscriminator,
 }
 
 
