@@ -15,7 +15,7 @@ All take ``[batch, height, width, input_nc]`` float32 in [-1, 1] (height and wid
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, Sequence
 
 import flax.linen as nn
 import jax
@@ -40,6 +40,32 @@ def check_image_input(x: jax.Array, channels: int) -> None:
                      f"multiples of 4, got shape {tuple(x.shape)}")
 
 
+def _resolve_widths(ngf: int, n_blocks: int, stem: int | None, down: Sequence[int] | None,
+                   hidden: Sequence[int] | None, up: Sequence[int] | None) -> dict[str, Any]:
+  """Per-layer widths of a ResNet generator: the given ones, the ``ngf`` defaults elsewhere.
+
+  Args:
+    ngf: base width; the defaults are stem ``ngf``, down ``(2 ngf, 4 ngf)``, hidden
+      ``(4 ngf,) * n_blocks`` and up ``(2 ngf, ngf)``.
+    n_blocks: number of residual blocks.
+    stem, down, hidden, up: explicit widths or None (see ``SubMobileResnetGenerator``).
+
+  Returns:
+    ``{"stem": int, "down": (int, int), "hidden": (int,) * n_blocks, "up": (int, int)}``.
+
+  Raises:
+    ValueError: ``down`` or ``up`` not of length 2, or ``hidden`` not of length ``n_blocks``.
+  """
+  widths = {"stem": ngf if stem is None else int(stem),
+            "down": (2 * ngf, 4 * ngf) if down is None else layers.as_tuple(down),
+            "hidden": (4 * ngf,) * n_blocks if hidden is None else layers.as_tuple(hidden),
+            "up": (2 * ngf, ngf) if up is None else layers.as_tuple(up)}
+  for key, n in (("down", 2), ("hidden", n_blocks), ("up", 2)):
+    if len(widths[key]) != n:
+      raise ValueError(f"{key} must have {n} widths, got {widths[key]}")
+  return widths
+
+
 def _encoder_decoder(x, *, stem: int, down: tuple[int, int], up: tuple[int, int], output_nc: int,
                      norm: str, padding_type: str, blocks):
   """Stem, two stride-2 downsamplings, residual trunk, two transposed-conv upsamplings, head."""
@@ -62,17 +88,21 @@ def _encoder_decoder(x, *, stem: int, down: tuple[int, int], up: tuple[int, int]
 class ResnetBlock(nn.Module):
   """``x + [pad, conv3x3, norm, relu, pad, conv3x3, norm](x)``; width ``dim`` in and out.
 
-  Dropout (``use_dropout`` upstream) is the identity at inference and is not modelled.
+  ``hidden`` is the width between the two convolutions (``dim`` when None, as upstream; a
+  channel-slimmed block has fewer). Dropout (``use_dropout`` upstream) is the identity at
+  inference and is not modelled.
   """
 
   dim: int
   norm: str = "instance"
   padding_type: str = "reflect"
+  hidden: int | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     use_bias = self.norm == "instance"
-    y = _pad_conv(x, self.dim, 3, 1, self.padding_type, use_bias, "conv_0")
+    hidden = self.dim if self.hidden is None else self.hidden
+    y = _pad_conv(x, hidden, 3, 1, self.padding_type, use_bias, "conv_0")
     y = nn.relu(layers.norm_layer(self.norm, "norm_0")(y))
     y = _pad_conv(y, self.dim, 3, 1, self.padding_type, use_bias, "conv_1")
     y = layers.norm_layer(self.norm, "norm_1")(y)
@@ -86,6 +116,11 @@ class ResnetGenerator(nn.Module):
   ``InstanceNorm2d(affine=False)`` with conv biases; ``norm="batch"`` is inference-mode
   ``BatchNorm2d`` (running statistics in ``batch_stats``) without conv biases.
 
+  ``stem``, ``down``, ``hidden`` and ``up`` (None by default: the ``ngf`` widths) set
+  per-layer widths with ``SubMobileResnetGenerator``'s meaning, as a channel-slimmed model
+  (``jaxgc.compress.slim``) needs; ``down[1]`` is then the trunk width and ``hidden`` the
+  width inside each block (``len(hidden) == n_blocks``). Parameter names do not change.
+
   Input ``[batch, height, width, input_nc]`` float32 in [-1, 1]; output
   ``[batch, height, width, output_nc]`` in [-1, 1]. Height and width must be multiples of 4.
   """
@@ -97,14 +132,18 @@ class ResnetGenerator(nn.Module):
   n_blocks: int = 9
   norm: str = "instance"
   padding_type: str = "reflect"
+  stem: int | None = None
+  down: tuple[int, ...] | None = None
+  hidden: tuple[int, ...] | None = None
+  up: tuple[int, ...] | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     check_image_input(x, self.input_nc)
-    n = self.ngf
-    blocks = [ResnetBlock(4 * n, self.norm, self.padding_type, name=f"block_{i}")
-              for i in range(self.n_blocks)]
-    return _encoder_decoder(x, stem=n, down=(2 * n, 4 * n), up=(2 * n, n),
+    w = _resolve_widths(self.ngf, self.n_blocks, self.stem, self.down, self.hidden, self.up)
+    blocks = [ResnetBlock(w["down"][1], self.norm, self.padding_type, hidden=h, name=f"block_{i}")
+              for i, h in enumerate(w["hidden"])]
+    return _encoder_decoder(x, stem=w["stem"], down=w["down"], up=w["up"],
                             output_nc=self.output_nc, norm=self.norm,
                             padding_type=self.padding_type, blocks=blocks)
 
@@ -158,7 +197,8 @@ class MobileResnetGenerator(nn.Module):
   Same stem, downsampling and upsampling as ``ResnetGenerator`` (widths from ``ngf``); each
   residual block uses depthwise-separable convolutions at the trunk width ``4 ngf``. Unlike
   ``SubMobileResnetGenerator``, upstream's ``forward`` does not clamp the input (the clamp is
-  commented out there), and neither does this module.
+  commented out there), and neither does this module. ``stem``, ``down``, ``hidden`` and
+  ``up`` override the ``ngf`` widths as in ``ResnetGenerator``.
 
   Input ``[batch, height, width, 3]`` float32 in [-1, 1]; output
   ``[batch, height, width, output_nc]`` in [-1, 1].
@@ -171,15 +211,19 @@ class MobileResnetGenerator(nn.Module):
   n_blocks: int = 9
   norm: str = "instance"
   padding_type: str = "reflect"
+  stem: int | None = None
+  down: tuple[int, ...] | None = None
+  hidden: tuple[int, ...] | None = None
+  up: tuple[int, ...] | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     check_image_input(x, self.input_nc)
-    n = self.ngf
-    blocks = [MobileResnetBlock(4 * n, 4 * n, self.norm, self.padding_type, name=f"block_{i}")
-              for i in range(self.n_blocks)]
-    return _encoder_decoder(x, stem=n, down=(2 * n, 4 * n),
-                            up=(2 * n, n), output_nc=self.output_nc, norm=self.norm,
+    w = _resolve_widths(self.ngf, self.n_blocks, self.stem, self.down, self.hidden, self.up)
+    blocks = [MobileResnetBlock(w["down"][1], h, self.norm, self.padding_type, name=f"block_{i}")
+              for i, h in enumerate(w["hidden"])]
+    return _encoder_decoder(x, stem=w["stem"], down=w["down"], up=w["up"],
+                            output_nc=self.output_nc, norm=self.norm,
                             padding_type=self.padding_type, blocks=blocks)
 
 
