@@ -93,17 +93,11 @@ def _evaluate(args, overrides) -> int:
   return 0
 
 
-def _qat(args, overrides) -> int:
-  from jaxgc.jobs import qat as job  # pylint: disable=import-outside-toplevel
+def _training_job(name: str, args, overrides) -> int:
+  """Runs ``jaxgc.jobs.<name>.run`` and prints its ``report.md``."""
+  job = importlib.import_module(f"jaxgc.jobs.{name}")
   job.run(load_config(args.config, overrides), args.workdir, progress=not args.no_progress)
-  print(open(os.path.join(args.workdir, job.REPORT_MD)).read())
-  return 0
-
-
-def _study(args, overrides) -> int:
-  from jaxgc.jobs import study as job  # pylint: disable=import-outside-toplevel
-  job.run(load_config(args.config, overrides), args.workdir, progress=not args.no_progress)
-  print(open(os.path.join(args.workdir, "report.md")).read())
+  print(open(os.path.join(args.workdir, getattr(job, "REPORT_MD", "report.md"))).read())
   return 0
 
 
@@ -131,6 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--workdir", required=True,
                  help="output folder; rerunning with the same one resumes from its checkpoints")
   p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+  p = sub.add_parser("train", help="prune a generator (unstructured, N:M, channel) and recover "
+                     "it by self-supervised compression (distillation + frozen discriminator)")
+  p.add_argument("--config", required=True, help="configs/NAME.py defining get_config()")
+  p.add_argument("--workdir", required=True,
+                 help="output folder; rerunning with the same one resumes from its checkpoints")
+  p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
   p = sub.add_parser("study", help="weight bits x activation bits x clipping trade-off study")
   p.add_argument("--config", required=True, help="configs/NAME.py defining get_config()")
   p.add_argument("--workdir", required=True, help="output folder for report.md, tradeoff.png")
@@ -147,10 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       return _convert(args)
     if args.command == "evaluate":
       return _evaluate(args, overrides)
-    if args.command == "qat":
-      return _qat(args, overrides)
-    if args.command == "study":
-      return _study(args, overrides)
+    if args.command in ("qat", "study", "train"):
+      return _training_job(args.command, args, overrides)
     return _compress(args, overrides)
   except (CheckpointError, ValueError, FileNotFoundError, PermissionError, ImportError,
           FloatingPointError) as e:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -63,6 +65,58 @@ def photo_batch(names=SKIMAGE_PHOTOS, size: int = 256) -> np.ndarray:
     img = Image.fromarray(img).resize((size, size), Image.Resampling.LANCZOS)
     out.append(np.asarray(img, np.float32) / 127.5 - 1.0)
   return np.stack(out)
+
+
+# Photos scikit-image ships that the held-out set (SKIMAGE_PHOTOS) does not use: the training
+# inputs of image-to-image jobs on this machine.
+# (``cat`` is ``chelsea``: not used.)
+TRAIN_PHOTOS = ("hubble_deep_field", "immunohistochemistry", "retina", "stereo_motorcycle",
+                "colorwheel")
+
+
+@functools.lru_cache(maxsize=8)
+def _photo_uint8(name: str) -> np.ndarray:
+  import skimage.data  # pylint: disable=import-outside-toplevel
+  loader = getattr(skimage.data, name, None)
+  if loader is None:
+    raise ValueError(f"scikit-image has no photo named {name!r}; try one of {TRAIN_PHOTOS}")
+  img = loader()
+  img = np.asarray(img[0] if isinstance(img, tuple) else img)
+  if img.ndim != 3 or img.shape[-1] < 3:
+    raise ValueError(f"scikit-image photo {name!r} is not RGB (shape {img.shape})")
+  return img[..., :3]
+
+
+def photo_crops(names: Sequence[str], n: int, size: int, seed: int, step: int) -> np.ndarray:
+  """``n`` random ``size x size`` crops (random scale and horizontal flip) of the photos.
+
+  A function of ``(seed, step)`` only (``numpy.random.default_rng((seed, step))``), so a resumed
+  run sees the same batches. Each crop takes a random photo, a random square of side between
+  ``size`` and the photo's shorter side, resized (Lanczos) to ``size``: CycleGAN's
+  resize-and-crop augmentation on an in-memory set.
+
+  Returns:
+    float32 ``[n, size, size, 3]`` in [-1, 1].
+
+  Raises:
+    ValueError: an unknown or non-RGB photo name, or a photo smaller than ``size``.
+  """
+  rng = np.random.default_rng((seed, step))
+  photos = [_photo_uint8(name) for name in names]
+  out = np.empty((n, size, size, 3), np.float32)
+  for i in range(n):
+    img = photos[rng.integers(len(photos))]
+    h, w = img.shape[:2]
+    if min(h, w) < size:
+      raise ValueError(f"photo of shape {img.shape} is smaller than the crop size {size}")
+    side = int(rng.integers(size, min(h, w) + 1))
+    y, x = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
+    crop = Image.fromarray(img[y:y + side, x:x + side])
+    crop = np.asarray(crop.resize((size, size), Image.Resampling.LANCZOS), np.float32)
+    if rng.random() < 0.5:
+      crop = crop[:, ::-1]
+    out[i] = crop / 127.5 - 1.0
+  return out
 
 
 def latents(n: int, z_dim: int, seed: int) -> np.ndarray:

@@ -15,6 +15,7 @@ from jaxgc.train.parallel import replicate
 from jaxgc.train.parallel import shard_batch
 from jaxgc.train.selfsup import SelfSupConfig
 from jaxgc.train.selfsup import adversarial_loss
+from jaxgc.train.selfsup import make_train_step as make_selfsup_step
 from jaxgc.train.selfsup import selfsup_loss
 from jaxgc.train.state import TrainState
 from jaxgc.train.state import create_train_state
