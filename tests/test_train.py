@@ -143,7 +143,7 @@ def test_h2z_channel_pruning_trains_a_slimmed_student(tmp_path):
   cfg = {"generator": str(require_asset(H2Z)), "granularities": ("channel",),
          "sparsities": (0.5,), "steps": 2, "batch_size": 2, "crop_size": 64,
          "checkpoint_every": 2, "sample_every": 0, "latency_repeats": 1, "latency_batch": 1,
-         "tensorboard": False}
+         "tensorboard": False, "eval_photos": ("astronaut",)}
   report = job.run(cfg, tmp_path, progress=False)
   (row,) = report["rows"]
   t = report["teacher"]
