@@ -17,7 +17,10 @@ from conftest import require_asset
 from jaxgc import models
 from jaxgc.checkpoint import load_model
 from jaxgc.checkpoint import save_model
-from jaxgc.compress import slim as sl
+from jaxgc.compress.slim import channel_groups
+from jaxgc.compress.slim import channel_masks
+from jaxgc.compress.slim import slim
+from jaxgc.compress.slim import slim_to_macs
 from jaxgc.compress.prune import apply_masks
 from jaxgc.models import layers
 from jaxgc.stats import count_macs
@@ -88,8 +91,8 @@ def test_slimmed_equals_masked(arch, sparsity):
   module = ARCHS[arch]()
   x = _input(module)
   variables = _variables(module, x)
-  masks = sl.channel_masks(module, variables, sparsity)
-  small, small_vars = sl.slim(module, variables, masks)
+  masks = channel_masks(module, variables, sparsity)
+  small, small_vars = slim(module, variables, masks)
   assert type(small) is type(module)
   masked_out = _run(module, apply_masks(variables, masks), x)
   assert _max_abs(_run(small, small_vars, x), masked_out) <= TOL
@@ -104,13 +107,13 @@ def test_slimmed_widths_are_the_kept_counts():
   module = ARCHS["resnet"]()  # stem 8, down (16, 32), hidden (32, 32), up (16, 8)
   x = _input(module)
   v = _variables(module, x)
-  small, _ = sl.slim(module, v, sl.channel_masks(module, v, 0.75))
+  small, _ = slim(module, v, channel_masks(module, v, 0.75))
   assert (small.stem, small.down, small.hidden, small.up) == (2, (4, 8), (8, 8), (4, 2))
   assert (small.ngf, small.n_blocks, small.norm) == (8, 2, "instance")
   dcgan = ARCHS["dcgan"]()
   z = _input(dcgan)
   vd = _variables(dcgan, z)
-  small, _ = sl.slim(dcgan, vd, sl.channel_masks(dcgan, vd, 0.5))
+  small, _ = slim(dcgan, vd, channel_masks(dcgan, vd, 0.5))
   assert small.features == (16, 8, 4, 3) and small.z_dim == 16  # image channels stay
 
 
@@ -118,9 +121,9 @@ def test_zero_sparsity_is_the_identity():
   module = ARCHS["mobile"]()
   x = _input(module)
   v = _variables(module, x)
-  masks = sl.channel_masks(module, v, 0.0)
+  masks = channel_masks(module, v, 0.0)
   assert all(np.all(m) for m in jax.tree.leaves(masks))
-  small, small_vars = sl.slim(module, v, masks)
+  small, small_vars = slim(module, v, masks)
   assert (small.stem, small.down, small.hidden, small.up) == (8, (16, 32), (32, 32), (16, 8))
   np.testing.assert_array_equal(_run(small, small_vars, x), _run(module, v, x))
 
@@ -131,8 +134,8 @@ def test_real_horse2zebra_generator():
   module, variables = load_torch_checkpoint(
       require_asset("cyclegan-h2z-gancompression/latest_net_G.pth"))
   x = np.random.default_rng(0).uniform(-1, 1, (1, 64, 64, 3)).astype(np.float32)
-  masks = sl.channel_masks(module, variables, 0.75)
-  small, small_vars = sl.slim(module, variables, masks)
+  masks = channel_masks(module, variables, 0.75)
+  small, small_vars = slim(module, variables, masks)
   assert isinstance(small, models.SubMobileResnetGenerator)
   assert (small.stem, small.down, small.hidden, small.up) == (
       4, (8, 32), (16,) * 3 + (32,) * 6, (8, 4))  # every width of 16_16_32_16_32_32_16_16 / 4
@@ -147,7 +150,7 @@ def test_real_horse2zebra_generator():
 def test_groups_of_a_resnet_tie_the_residual_trunk():
   module = ARCHS["resnet"]()
   v = _variables(module, _input(module))
-  groups = sl.channel_groups(module, v)
+  groups = channel_groups(module, v)
   assert [g.name for g in groups] == ["stem", "down[0]", "down[1]", "hidden[0]", "hidden[1]",
                                       "up[0]", "up[1]"]
   assert [g.size for g in groups] == [8, 16, 32, 32, 32, 16, 8]
@@ -164,13 +167,13 @@ def test_groups_of_a_resnet_tie_the_residual_trunk():
   assert trunk.scales == ()
   slots = [s for g in groups for s in g.slots]
   assert len(slots) == len(set(slots))  # a slot belongs to one group
-  names = [g.name for g in sl.channel_groups(module, v, trunk=False)]
+  names = [g.name for g in channel_groups(module, v, trunk=False)]
   assert "down[1]" not in names and len(names) == 6
 
 
 def test_groups_of_a_mobile_block_and_of_batchnorm():
   module = ARCHS["mobile"]()
-  groups = {g.name: g for g in sl.channel_groups(module, _variables(module, _input(module)))}
+  groups = {g.name: g for g in channel_groups(module, _variables(module, _input(module)))}
   assert set(groups["hidden[0]"].slots) == {
       ("params/block_0/sep_0/pointwise/kernel", -1), ("params/block_0/sep_0/pointwise/bias", -1),
       ("params/block_0/sep_1/depthwise/kernel", -1), ("params/block_0/sep_1/depthwise/bias", -1),
@@ -178,7 +181,7 @@ def test_groups_of_a_mobile_block_and_of_batchnorm():
   assert ("params/block_1/sep_0/depthwise/kernel", -1) in groups["down[1]"].slots
   assert ("params/block_1/sep_0/pointwise/kernel", -2) in groups["down[1]"].slots
   bn = ARCHS["resnet_batchnorm"]()
-  stem = sl.channel_groups(bn, _variables(bn, _input(bn)))[0]
+  stem = channel_groups(bn, _variables(bn, _input(bn)))[0]
   assert set(stem.slots) == {
       ("params/conv_in/kernel", -1), ("params/norm_in/scale", -1), ("params/norm_in/bias", -1),
       ("batch_stats/norm_in/mean", -1), ("batch_stats/norm_in/var", -1),
@@ -189,7 +192,7 @@ def test_groups_of_a_mobile_block_and_of_batchnorm():
 def test_masks_cover_exactly_the_group_slots():
   module = ARCHS["resnet"]()
   v = _variables(module, _input(module))
-  masks = sl.channel_masks(module, v, 0.5, groups=sl.channel_groups(module, v, trunk=False))
+  masks = channel_masks(module, v, 0.5, groups=channel_groups(module, v, trunk=False))
   assert masks["params"]["conv_out"]["bias"] is None  # the image channels are never pruned
   assert masks["params"]["block_0"]["conv_1"]["bias"] is None  # trunk left whole
   assert np.all(masks["params"]["down_1"]["kernel"].any(axis=(0, 1, 2)))
@@ -222,7 +225,7 @@ def _tiny_dcgan():
                                             ("norm_scale", [2, 3])])
 def test_criteria_keep_the_largest_filters(criterion, kept):
   module, v = _tiny_dcgan()
-  masks = sl.channel_masks(module, v, 0.5, criterion=criterion)
+  masks = channel_masks(module, v, 0.5, criterion=criterion)
   want = np.isin(np.arange(4), kept)
   np.testing.assert_array_equal(masks["params"]["convt_0"]["kernel"][0, 0, 0], want)
   np.testing.assert_array_equal(masks["params"]["bn_0"]["bias"], want)
@@ -234,7 +237,7 @@ def test_criteria_keep_the_largest_filters(criterion, kept):
 def test_ties_keep_the_lower_channels():
   module, v = _tiny_dcgan()
   v["params"]["convt_0"]["kernel"] = np.ones((4, 4, 2, 4), np.float32)
-  masks = sl.channel_masks(module, v, 0.5)
+  masks = channel_masks(module, v, 0.5)
   np.testing.assert_array_equal(masks["params"]["bn_0"]["scale"], [True, True, False, False])
 
 
@@ -248,7 +251,7 @@ def test_a_residual_group_sums_the_scores_of_every_block():
   p["block_0"]["conv_1"]["kernel"][..., 3] = 0.1     # L1 7.2 (3 x 3 x 8) ...
   p["block_1"]["conv_1"]["kernel"][..., 3] = 0.1     # ... twice: 14.4
   p["block_1"]["conv_1"]["kernel"][..., 5] = 0.15    # L1 10.8, once
-  masks = sl.channel_masks(module, v, widths={"down[1]": 2})
+  masks = channel_masks(module, v, widths={"down[1]": 2})
   np.testing.assert_array_equal(np.flatnonzero(masks["params"]["down_1"]["bias"]), [3, 7])
 
 
@@ -260,16 +263,16 @@ def test_widths_target():
   module = ARCHS["resnet"]()
   x = _input(module)
   v = _variables(module, x)
-  masks = sl.channel_masks(module, v, widths={"hidden": (5, 3), "up[1]": 2})
-  small, small_vars = sl.slim(module, v, masks)
+  masks = channel_masks(module, v, widths={"hidden": (5, 3), "up[1]": 2})
+  small, small_vars = slim(module, v, masks)
   assert (small.stem, small.down, small.hidden, small.up) == (8, (16, 32), (5, 3), (16, 2))
   assert _max_abs(_run(small, small_vars, x), _run(module, apply_masks(v, masks), x)) <= TOL
   dcgan = ARCHS["dcgan"]()
   vd = _variables(dcgan, _input(dcgan))
-  small, _ = sl.slim(dcgan, vd, sl.channel_masks(dcgan, vd, widths={"features": (8, 8, 2, 3)}))
+  small, _ = slim(dcgan, vd, channel_masks(dcgan, vd, widths={"features": (8, 8, 2, 3)}))
   assert small.features == (8, 8, 2, 3)
   with pytest.raises(ValueError, match=re.escape("features[3]=4 cannot change")):
-    sl.channel_masks(dcgan, vd, widths={"features": (8, 8, 2, 4)})
+    channel_masks(dcgan, vd, widths={"features": (8, 8, 2, 4)})
 
 
 @pytest.mark.parametrize("ratio", [2.0, 4.0])
@@ -277,13 +280,13 @@ def test_slim_to_macs(ratio):
   module = ARCHS["resnet"]()
   x = _input(module, batch=1)
   v = _variables(module, x)
-  result = sl.slim_to_macs(module, v, ratio, x=x)
+  result = slim_to_macs(module, v, ratio, x=x)
   base = count_macs(module, v, x)
   assert result.macs == count_macs(result.module, result.variables, x)
   assert ratio <= base / result.macs <= 1.3 * ratio
   # Minimal: one channel more per group (a smaller sparsity) misses the target.
-  fewer = sl.channel_masks(module, v, max(0.0, result.sparsity - 1 / 32))
-  assert count_macs(*sl.slim(module, v, fewer), x) > base / ratio
+  fewer = channel_masks(module, v, max(0.0, result.sparsity - 1 / 32))
+  assert count_macs(*slim(module, v, fewer), x) > base / ratio
 
 
 @pytest.mark.parametrize("sparsity,multiple_of,widths", [
@@ -294,8 +297,8 @@ def test_slim_to_macs(ratio):
 def test_multiple_of_rounds_kept_counts(sparsity, multiple_of, widths):
   module = ARCHS["resnet"]()  # stem 8, down (16, 32), hidden (32, 32), up (16, 8)
   v = _variables(module, _input(module))
-  masks = sl.channel_masks(module, v, sparsity, multiple_of=multiple_of)
-  small, _ = sl.slim(module, v, masks)
+  masks = channel_masks(module, v, sparsity, multiple_of=multiple_of)
+  small, _ = slim(module, v, masks)
   assert (small.stem, small.down, small.hidden, small.up) == widths
 
 
@@ -303,7 +306,7 @@ def test_slimmed_model_saves_and_loads(tmp_path):
   module = ARCHS["resnet_batchnorm"]()
   x = _input(module)
   v = _variables(module, x)
-  small, small_vars = sl.slim(module, v, sl.channel_masks(module, v, 0.5))
+  small, small_vars = slim(module, v, channel_masks(module, v, 0.5))
   loaded, loaded_vars = load_model(save_model(tmp_path / "slim", small, small_vars))
   assert models.model_spec(loaded) == models.model_spec(small)
   assert (loaded.stem, loaded.down, loaded.hidden, loaded.up) == (4, (8, 16), (16, 16), (8, 4))
@@ -324,30 +327,30 @@ def _raises(match, fn, *args, **kwargs):
 def test_bad_sparsity(sparsity):
   module = ARCHS["dcgan"]()
   v = _variables(module, _input(module))
-  _raises(re.escape(f"got {sparsity!r}"), sl.channel_masks, module, v, sparsity)
+  _raises(re.escape(f"got {sparsity!r}"), channel_masks, module, v, sparsity)
 
 
 def test_bad_widths_criterion_and_ratio():
   module = ARCHS["resnet"]()
   v = _variables(module, _input(module))
-  _raises(r"hidden\[0\]=0 would prune every channel", sl.channel_masks, module, v,
+  _raises(r"hidden\[0\]=0 would prune every channel", channel_masks, module, v,
           widths={"hidden[0]": 0})
-  _raises("sparsity 0.95 would prune every channel of group stem", sl.channel_masks, module, v,
+  _raises("sparsity 0.95 would prune every channel of group stem", channel_masks, module, v,
           0.95)  # 8 stem channels: round(7.6) = 8 pruned
-  _raises(r"hidden\[1\]=33 is outside \[1, 32\]", sl.channel_masks, module, v,
+  _raises(r"hidden\[1\]=33 is outside \[1, 32\]", channel_masks, module, v,
           widths={"hidden": (4, 33)})
-  _raises("unknown width 'middle'", sl.channel_masks, module, v, widths={"middle": 3})
-  _raises(re.escape("width down[1]=16 cannot change"), sl.channel_masks, module, v,
-          widths={"down[1]": 16}, groups=sl.channel_groups(module, v, trunk=False))
-  _raises("exactly one of sparsity and widths", sl.channel_masks, module, v, 0.5,
+  _raises("unknown width 'middle'", channel_masks, module, v, widths={"middle": 3})
+  _raises(re.escape("width down[1]=16 cannot change"), channel_masks, module, v,
+          widths={"down[1]": 16}, groups=channel_groups(module, v, trunk=False))
+  _raises("exactly one of sparsity and widths", channel_masks, module, v, 0.5,
           widths={"stem": 2})
-  _raises("'l3'", sl.channel_masks, module, v, 0.5, criterion="l3")
-  _raises("'norm_scale' needs a norm scale, and group stem", sl.channel_masks, module, v, 0.5,
+  _raises("'l3'", channel_masks, module, v, 0.5, criterion="l3")
+  _raises("'norm_scale' needs a norm scale, and group stem", channel_masks, module, v, 0.5,
           criterion="norm_scale")
-  _raises("multiple_of must be an int >= 1, got 0", sl.channel_masks, module, v, 0.5,
+  _raises("multiple_of must be an int >= 1, got 0", channel_masks, module, v, 0.5,
           multiple_of=0)
-  _raises("ratio must be a number >= 1, got 0.5", sl.slim_to_macs, module, v, 0.5)
-  _raises("ratio 1000.0 is out of reach", sl.slim_to_macs, module, v, 1000.0)
+  _raises("ratio must be a number >= 1, got 0.5", slim_to_macs, module, v, 0.5)
+  _raises("ratio 1000.0 is out of reach", slim_to_macs, module, v, 1000.0)
 
 
 @pytest.mark.parametrize("module", [models.DCGANDiscriminator(), models.MLPGenerator()],
@@ -355,14 +358,14 @@ def test_bad_widths_criterion_and_ratio():
 def test_unsupported_architecture(module):
   v = jax.eval_shape(module.init, jax.random.key(0), models.example_input(module))
   name = type(module).__name__
-  _raises(f"does not support {name}", sl.channel_groups, module, v)
-  _raises(f"does not support {name}", sl.channel_masks, module, v, 0.5)
-  _raises(f"does not support {name}", sl.slim, module, v, jax.tree.map(lambda _: None, v))
+  _raises(f"does not support {name}", channel_groups, module, v)
+  _raises(f"does not support {name}", channel_masks, module, v, 0.5)
+  _raises(f"does not support {name}", slim, module, v, jax.tree.map(lambda _: None, v))
 
 
 def test_variables_of_another_shape():
   v = _variables(ARCHS["resnet"](), _input(ARCHS["resnet"]()))
-  _raises("variables do not match ResnetGenerator: no leaf params/block_2/", sl.channel_groups,
+  _raises("variables do not match ResnetGenerator: no leaf params/block_2/", channel_groups,
           models.ResnetGenerator(ngf=8, n_blocks=3), v)
 
 
@@ -386,26 +389,26 @@ def _edited(masks, path, value):
 def test_bad_masks():
   module = ARCHS["resnet"]()
   v = _variables(module, _input(module))
-  masks = sl.channel_masks(module, v, 0.5)
+  masks = channel_masks(module, v, 0.5)
   bias = np.asarray(masks["params"]["conv_in"]["bias"])
-  _raises(re.escape("no mask (or None) for params/conv_out/bias"), sl.slim, module, v,
+  _raises(re.escape("no mask (or None) for params/conv_out/bias"), slim, module, v,
           _edited(masks, "params/conv_out/bias", _DROP))
-  _raises("a mask for params/conv_out/scale, which is not a variable", sl.slim, module, v,
+  _raises("a mask for params/conv_out/scale, which is not a variable", slim, module, v,
           _edited(masks, "params/conv_out/scale", None))
   _raises(re.escape("mask of params/conv_in/bias must be bool of shape (8,), got bool (4,)"),
-          sl.slim, module, v, _edited(masks, "params/conv_in/bias", np.ones(4, bool)))
-  _raises("must be bool of shape .*, got float64", sl.slim, module, v,
+          slim, module, v, _edited(masks, "params/conv_in/bias", np.ones(4, bool)))
+  _raises("must be bool of shape .*, got float64", slim, module, v,
           _edited(masks, "params/conv_in/bias", bias.astype(float)))
   # A producer kernel masked but not its bias: not a channel mask.
-  _raises("the mask of params/conv_in/bias disagrees with its channel groups", sl.slim, module,
+  _raises("the mask of params/conv_in/bias disagrees with its channel groups", slim, module,
           v, _edited(masks, "params/conv_in/bias", None))
   # The trunk pruned in one block only.
-  full = sl.channel_masks(module, v, 0.0)
+  full = channel_masks(module, v, 0.0)
   kernel = np.array(full["params"]["block_1"]["conv_1"]["kernel"])
   kernel[..., 0] = False
-  _raises("not channel masks of ResnetGenerator", sl.slim, module, v,
+  _raises("not channel masks of ResnetGenerator", slim, module, v,
           _edited(full, "params/block_1/conv_1/kernel", kernel))
-  _raises(re.escape("masks prune every channel of group stem (8 channels)"), sl.slim, module, v,
+  _raises(re.escape("masks prune every channel of group stem (8 channels)"), slim, module, v,
           jax.tree.map(lambda m: None if m is None else np.zeros(m.shape, bool), masks,
                        is_leaf=lambda m: m is None))
 

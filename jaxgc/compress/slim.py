@@ -19,16 +19,27 @@ before; this module removes pruned channels for real. Three steps, all pure:
 3. ``slim(module, variables, masks)``: the same module class with per-layer widths equal to the
    kept counts, and only the kept slices of every leaf.
 
-What masking zeroes, and why the slimmed model computes what the masked one does: masks zero
-every slot of a pruned channel. Its filters and bias are then 0, so its pre-norm activation is
-exactly 0 (so is a depthwise convolution of it); an ``InstanceNorm`` without affine maps an
-all-zero channel to 0 (``(0 - 0) * rsqrt(0 + eps)``), a ``BatchNorm`` whose scale and bias are
-zeroed outputs 0, ReLU and reflection padding keep 0, and a residual add adds 0 to a trunk
-channel that is 0 from the second downsampling on. A pruned channel is therefore 0 everywhere
-and contributes exactly 0 to every kept channel (the readers' input slices are zeroed too), so
-dropping it changes only the order of float32 sums: ``slim(...)`` and the masked model agree to
-about 1e-6. Masking a channel's producer kernel alone is *not* enough in general (its bias,
-or a BatchNorm's bias, would make it a nonzero constant); ``slim`` refuses such masks.
+``slim_to_macs(module, variables, ratio)`` does all three at the smallest uniform sparsity that
+cuts the MACs ``ratio`` times. Example, the horse->zebra generator at a quarter of its MACs::
+
+  module, variables = convert.load_torch_checkpoint(".../latest_net_G.pth")
+  small = slim_to_macs(module, variables, 4.0, multiple_of=8)
+  y = jax.jit(small.module.apply)(small.variables, x)   # x [batch, 256, 256, 3] in [-1, 1]
+  # == module.apply(compress.apply_masks(variables, small.masks), x) to 1e-5, about 2.5x
+  # faster on 2 CPU cores (benchmarks/slimming.py)
+
+What masking zeroes, and why the slimmed model computes what the masked one does: the masks
+zero (``jaxgc.compress.prune.apply_masks``) every slot of a pruned channel. Its filters and
+bias are then 0, so its pre-norm activation is exactly 0 (so is a depthwise convolution of it);
+an ``InstanceNorm`` without affine maps an all-zero channel to 0 (``(0 - 0) * rsqrt(0 + eps)``),
+a ``BatchNorm`` whose scale and bias are zeroed outputs 0, ReLU and reflection padding keep 0,
+and a residual add adds 0 to a trunk channel that is 0 from the second downsampling on. A
+pruned channel is therefore 0 everywhere and contributes exactly 0 to every kept channel (the
+readers' input slices are zeroed too), so dropping it changes only the order of float32 sums:
+``slim(...)`` and the masked model agree to about 1e-6. Masking a channel's producer kernel
+alone (as ``jaxgc.compress.prune``'s ``"channel"`` granularity does) is *not* enough in general:
+a bias, or a BatchNorm's bias, would make the channel a nonzero constant. ``slim`` refuses such
+masks.
 
 The image channels (the stem's input, the head's output) are never pruned. ``trunk=False``
 leaves the residual trunk whole. By default it is pruned like any other group, as GAN
