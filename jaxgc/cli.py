@@ -108,33 +108,26 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("checkpoint")
   p.add_argument("outdir")
   p.add_argument("--arch", default=None, help="architecture name; inferred when omitted")
-  p = sub.add_parser("compress", help="post-training compression sweep and report")
-  p.add_argument("--config", required=True, help="configs/NAME.py defining get_config()")
-  p.add_argument("--workdir", required=True, help="output folder")
-  p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-  p.add_argument("--print-report", action="store_true", help="print report.md when done")
-  p = sub.add_parser("evaluate", help="FID/KID, k-NN and LSH precision/recall vs a reference")
-  p.add_argument("--config", default=None,
-                 help="configs/NAME.py defining get_config(); or give every key as "
-                 "--config.KEY=VALUE flags")
-  p.add_argument("--workdir", required=True, help="output folder for metrics.json/md")
-  p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-  p = sub.add_parser("qat", help="quantization-aware training of a generator (distillation "
-                     "to FP32 + frozen discriminator)")
-  p.add_argument("--config", required=True, help="configs/NAME.py defining get_config()")
-  p.add_argument("--workdir", required=True,
-                 help="output folder; rerunning with the same one resumes from its checkpoints")
-  p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-  p = sub.add_parser("train", help="prune a generator (unstructured, N:M, channel) and recover "
-                     "it by self-supervised compression (distillation + frozen discriminator)")
-  p.add_argument("--config", required=True, help="configs/NAME.py defining get_config()")
-  p.add_argument("--workdir", required=True,
-                 help="output folder; rerunning with the same one resumes from its checkpoints")
-  p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-  p = sub.add_parser("study", help="weight bits x activation bits x clipping trade-off study")
-  p.add_argument("--config", required=True, help="configs/NAME.py defining get_config()")
-  p.add_argument("--workdir", required=True, help="output folder for report.md, tradeoff.png")
-  p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+  resumable = "output folder; rerunning with the same one resumes from its checkpoints"
+  for name, help_, config_help, workdir_help in (
+      ("compress", "post-training compression sweep and report", None, "output folder"),
+      ("evaluate", "FID/KID, k-NN and LSH precision/recall vs a reference",
+       "configs/NAME.py defining get_config(); or give every key as --config.KEY=VALUE flags",
+       "output folder for metrics.json/md"),
+      ("qat", "quantization-aware training of a generator (distillation to FP32 + frozen "
+       "discriminator)", None, resumable),
+      ("train", "prune a generator (unstructured, N:M, channel) and recover it by "
+       "self-supervised compression (distillation + frozen discriminator)", None, resumable),
+      ("study", "weight bits x activation bits x clipping trade-off study", None,
+       "output folder for report.md, tradeoff.png")):
+    p = sub.add_parser(name, help=help_)
+    # Only `evaluate` runs from flags alone; every other job needs a config file.
+    p.add_argument("--config", required=config_help is None, default=None,
+                   help=config_help or "configs/NAME.py defining get_config()")
+    p.add_argument("--workdir", required=True, help=workdir_help)
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    if name == "compress":
+      p.add_argument("--print-report", action="store_true", help="print report.md when done")
   args, extra = parser.parse_known_args(argv)
   overrides = [a for a in extra if a.startswith("--config.")]
   rest = [a for a in extra if not a.startswith("--config.")]

@@ -47,6 +47,7 @@ from jaxgc.compress.rules import PrecisionRule
 from jaxgc.compress.rules import Recipe
 from jaxgc.compress.rules import resolve_rules
 from jaxgc.compress.selection import DEFAULT_INCLUDE
+from jaxgc.compress.selection import compile_pattern
 from jaxgc.compress.selection import map_selected
 from jaxgc.compress.selection import path_str
 from jaxgc.compress.selection import select

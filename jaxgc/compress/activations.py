@@ -37,7 +37,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import flax
@@ -48,6 +47,7 @@ import numpy as np
 
 from jaxgc._fileio import atomic_write_text
 from jaxgc.compress import quantize
+from jaxgc.compress import selection
 from jaxgc.models import layers
 
 ACT_MIN_BITS = 2
@@ -212,18 +212,9 @@ def _site_path(context: Any) -> str | None:
   return "/".join(str(p) for p in context.module.path)
 
 
-def _compile(pattern: str | None, what: str) -> re.Pattern[str] | None:
-  if pattern is None:
-    return None
-  try:
-    return re.compile(pattern)
-  except re.error as e:
-    raise ValueError(f"invalid {what} pattern '{pattern}': {e}") from None
-
-
 def _selector(include: str, exclude: str | None) -> Callable[[str], bool]:
-  inc = _compile(include, "include")
-  exc = _compile(exclude, "exclude")
+  inc = selection.compile_pattern(include, "include")
+  exc = selection.compile_pattern(exclude, "exclude")
   return lambda p: bool(inc.search(p)) and not (exc is not None and exc.search(p))
 
 

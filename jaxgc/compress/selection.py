@@ -58,7 +58,16 @@ def path_str(keypath: Sequence[Any]) -> str:
   return "/".join(parts)
 
 
-def _compile(pattern: str | None, what: str) -> re.Pattern[str] | None:
+def compile_pattern(pattern: str | None, what: str) -> re.Pattern[str] | None:
+  """``re.compile(pattern)``, None for None.
+
+  Args:
+    pattern: a regular expression on "/"-joined paths, or None.
+    what: the name of the option, for the error (``"include"``, ``"exclude"``).
+
+  Raises:
+    ValueError: an invalid pattern, naming ``what`` and the pattern.
+  """
   if pattern is None:
     return None
   try:
@@ -96,8 +105,8 @@ def select(
     ValueError: a pattern is not a valid regex, or no leaf is selected (the message lists a few
       paths of the tree so the pattern can be fixed).
   """
-  inc = _compile(include, "include")
-  exc = _compile(exclude, "exclude")
+  inc = compile_pattern(include, "include")
+  exc = compile_pattern(exclude, "exclude")
 
   def pick(keypath, _):
     path = path_str(keypath)

@@ -207,8 +207,13 @@ def _n_blocks(module: nn.Module) -> int:
   return module.n_blocks
 
 
+def is_supported(module: nn.Module) -> bool:
+  """Whether ``module``'s class can be channel-slimmed (see :func:`channel_groups`)."""
+  return type(module) in _SUPPORTED
+
+
 def _check_supported(module: nn.Module) -> None:
-  if type(module) not in _SUPPORTED:
+  if not is_supported(module):
     raise ValueError(f"channel slimming does not support {type(module).__name__}; supported: "
                      f"{', '.join(c.__name__ for c in _SUPPORTED)}")
 

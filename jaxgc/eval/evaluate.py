@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Callable, Any
 
 import numpy as np
 
@@ -71,3 +71,43 @@ def generate_images(module, variables, *, num_samples: int = 1000, seed: int = 0
   out = features_lib.batched_apply(lambda b: module.apply(variables, b), x, batch_size, mesh,
                                    progress, "generate")
   return inputs_lib.to_uint8(out)
+
+
+def sample_scorer(module, reference_variables, *, extractor: str, resize: str = "clean",
+                  num_samples: int = 1000, seed: int = 0, reference_seed: int = 1,
+                  nearest_k: int = 5, inputs: np.ndarray | None = None, batch_size: int = 50
+                  ) -> Callable[..., dict[str, float]]:
+  """A scorer of compressed generators against the samples of a reference (e.g. FP32) one.
+
+  The reference's samples (latents from ``reference_seed``, or ``inputs`` translated) are
+  generated and their features extracted once; ``score(variables, module=None)`` then samples the
+  compressed generator (latents from ``seed``, or the same ``inputs``; ``module`` defaults to the
+  reference's, pass a slimmed one otherwise) and returns :func:`compare` of the two feature sets.
+
+  Args:
+    module: the reference generator.
+    reference_variables: its variables.
+    extractor: ``"inception"``, ``"lenet5"`` or ``"pixels"`` (:func:`extract_features`).
+    resize: Inception resize method.
+    num_samples: samples per unconditional generator.
+    seed, reference_seed: latent seeds of the scored and the reference samples.
+    nearest_k: k of the k-NN metrics.
+    inputs: float32 ``[n, h, w, c]`` in [-1, 1] for image-to-image generators.
+    batch_size: generation and extraction batch.
+
+  Returns:
+    ``score(variables, module=None) -> {key: float}`` for every key of ``METRIC_KEYS``.
+
+  Raises:
+    ValueError: as :func:`generate_images` and :func:`extract_features`.
+  """
+  def features(m, v, s):
+    imgs = generate_images(m, v, num_samples=num_samples, seed=s, inputs=inputs,
+                           batch_size=batch_size, progress=False)
+    return features_lib.extract_features(imgs, extractor, resize, batch_size=batch_size,
+                                         progress=False)
+
+  real = features(module, reference_variables, reference_seed)
+  return lambda variables, m=None: compare(
+      real, features(module if m is None else m, variables, seed), nearest_k=nearest_k,
+      seed=seed)

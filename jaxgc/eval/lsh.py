@@ -420,6 +420,28 @@ def _coverage(reference, queries, *, method, params, bucket_width, min_occupancy
   return float(jnp.mean(inside)), float(w)
 
 
+def _check_pair(name_a: str, a: Any, name_b: str, b: Any, suffix: str = "_features"
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """Both feature arrays checked (:func:`_check_features`), with the same dimension."""
+  a = _check_features(name_a + suffix, a)
+  b = _check_features(name_b + suffix, b)
+  if a.shape[1] != b.shape[1]:
+    raise ValueError(f"{name_a} and {name_b} feature dims differ: {a.shape[1]} vs {b.shape[1]}")
+  return a, b
+
+
+def _check_hashing(num_tables: Any, hashes_per_table: Any, table_size: Any, seed: Any,
+                   bucket_width: Any) -> None:
+  """The hash-family arguments shared by every entry point (one-line ValueErrors)."""
+  _check_int("num_tables", num_tables, 1)
+  _check_int("hashes_per_table", hashes_per_table, 1)
+  _check_int("table_size", table_size, 1)
+  _check_int("seed", seed, 0)
+  if table_size > 2**31:
+    raise ValueError(f"table_size must be <= 2**31, got {table_size!r}")
+  _check_width(bucket_width)
+
+
 def lsh_precision_recall(
     real_features: Any,
     fake_features: Any,
@@ -492,21 +514,12 @@ def lsh_precision_recall(
   """
   if method not in METHODS:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-  real = _check_features("real_features", real_features)
-  fake = _check_features("fake_features", fake_features)
-  if real.shape[1] != fake.shape[1]:
-    raise ValueError(f"real and fake feature dims differ: {real.shape[1]} vs {fake.shape[1]}")
-  _check_int("num_tables", num_tables, 1)
-  _check_int("hashes_per_table", hashes_per_table, 1)
+  real, fake = _check_pair("real", real_features, "fake", fake_features)
+  _check_hashing(num_tables, hashes_per_table, table_size, seed, bucket_width)
   _check_int("min_occupancy", min_occupancy, 1)
   _check_int("nearest_k", nearest_k, 1)
   _check_int("max_candidates", max_candidates, 1)
   _check_int("block_size", block_size, 1)
-  _check_int("table_size", table_size, 1)
-  _check_int("seed", seed, 0)
-  if table_size > 2**31:
-    raise ValueError(f"table_size must be <= 2**31, got {table_size!r}")
-  _check_width(bucket_width)
   _check_mesh(mesh)
   if method != "lsh":
     for name, x in (("real_features", real), ("fake_features", fake)):
@@ -556,17 +569,8 @@ def bucket_occupancy(
   Raises:
     ValueError: as :func:`lsh_precision_recall`.
   """
-  ref = _check_features("reference", reference)
-  qry = _check_features("queries", queries)
-  if ref.shape[1] != qry.shape[1]:
-    raise ValueError(f"reference and query feature dims differ: {ref.shape[1]} vs {qry.shape[1]}")
-  _check_int("num_tables", num_tables, 1)
-  _check_int("hashes_per_table", hashes_per_table, 1)
-  _check_int("table_size", table_size, 1)
-  _check_int("seed", seed, 0)
-  if table_size > 2**31:
-    raise ValueError(f"table_size must be <= 2**31, got {table_size!r}")
-  _check_width(bucket_width)
+  ref, qry = _check_pair("reference", reference, "query", queries, suffix="")
+  _check_hashing(num_tables, hashes_per_table, table_size, seed, bucket_width)
   k_hash, k_scale, _ = jax.random.split(jax.random.key(seed), 3)
   params = make_hash_params(k_hash, ref.shape[1], num_tables, hashes_per_table)
   mask = jnp.ones(ref.shape[0], bool)

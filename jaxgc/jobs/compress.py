@@ -158,24 +158,16 @@ def compress_variables(variables, row: dict[str, Any], cfg):
           compress.quantize_variables(v, qcfg, include, exclude))
 
 
-def _metrics_scorer(module, variables, x, mcfg, progress: bool):
+def _metrics_scorer(module, variables, x, mcfg):
   """``variables -> {metric: value}`` against the FP32 model's samples, or None if disabled."""
   if not mcfg.enabled:
     return None
   from jaxgc.eval import evaluate as eval_lib  # pylint: disable=import-outside-toplevel
-  from jaxgc.eval import features as features_lib  # pylint: disable=import-outside-toplevel
-  inputs = x if module.kind == "image_to_image" else None
-
-  def features(v, seed):
-    imgs = eval_lib.generate_images(module, v, num_samples=int(mcfg.num_samples), seed=seed,
-                                    inputs=inputs, batch_size=int(mcfg.batch_size),
-                                    progress=False)
-    return features_lib.extract_features(imgs, mcfg.extractor, mcfg.resize,
-                                         batch_size=int(mcfg.batch_size), progress=False)
-
-  real = features(variables, int(mcfg.reference_seed))
-  return lambda v: eval_lib.compare(real, features(v, int(mcfg.seed)),
-                                    nearest_k=int(mcfg.nearest_k), seed=int(mcfg.seed))
+  return eval_lib.sample_scorer(
+      module, variables, extractor=mcfg.extractor, resize=mcfg.resize,
+      num_samples=int(mcfg.num_samples), seed=int(mcfg.seed),
+      reference_seed=int(mcfg.reference_seed), nearest_k=int(mcfg.nearest_k),
+      inputs=x if module.kind == "image_to_image" else None, batch_size=int(mcfg.batch_size))
 
 
 def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
@@ -205,7 +197,7 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
 
   apply_fn = jax.jit(module.apply)
   reference = _run_model(apply_fn, variables, x, int(cfg.batch_size))
-  scorer = _metrics_scorer(module, variables, x, cfg.metrics, progress)
+  scorer = _metrics_scorer(module, variables, x, cfg.metrics)
   act_cfg, calib_batches = None, None
   if cfg.activations.bits:
     act_cfg = compress.ActQuantConfig(int(cfg.activations.bits),

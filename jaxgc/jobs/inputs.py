@@ -39,6 +39,30 @@ def resolve_asset(path: str) -> str:
   return full
 
 
+# Photos scikit-image ships that the held-out set (SKIMAGE_PHOTOS) does not use: the training
+# inputs of image-to-image jobs on this machine.
+# (``cat`` is ``chelsea``: not used.)
+TRAIN_PHOTOS = ("hubble_deep_field", "immunohistochemistry", "retina", "stereo_motorcycle",
+                "colorwheel")
+
+
+@functools.lru_cache(maxsize=8)
+def _photo_uint8(name: str) -> np.ndarray:
+  """uint8 ``[h, w, 3]`` photo ``name`` from scikit-image (cached; callers must not write it)."""
+  import skimage.data  # pylint: disable=import-outside-toplevel
+  loader = getattr(skimage.data, name, None)
+  if loader is None:
+    raise ValueError(f"scikit-image has no photo named {name!r}; try one of "
+                     f"{SKIMAGE_PHOTOS + TRAIN_PHOTOS}")
+  img = loader()
+  img = np.asarray(img[0] if isinstance(img, tuple) else img)
+  if img.ndim != 3 or img.shape[-1] < 3:
+    raise ValueError(f"scikit-image photo {name!r} is not RGB (shape {img.shape})")
+  img = img[..., :3]
+  img.setflags(write=False)
+  return img
+
+
 def photo_batch(names=SKIMAGE_PHOTOS, size: int = 256) -> np.ndarray:
   """scikit-image photos, centre-cropped to a square and resized (Lanczos) to ``size``.
 
@@ -49,42 +73,15 @@ def photo_batch(names=SKIMAGE_PHOTOS, size: int = 256) -> np.ndarray:
   Raises:
     ValueError: a name that scikit-image does not ship as an RGB photo.
   """
-  import skimage.data  # pylint: disable=import-outside-toplevel
   out = []
   for name in names:
-    loader = getattr(skimage.data, name, None)
-    if loader is None:
-      raise ValueError(f"scikit-image has no photo named {name!r}; try one of {SKIMAGE_PHOTOS}")
-    img = np.asarray(loader())
-    if img.ndim != 3 or img.shape[-1] < 3:
-      raise ValueError(f"scikit-image photo {name!r} is not RGB (shape {img.shape})")
-    img = img[..., :3]
+    img = _photo_uint8(name)
     h, w = img.shape[:2]
     s = min(h, w)
     img = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
     img = Image.fromarray(img).resize((size, size), Image.Resampling.LANCZOS)
     out.append(np.asarray(img, np.float32) / 127.5 - 1.0)
   return np.stack(out)
-
-
-# Photos scikit-image ships that the held-out set (SKIMAGE_PHOTOS) does not use: the training
-# inputs of image-to-image jobs on this machine.
-# (``cat`` is ``chelsea``: not used.)
-TRAIN_PHOTOS = ("hubble_deep_field", "immunohistochemistry", "retina", "stereo_motorcycle",
-                "colorwheel")
-
-
-@functools.lru_cache(maxsize=8)
-def _photo_uint8(name: str) -> np.ndarray:
-  import skimage.data  # pylint: disable=import-outside-toplevel
-  loader = getattr(skimage.data, name, None)
-  if loader is None:
-    raise ValueError(f"scikit-image has no photo named {name!r}; try one of {TRAIN_PHOTOS}")
-  img = loader()
-  img = np.asarray(img[0] if isinstance(img, tuple) else img)
-  if img.ndim != 3 or img.shape[-1] < 3:
-    raise ValueError(f"scikit-image photo {name!r} is not RGB (shape {img.shape})")
-  return img[..., :3]
 
 
 def photo_crops(names: Sequence[str], n: int, size: int, seed: int, step: int) -> np.ndarray:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from typing import Any
 
 import jax
@@ -103,10 +102,7 @@ def resolve_config(user: Any) -> ml_collections.ConfigDict:
     raise ValueError(f"adv_weight is {cfg.adv_weight} but config.discriminator is empty: name "
                      "the trained discriminator or set adv_weight=0")
   for key in ("include", "exclude"):
-    try:
-      re.compile(cfg[key])
-    except re.error as e:
-      raise ValueError(f"invalid {key} pattern {cfg[key]!r}: {e}") from None
+    compress.compile_pattern(cfg[key], key)
   if not cfg.learning_rate > 0 or not math.isfinite(cfg.learning_rate):
     raise ValueError(f"learning_rate must be a positive number, got {cfg.learning_rate}")
   for key in ("batch_size", "checkpoint_every", "max_to_keep", "eval_samples"):

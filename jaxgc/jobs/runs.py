@@ -90,6 +90,7 @@ class MetricsLog:
       self._tb = SummaryWriter(os.path.join(run_dir, TENSORBOARD_DIR), flush_secs=30)
 
   def write(self, step: int, metrics: dict[str, float]) -> None:
+    """Appends ``{"step": step, **metrics}`` (Python floats) to both logs."""
     self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
     self._jsonl.flush()
     if self._tb is not None:

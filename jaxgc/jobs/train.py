@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import statistics
 import time
 from typing import Any
@@ -44,6 +43,7 @@ import optax
 from tqdm.auto import tqdm
 
 from jaxgc import _fileio
+from jaxgc import compress
 from jaxgc import models
 from jaxgc.models import registry
 from jaxgc import stats
@@ -57,6 +57,7 @@ from jaxgc.jobs import config as config_lib
 from jaxgc.jobs import inputs as inputs_lib
 from jaxgc.jobs import report as report_lib
 from jaxgc.jobs import runs
+from jaxgc.train import qat as qat_lib
 
 CONFIG_FILE = "train_config.json"
 RESULT_FILE = "result.json"
@@ -149,10 +150,7 @@ def resolve_config(user: Any) -> ml_collections.ConfigDict:
     raise ValueError(f"unknown metrics.extractor {cfg.metrics.extractor!r}; expected one of "
                      f"{EXTRACTORS}")
   for key in ("include", "exclude", "channel_exclude"):
-    try:
-      re.compile(cfg[key])
-    except re.error as e:
-      raise ValueError(f"invalid {key} pattern {cfg[key]!r}: {e}") from None
+    compress.compile_pattern(cfg[key], key)
   if not cfg.learning_rate > 0 or not math.isfinite(cfg.learning_rate):
     raise ValueError(f"learning_rate must be a positive number, got {cfg.learning_rate}")
   for key in ("batch_size", "checkpoint_every", "max_to_keep", "eval_samples", "nm_group",
@@ -197,33 +195,22 @@ def _prune_config(cfg, row: dict[str, Any]) -> prune.PruneConfig:
       end_step=end if scheduled else 0, frequency=freq if scheduled else 1)
 
 
-def _slimmable(module, variables) -> bool:
-  """Whether :mod:`jaxgc.compress.slim` can remove channels of ``module`` physically."""
-  try:
-    slim_lib.channel_groups(module, variables)
-  except ValueError as e:
-    if "does not support" in str(e):
-      return False
-    raise
-  return True
-
-
 def _student(cfg, row, module, teacher_vars, key):
-  """``(student module, student variables, tx, masks or None, how)`` for one setting."""
+  """``(student module, student variables, tx, how)`` for one setting."""
   pcfg = _prune_config(cfg, row)
   adam = optax.adam(float(cfg.learning_rate))
-  if row["granularity"] == "channel" and _slimmable(module, teacher_vars):
+  if row["granularity"] == "channel" and slim_lib.is_supported(module):
     masks = slim_lib.channel_masks(module, teacher_vars, row["sparsity"],
                                    criterion=cfg.channel_criterion)
     small, small_vars = slim_lib.slim(module, teacher_vars, masks)
-    return small, small_vars, adam, None, "slimmed (channels removed)"
+    return small, small_vars, adam, "slimmed (channels removed)"
   if pcfg.schedule != "one_shot":
     tx = optax.chain(adam, prune.pruning(pcfg, key=key))
-    return module, teacher_vars, tx, None, f"masked, {pcfg.schedule} schedule"
+    return module, teacher_vars, tx, f"masked, {pcfg.schedule} schedule"
   masks = prune.compute_masks(teacher_vars["params"], pcfg, key=key)
   params = prune.apply_masks(teacher_vars["params"], masks)
   tx = optax.chain(adam, prune.keep_masks(masks))
-  return module, {**teacher_vars, "params": params}, tx, masks, "masked (dense shapes)"
+  return module, {**teacher_vars, "params": params}, tx, "masked (dense shapes)"
 
 
 def _nonzero(variables) -> int:
@@ -243,28 +230,16 @@ def _latency(module, variables, x: np.ndarray, repeats: int) -> float:
   return statistics.median(times)
 
 
-def _outputs(module, variables, x: np.ndarray, batch_size: int = 100) -> np.ndarray:
-  apply = jax.jit(module.apply)
-  return np.concatenate([np.asarray(apply(variables, jnp.asarray(x[i:i + batch_size])))
-                         for i in range(0, len(x), batch_size)])
-
-
-def _scorer(cfg, module, teacher_vars, progress: bool):
-  """``(module, variables) -> metrics`` of samples vs the teacher's, or None."""
+def _scorer(cfg, module, teacher_vars):
+  """``(variables, module) -> metrics`` of samples vs the teacher's, or None."""
   mcfg = cfg.metrics
   if mcfg.extractor == "none" or module.kind != "unconditional":
     return None
   from jaxgc.eval import evaluate as eval_lib  # pylint: disable=import-outside-toplevel
-  from jaxgc.eval import features as features_lib  # pylint: disable=import-outside-toplevel
-
-  def features(m, v, seed):
-    imgs = eval_lib.generate_images(m, v, num_samples=int(mcfg.num_samples), seed=seed,
-                                    progress=False)
-    return features_lib.extract_features(imgs, mcfg.extractor, mcfg.resize, progress=False)
-
-  real = features(module, teacher_vars, int(cfg.seed) + 1)
-  return lambda m, v: eval_lib.compare(real, features(m, v, int(cfg.seed)),
-                                       nearest_k=int(mcfg.nearest_k), seed=int(cfg.seed))
+  return eval_lib.sample_scorer(
+      module, teacher_vars, extractor=mcfg.extractor, resize=mcfg.resize,
+      num_samples=int(mcfg.num_samples), seed=int(cfg.seed), reference_seed=int(cfg.seed) + 1,
+      nearest_k=int(mcfg.nearest_k))
 
 
 def _train_setting(cfg, row, module, teacher_vars, disc, disc_vars, eval_x, run_dir, mesh,
@@ -276,7 +251,7 @@ def _train_setting(cfg, row, module, teacher_vars, disc, disc_vars, eval_x, run_
       return json.load(f)
   os.makedirs(run_dir, exist_ok=True)
   key = jax.random.key(int(cfg.seed))
-  student, student_vars, tx, _, how = _student(cfg, row, module, teacher_vars,
+  student, student_vars, tx, how = _student(cfg, row, module, teacher_vars,
                                                jax.random.fold_in(key, 1))
   frozen = {k: v for k, v in student_vars.items() if k != "params"}
   state = train_lib.replicate(
@@ -295,7 +270,7 @@ def _train_setting(cfg, row, module, teacher_vars, disc, disc_vars, eval_x, run_
         tuple(cfg.train_photos), int(cfg.batch_size), int(cfg.crop_size), int(cfg.seed), s),
         mesh)
   grid_x = eval_x[:8]
-  teacher_grid = inputs_lib.to_uint8(_outputs(module, teacher_vars, grid_x))
+  teacher_grid = inputs_lib.to_uint8(qat_lib.generate(module, teacher_vars, grid_x))
   os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
 
   def on_step(step, st):
@@ -303,11 +278,11 @@ def _train_setting(cfg, row, module, teacher_vars, disc, disc_vars, eval_x, run_
       v = {"params": jax.device_get(st.params), **jax.device_get(st.frozen)}
       report_lib.sample_grid(
           [("teacher", teacher_grid),
-           (f"student\nstep {step}", inputs_lib.to_uint8(_outputs(student, v, grid_x)))],
+           (f"student\nstep {step}", inputs_lib.to_uint8(qat_lib.generate(student, v, grid_x)))],
           os.path.join(run_dir, "samples", f"step_{step:06d}.png"))
 
-  before = report_lib.image_metrics(_outputs(module, teacher_vars, eval_x),
-                                    _outputs(student, student_vars, eval_x))
+  before = report_lib.image_metrics(qat_lib.generate(module, teacher_vars, eval_x),
+                                    qat_lib.generate(student, student_vars, eval_x))
   manager = train_lib.checkpoint_manager(os.path.join(run_dir, runs.CHECKPOINT_DIR),
                                          int(cfg.checkpoint_every), int(cfg.max_to_keep))
   try:
@@ -322,8 +297,8 @@ def _train_setting(cfg, row, module, teacher_vars, disc, disc_vars, eval_x, run_
   final = jax.tree.map(np.asarray, final)
   save_model(os.path.join(run_dir, "model"), student, final,
              extra={"source": cfg.generator, "compression": {"method": "prune+selfsup", **row}})
-  after = report_lib.image_metrics(_outputs(module, teacher_vars, eval_x),
-                                   _outputs(student, final, eval_x))
+  after = report_lib.image_metrics(qat_lib.generate(module, teacher_vars, eval_x),
+                                   qat_lib.generate(student, final, eval_x))
   lat_x = np.resize(eval_x, (int(cfg.latency_batch),) + eval_x.shape[1:])
   zeros = sum(int(np.size(x)) for x in jax.tree.leaves(final["params"])) - _nonzero(final)
   result = {
@@ -467,7 +442,7 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   os.makedirs(workdir, exist_ok=True)
   runs.check_resume(os.path.join(workdir, CONFIG_FILE), cfg.to_dict(), RESUMABLE_KEYS,
                     os.path.isdir(os.path.join(workdir, "runs")))
-  scorer = _scorer(cfg, module, teacher_vars, progress)
+  scorer = _scorer(cfg, module, teacher_vars)
   lat_x = np.resize(eval_x, (int(cfg.latency_batch),) + eval_x.shape[1:])
   teacher = {"arch": registry.arch_name(module), "generator": g_path, "discriminator": d_path,
              "params": stats.count_params(teacher_vars),
@@ -475,7 +450,7 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
              "bytes": int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(teacher_vars))),
              "latency_s": _latency(module, teacher_vars, lat_x, int(cfg.latency_repeats))}
   teacher_quality = {"psnr_db": None, "ssim": 1.0}
-  rows, grid = [], [("teacher", inputs_lib.to_uint8(_outputs(module, teacher_vars,
+  rows, grid = [], [("teacher", inputs_lib.to_uint8(qat_lib.generate(module, teacher_vars,
                                                               eval_x[:8])))]
   for row in tqdm(settings(cfg), desc="settings", disable=not progress):
     run_dir = os.path.join(workdir, "runs", row["name"].replace(":", "of"))
@@ -484,12 +459,12 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
     student, student_vars = load_any_model(os.path.join(run_dir, "model"))
     quality = dict(result["after"])
     if scorer is not None:
-      quality.update(scorer(student, student_vars))
+      quality.update(scorer(student_vars, student))
     rows.append({**result, "quality": quality})
     grid.append((f"{row['name']}\nPSNR {_fmt(quality['psnr_db'], '.1f')} dB",
-                 inputs_lib.to_uint8(_outputs(student, student_vars, eval_x[:8]))))
+                 inputs_lib.to_uint8(qat_lib.generate(student, student_vars, eval_x[:8]))))
   if scorer is not None:
-    teacher_quality.update(scorer(module, teacher_vars))
+    teacher_quality.update(scorer(teacher_vars))
   report = {"teacher": teacher, "config": cfg.to_dict(), "eval_inputs": eval_desc,
             "teacher_quality": teacher_quality, "rows": rows}
   runs.write_json(os.path.join(workdir, REPORT_JSON), report)

@@ -164,7 +164,18 @@ def make_train_step(
 
 def generate(generator: nn.Module, variables: Any, latents: np.ndarray, batch_size: int = 256
              ) -> np.ndarray:
-  """``generator.apply(variables, z)`` over ``latents`` in batches, as a numpy array."""
+  """``generator.apply(variables, x)`` over ``latents`` in batches, as a numpy array.
+
+  Args:
+    generator: a generator module.
+    variables: its variables.
+    latents: float32 ``[n, z_dim]`` latents, or ``[n, height, width, channels]`` images in
+      [-1, 1] for an image-to-image generator.
+    batch_size: inputs per jitted call.
+
+  Returns:
+    float32 outputs ``[n, ...]`` (images in [-1, 1]).
+  """
   apply = jax.jit(generator.apply)
   outs = [np.asarray(apply(variables, jnp.asarray(latents[i:i + batch_size])))
           for i in range(0, len(latents), batch_size)]

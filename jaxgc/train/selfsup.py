@@ -86,6 +86,9 @@ def adversarial_loss(d_out: jax.Array, kind: str) -> jax.Array:
 
   Returns:
     float32 scalar.
+
+  Raises:
+    ValueError: an unknown ``kind``.
   """
   d_out = d_out.astype(jnp.float32)
   if kind == "non_saturating_prob":
