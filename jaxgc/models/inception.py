@@ -163,8 +163,39 @@ class InceptionE(nn.Module):
     return jnp.concatenate([b0, b1, b2, b3, b4, b5], axis=-1)
 
 
+# Stages of the network in order: (tap name, what it does). ``pool0`` / ``pool1`` are the two
+# stem max pools; ``mixed`` .. ``mixed_10`` the Inception blocks; ``pool3`` the final average.
+STAGES = ("conv", "conv_1", "conv_2", "pool0", "conv_3", "conv_4", "pool1", "mixed", "mixed_1",
+          "mixed_2", "mixed_3", "mixed_4", "mixed_5", "mixed_6", "mixed_7", "mixed_8", "mixed_9",
+          "mixed_10", "pool3")
+# Smallest input side the first ``mixed_3`` (stride-2 valid convolutions) still accepts.
+MIN_TAP_SIZE = 75
+
+
+def _stage(name: str, x: jax.Array) -> jax.Array:
+  """Applies stage ``name`` of ``STAGES`` (inside ``FIDInceptionV3.__call__``)."""
+  if name == "pool0" or name == "pool1":
+    return _max_pool_3x3(x, 2)
+  if name == "pool3":
+    return jnp.mean(x, axis=(1, 2))                     # AvgPool2d(8) -> [batch, 2048]
+  if name.startswith("conv"):
+    features, kernel, strides, padding = {
+        "conv": (32, 3, 2, 0), "conv_1": (32, 3, 1, 0), "conv_2": (64, 3, 1, 1),
+        "conv_3": (80, 1, 1, 0), "conv_4": (192, 3, 1, 0)}[name]
+    return _conv(features, kernel, strides=strides, padding=padding, name=name)(x)
+  block = {"mixed": lambda: InceptionA(32, name=name), "mixed_1": lambda: InceptionA(64, name=name),
+           "mixed_2": lambda: InceptionA(64, name=name), "mixed_3": lambda: InceptionB(name=name),
+           "mixed_4": lambda: InceptionC(128, name=name),
+           "mixed_5": lambda: InceptionC(160, name=name),
+           "mixed_6": lambda: InceptionC(160, name=name),
+           "mixed_7": lambda: InceptionC(192, name=name), "mixed_8": lambda: InceptionD(name=name),
+           "mixed_9": lambda: InceptionE("avg", name=name),
+           "mixed_10": lambda: InceptionE("max", name=name)}[name]
+  return block()(x)
+
+
 class FIDInceptionV3(nn.Module):
-  """FID Inception-v3 up to ``pool3``.
+  """FID Inception-v3 up to ``pool3``, or its intermediate feature maps.
 
   Input ``[batch, 299, 299, 3]`` float32 RGB, already scaled as ``(pixel - 128) / 128`` with
   pixels in [0, 255] (so values in [-1, 0.9921875]); no resizing is done here (see
@@ -172,31 +203,39 @@ class FIDInceptionV3(nn.Module):
   non-negative average of the last 8x8 feature map. Inference only: the batch norms always use
   their running statistics, so ``apply`` needs ``{"params", "batch_stats"}`` and nothing mutable.
 
+  Shapes at 299 x 299: ``pool0`` 73x73x64, ``pool1`` 35x35x192, ``mixed``/``mixed_1``/
+  ``mixed_2`` 35x35x(256/288/288), ``mixed_3``..``mixed_7`` 17x17x768, ``mixed_8`` 8x8x1280,
+  ``mixed_9``/``mixed_10`` 8x8x2048.
+
+  Attributes:
+    taps: names from ``STAGES``; when given, ``__call__`` returns a tuple of those stages'
+      outputs (in ``STAGES`` order) and stops after the last one, and accepts any input side of
+      at least ``MIN_TAP_SIZE`` (a frozen perceptual feature network, e.g. ``("pool1",
+      "mixed_2")``). Empty (the default): the FID network, 299 x 299 only.
+
   Raises:
-    ValueError: (at trace time) the input is not ``[batch, 299, 299, 3]``.
+    ValueError: (at trace time) the input is not ``[batch, 299, 299, 3]`` (without taps) or
+      ``[batch, >= 75, >= 75, 3]`` (with taps); an unknown tap name.
   """
 
+  taps: tuple[str, ...] = ()
+
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    if x.ndim != 4 or x.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
+  def __call__(self, x: jax.Array) -> jax.Array | tuple[jax.Array, ...]:
+    unknown = [t for t in self.taps if t not in STAGES]
+    if unknown:
+      raise ValueError(f"unknown Inception taps {unknown}; expected names from {STAGES}")
+    if self.taps:
+      if x.ndim != 4 or x.shape[-1] != 3 or min(x.shape[1:3]) < MIN_TAP_SIZE:
+        raise ValueError(f"FIDInceptionV3 with taps takes [batch, >= {MIN_TAP_SIZE}, "
+                         f">= {MIN_TAP_SIZE}, 3], got {tuple(x.shape)}")
+    elif x.ndim != 4 or x.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
       raise ValueError(f"FIDInceptionV3 takes [batch, {INPUT_SIZE}, {INPUT_SIZE}, 3], "
                        f"got {tuple(x.shape)}")
-    x = _conv(32, 3, strides=2, name="conv")(x)           # 149x149x32
-    x = _conv(32, 3, name="conv_1")(x)                    # 147x147x32
-    x = _conv(64, 3, padding=1, name="conv_2")(x)         # 147x147x64
-    x = _max_pool_3x3(x, 2)                               # 73x73x64 (pool0)
-    x = _conv(80, 1, name="conv_3")(x)                    # 73x73x80
-    x = _conv(192, 3, name="conv_4")(x)                   # 71x71x192
-    x = _max_pool_3x3(x, 2)                               # 35x35x192 (pool1)
-    x = InceptionA(32, name="mixed")(x)                   # 35x35x256
-    x = InceptionA(64, name="mixed_1")(x)                 # 35x35x288
-    x = InceptionA(64, name="mixed_2")(x)                 # 35x35x288
-    x = InceptionB(name="mixed_3")(x)                     # 17x17x768
-    x = InceptionC(128, name="mixed_4")(x)
-    x = InceptionC(160, name="mixed_5")(x)
-    x = InceptionC(160, name="mixed_6")(x)
-    x = InceptionC(192, name="mixed_7")(x)                # 17x17x768
-    x = InceptionD(name="mixed_8")(x)                     # 8x8x1280
-    x = InceptionE("avg", name="mixed_9")(x)              # 8x8x2048
-    x = InceptionE("max", name="mixed_10")(x)             # 8x8x2048
-    return jnp.mean(x, axis=(1, 2))                       # pool2: AvgPool2d(8) -> [batch, 2048]
+    last = max((STAGES.index(t) for t in self.taps), default=len(STAGES) - 1)
+    out = []
+    for name in STAGES[:last + 1]:
+      x = _stage(name, x)
+      if name in self.taps:
+        out.append(x)
+    return tuple(out) if self.taps else x

@@ -66,15 +66,22 @@ def _resolve_widths(ngf: int, n_blocks: int, stem: int | None, down: Sequence[in
   return widths
 
 
+def _encode(x, *, stem: int, down: tuple[int, int], norm: str) -> list[jax.Array]:
+  """The stem and the two stride-2 downsamplings: their three activations (after ReLU)."""
+  use_bias = norm == "instance"
+  x = layers.conv(stem, 7, use_bias=use_bias, name="conv_in")(layers.pad2d(x, 3, "reflect"))
+  maps = [nn.relu(layers.norm_layer(norm, "norm_in")(x))]
+  for i, c in enumerate(down):
+    x = layers.conv(c, 3, strides=2, padding=1, use_bias=use_bias, name=f"down_{i}")(maps[-1])
+    maps.append(nn.relu(layers.norm_layer(norm, f"down_norm_{i}")(x)))
+  return maps
+
+
 def _encoder_decoder(x, *, stem: int, down: tuple[int, int], up: tuple[int, int], output_nc: int,
                      norm: str, padding_type: str, blocks):
   """Stem, two stride-2 downsamplings, residual trunk, two transposed-conv upsamplings, head."""
   use_bias = norm == "instance"
-  x = layers.conv(stem, 7, use_bias=use_bias, name="conv_in")(layers.pad2d(x, 3, "reflect"))
-  x = nn.relu(layers.norm_layer(norm, "norm_in")(x))
-  for i, c in enumerate(down):
-    x = layers.conv(c, 3, strides=2, padding=1, use_bias=use_bias, name=f"down_{i}")(x)
-    x = nn.relu(layers.norm_layer(norm, f"down_norm_{i}")(x))
+  x = _encode(x, stem=stem, down=down, norm=norm)[-1]
   for block in blocks:
     x = block(x)
   for i, c in enumerate(up):
@@ -262,3 +269,56 @@ class SubMobileResnetGenerator(nn.Module):
     return _encoder_decoder(jnp.clip(x, -1.0, 1.0), stem=self.stem, down=tuple(self.down),
                             up=tuple(self.up), output_nc=self.output_nc, norm=self.norm,
                             padding_type=self.padding_type, blocks=blocks)
+
+
+class ResnetEncoder(nn.Module):
+  """The encoder of a zoo ResNet generator (stem and two stride-2 convolutions) as a frozen
+  feature network: a generator's own ``conv_in``/``norm_in``/``down_*``/``down_norm_*``
+  variables apply to it unchanged (:func:`encoder_of`).
+
+  Input ``[batch, height, width, 3]`` float32 in [-1, 1] (clamped first when ``clamp``, as
+  ``SubMobileResnetGenerator`` does); output the three ReLU activations ``[batch, height, width,
+  stem]``, ``[batch, height / 2, width / 2, down[0]]`` and ``[batch, height / 4, width / 4,
+  down[1]]``.
+
+  Raises:
+    ValueError: (at trace time) images not ``[batch, height, width, 3]`` with sides % 4 == 0.
+  """
+
+  stem: int
+  down: tuple[int, ...]
+  norm: str = "instance"
+  clamp: bool = False
+  input_nc: int = 3
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
+    check_image_input(x, self.input_nc)
+    if self.clamp:
+      x = jnp.clip(x, -1.0, 1.0)
+    return tuple(_encode(x, stem=self.stem, down=tuple(self.down), norm=self.norm))
+
+
+ENCODER_KEYS = ("conv_in", "norm_in", "down_0", "down_norm_0", "down_1", "down_norm_1")
+
+
+def encoder_of(module: nn.Module, variables: dict[str, Any]) -> tuple[ResnetEncoder, dict]:
+  """``(encoder, encoder variables)`` of a ResNet / mobile / sub-mobile generator of the zoo.
+
+  The variables are the generator's own, restricted to ``ENCODER_KEYS`` in every collection.
+
+  Raises:
+    ValueError: ``module`` is not one of the zoo's ResNet generators.
+  """
+  if isinstance(module, SubMobileResnetGenerator):
+    enc = ResnetEncoder(module.stem, tuple(module.down), module.norm, True, module.input_nc)
+  elif isinstance(module, (ResnetGenerator, MobileResnetGenerator)):
+    w = _resolve_widths(module.ngf, module.n_blocks, module.stem, module.down, module.hidden,
+                        module.up)
+    enc = ResnetEncoder(w["stem"], w["down"], module.norm, False, module.input_nc)
+  else:
+    raise ValueError(f"encoder_of needs a ResNet generator of the zoo, got "
+                     f"{type(module).__name__}")
+  sub = {c: {k: v for k, v in tree.items() if k in ENCODER_KEYS}
+         for c, tree in variables.items()}
+  return enc, {c: t for c, t in sub.items() if t}
