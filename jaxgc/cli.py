@@ -5,6 +5,7 @@
   jaxgc evaluate --config configs/NAME.py --workdir DIR [--config.KEY=VALUE ...]
   jaxgc qat --config configs/NAME.py --workdir DIR [--config.KEY=VALUE ...]
   jaxgc study --config configs/NAME.py --workdir DIR [--config.KEY=VALUE ...]
+  jaxgc distill --config configs/NAME.py --workdir DIR [--config.KEY=VALUE ...]
 
 Errors are one line on stderr (``jaxgc: error: ...``) with exit status 2.
 """
@@ -119,7 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       ("train", "prune a generator (unstructured, N:M, channel) and recover it by "
        "self-supervised compression (distillation + frozen discriminator)", None, resumable),
       ("study", "weight bits x activation bits x clipping trade-off study", None,
-       "output folder for report.md, tradeoff.png")):
+       "output folder for report.md, tradeoff.png"),
+      ("distill", "distill a narrower image-to-image generator with content relationship "
+       "distillation and an online discriminator", None, resumable)):
     p = sub.add_parser(name, help=help_)
     # Only `evaluate` runs from flags alone; every other job needs a config file.
     p.add_argument("--config", required=config_help is None, default=None,
@@ -140,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       return _convert(args)
     if args.command == "evaluate":
       return _evaluate(args, overrides)
-    if args.command in ("qat", "study", "train"):
+    if args.command in ("qat", "study", "train", "distill"):
       return _training_job(args.command, args, overrides)
     return _compress(args, overrides)
   except (CheckpointError, ValueError, FileNotFoundError, PermissionError, ImportError,

@@ -24,6 +24,7 @@ import math
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -141,3 +142,28 @@ def xla_flops(module, variables: Any, x: jax.Array) -> float:
   if not cost or "flops" not in cost:
     raise ValueError(f"the {jax.default_backend()} compiler reports no flop count: {cost!r}")
   return float(cost["flops"]) / int(x.shape[0])
+
+
+def latency(module, variables, x, repeats: int = 10) -> float:
+  """Median wall seconds of one jitted ``module.apply(variables, x)`` (compilation excluded).
+
+  Args:
+    module: a Flax module.
+    variables: its variables.
+    x: one input batch (e.g. ``[batch, height, width, 3]`` float32), put on the default device.
+    repeats: timed calls, >= 1, after one untimed warm-up call.
+
+  Returns:
+    Seconds (float) per call, the median over ``repeats`` (``block_until_ready`` included).
+  """
+  import statistics  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  apply = jax.jit(module.apply)
+  xs = jnp.asarray(x)
+  apply(variables, xs).block_until_ready()
+  times = []
+  for _ in range(max(1, int(repeats))):
+    t = time.perf_counter()
+    apply(variables, xs).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return statistics.median(times)

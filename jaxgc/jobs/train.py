@@ -31,8 +31,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import statistics
-import time
 from typing import Any
 
 import jax
@@ -217,19 +215,6 @@ def _nonzero(variables) -> int:
   return int(sum(np.count_nonzero(np.asarray(x)) for x in jax.tree.leaves(variables["params"])))
 
 
-def _latency(module, variables, x: np.ndarray, repeats: int) -> float:
-  """Median seconds of one jitted forward pass on ``x`` (compilation excluded)."""
-  apply = jax.jit(module.apply)
-  xs = jnp.asarray(x)
-  apply(variables, xs).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    apply(variables, xs).block_until_ready()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
-
-
 def _scorer(cfg, module, teacher_vars):
   """``(variables, module) -> metrics`` of samples vs the teacher's, or None."""
   mcfg = cfg.metrics
@@ -307,7 +292,7 @@ def _train_setting(cfg, row, module, teacher_vars, disc, disc_vars, eval_x, run_
       "zero_params": zeros,
       "macs": stats.count_macs(student, final, jnp.asarray(eval_x[:1])),
       "bytes": int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(final))),
-      "latency_s": _latency(student, final, lat_x, int(cfg.latency_repeats)),
+      "latency_s": stats.latency(student, final, lat_x, int(cfg.latency_repeats)),
       "before": before, "after": after, "spec": models.model_spec(student),
   }
   runs.write_json(result_path, result)
@@ -448,7 +433,7 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
              "params": stats.count_params(teacher_vars),
              "macs": stats.count_macs(module, teacher_vars, jnp.asarray(eval_x[:1])),
              "bytes": int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(teacher_vars))),
-             "latency_s": _latency(module, teacher_vars, lat_x, int(cfg.latency_repeats))}
+             "latency_s": stats.latency(module, teacher_vars, lat_x, int(cfg.latency_repeats))}
   teacher_quality = {"psnr_db": None, "ssim": 1.0}
   rows, grid = [], [("teacher", inputs_lib.to_uint8(qat_lib.generate(module, teacher_vars,
                                                               eval_x[:8])))]

@@ -55,10 +55,19 @@ def jit_step(step: Any, mesh: jax.sharding.Mesh | None, num_batch_args: int = 1,
 
 
 def shard_batch(batch: Any, mesh: jax.sharding.Mesh | None) -> jax.Array:
-  """Puts ``batch`` on the mesh, split over ``'data'`` (or on the default device)."""
+  """Puts ``batch`` (a pytree of arrays) on the mesh, split over ``'data'`` (or on the default
+  device).
+
+  With several processes (``jax.distributed.initialize``) ``batch`` is this process's part of
+  the global batch and the global arrays are assembled with
+  ``jax.make_array_from_process_local_data`` (process ``k`` holds rows ``k * b .. (k + 1) * b``).
+  """
   if mesh is None:
     return jax.tree.map(jnp.asarray, batch)
-  return jax.device_put(batch, NamedSharding(mesh, P("data")))
+  sharding = NamedSharding(mesh, P("data"))
+  if jax.process_count() > 1:
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+  return jax.device_put(batch, sharding)
 
 
 def replicate(tree: Any, mesh: jax.sharding.Mesh | None) -> Any:
