@@ -131,6 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     if name == "compress":
       p.add_argument("--print-report", action="store_true", help="print report.md when done")
+    if name == "distill":
+      p.add_argument("--distributed", action="store_true",
+                     help="multi-host: call jax.distributed.initialize() first (TPU pods, "
+                     "SLURM, Open MPI detect their peers); run the same command on every host")
   args, extra = parser.parse_known_args(argv)
   overrides = [a for a in extra if a.startswith("--config.")]
   rest = [a for a in extra if not a.startswith("--config.")]
@@ -143,6 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       return _convert(args)
     if args.command == "evaluate":
       return _evaluate(args, overrides)
+    if getattr(args, "distributed", False):
+      import jax  # pylint: disable=import-outside-toplevel
+      jax.distributed.initialize()
     if args.command in ("qat", "study", "train", "distill"):
       return _training_job(args.command, args, overrides)
     return _compress(args, overrides)

@@ -531,7 +531,7 @@ def markdown(report: dict) -> str:
       "| model | params | MACs (G) | bytes | latency (ms) | PSNR (dB) | SSIM | FID | KID |",
       "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
       f"| teacher | {t['params']:,} | {t['macs'] / 1e9:.3f} | {t['bytes']:,} | "
-      f"{t['latency_s'] * 1e3:.2f} | - | 1 | 0 | 0 |",
+      f"{t['latency_s'] * 1e3:.2f} | - | 1 | 0 (reference) | 0 |",
   ]
   for label, key in (("student before training", "before"), ("student after training", "after")):
     m = q[key]

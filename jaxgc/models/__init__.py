@@ -11,5 +11,7 @@ from jaxgc.models.registry import build
 from jaxgc.models.registry import example_input
 from jaxgc.models.registry import model_spec
 from jaxgc.models.resnet import MobileResnetGenerator
+from jaxgc.models.resnet import ResnetEncoder
 from jaxgc.models.resnet import ResnetGenerator
+from jaxgc.models.resnet import encoder_of
 from jaxgc.models.resnet import SubMobileResnetGenerator

@@ -1,9 +1,14 @@
 """Training: train states, jitted sharded steps, losses and checkpoints (QAT, self-supervised
-compression of pruned generators)."""
+compression of pruned generators, content relationship distillation with an online
+discriminator), and the grain input pipeline (:mod:`jaxgc.train.pipeline`)."""
 
 from jaxgc.train.checkpointing import checkpoint_manager
 from jaxgc.train.checkpointing import restore_latest
 from jaxgc.train.checkpointing import save_state
+from jaxgc.train.distill import DistillConfig
+from jaxgc.train.distill import create_distill_state
+from jaxgc.train.distill import make_distill_step
+from jaxgc.train.features import FeatureNet
 from jaxgc.train.qat import QATConfig
 from jaxgc.train.qat import make_train_step
 from jaxgc.train.qat import qat_loss
