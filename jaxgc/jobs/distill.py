@@ -302,14 +302,36 @@ def _eval_inputs(cfg) -> tuple[np.ndarray, np.ndarray | None, str]:
   return photos, crops, desc
 
 
-def _fid(teacher_feats: np.ndarray, images: np.ndarray, cfg, progress: bool) -> dict:
+def _target_images(cfg) -> np.ndarray | None:
+  """Real target-domain test images (``testB`` / the B halves of ``test``), uint8 ``[n, size,
+  size, 3]`` (bicubic resize), the reference of the published FID protocol; None for photos."""
+  if cfg.data.source == "photos" or not cfg.eval.fid_images:
+    return None
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  src = _source(cfg, "test")
+  if cfg.data.source == "unpaired":
+    imgs = [pipeline.load_rgb(p) for p in src.B_paths]
+  else:
+    imgs = [src[i]["B"] for i in range(len(src))]
+  size = int(cfg.eval.size)
+  return np.stack([np.asarray(Image.fromarray(np.asarray(i)).resize(
+      (size, size), Image.Resampling.BICUBIC)) for i in imgs])
+
+
+def _features(images: np.ndarray, cfg, progress: bool) -> np.ndarray:
   from jaxgc.eval import features as features_eval  # pylint: disable=import-outside-toplevel
+  if images.dtype != np.uint8:
+    images = inputs_lib.to_uint8(images)
+  return features_eval.extract_features(images, "inception", batch_size=int(cfg.eval.fid_batch),
+                                        progress=progress)
+
+
+def _fid(reference: np.ndarray, feats: np.ndarray, cfg) -> dict:
+  """FID and KID (subsets of ``min(1000, n)``) of ``feats`` against ``reference`` features."""
   from jaxgc.eval import metrics  # pylint: disable=import-outside-toplevel
-  feats = features_eval.extract_features(inputs_lib.to_uint8(images), "inception",
-                                         batch_size=int(cfg.eval.fid_batch), progress=progress)
-  k = metrics.kid(teacher_feats, feats, num_subsets=100,
-                  subset_size=min(1000, len(feats)), seed=int(cfg.seed))
-  return {"fid": float(metrics.fid(teacher_feats, feats)), "kid_mean": float(k["kid_mean"]),
+  k = metrics.kid(reference, feats, num_subsets=100,
+                  subset_size=min(1000, len(feats), len(reference)), seed=int(cfg.seed))
+  return {"fid": float(metrics.fid(reference, feats)), "kid_mean": float(k["kid_mean"]),
           "kid_std": float(k["kid_std"])}
 
 
@@ -450,14 +472,17 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   quality = {"before": report_lib.image_metrics(teacher_eval, before_eval),
              "after": report_lib.image_metrics(teacher_eval, after_eval)}
   if fid_x is not None:
-    from jaxgc.eval import features as features_eval  # pylint: disable=import-outside-toplevel
-    t_imgs = inputs_lib.to_uint8(generate(teacher, teacher_vars, fid_x, 4))
-    t_feats = features_eval.extract_features(t_imgs, "inception",
-                                             batch_size=int(cfg.eval.fid_batch),
-                                             progress=progress)
-    quality["before"].update(_fid(t_feats, generate(student, student_vars, fid_x, 4), cfg,
-                                  progress))
-    quality["after"].update(_fid(t_feats, generate(student, final, fid_x, 4), cfg, progress))
+    t_feats = _features(generate(teacher, teacher_vars, fid_x, 4), cfg, progress)
+    feats = {"before": _features(generate(student, student_vars, fid_x, 4), cfg, progress),
+             "after": _features(generate(student, final, fid_x, 4), cfg, progress)}
+    target = _target_images(cfg)
+    b_feats = None if target is None else _features(target, cfg, progress)
+    if b_feats is not None:
+      quality["teacher"] = {f"{k}_vs_real": v for k, v in _fid(b_feats, t_feats, cfg).items()}
+    for when, f in feats.items():
+      quality[when].update(_fid(t_feats, f, cfg))
+      if b_feats is not None:
+        quality[when].update({f"{k}_vs_real": v for k, v in _fid(b_feats, f, cfg).items()})
   lat_x = eval_x[:1]
   t_facts = _model_facts(teacher, teacher_vars, lat_x, int(cfg.latency_repeats))
   s_facts = _model_facts(student, final, lat_x, int(cfg.latency_repeats))
@@ -493,6 +518,7 @@ def markdown(report: dict) -> str:
   """``report.md``: models, the loss, and the teacher vs student table."""
   t, s, q, c = report["teacher"], report["student"], report["quality"], report["config"]
   tr, l = report["training"], c["loss"]
+  real = "teacher" in q   # FID against real target-domain test images (folder data sets)
   terms = [f"{l['crd_weight']} * CRD (distance {l['distance_weight']}, angle "
            f"{l['angle_weight']}, slicings {list(l['slicing_weights'])}, {l['patch_size']}x"
            f"{l['patch_size']} patches" + (f", {l['num_anchors']} angle anchors" if
@@ -521,24 +547,31 @@ def markdown(report: dict) -> str:
       f"- held-out inputs: {report['eval_inputs']}",
       "- PSNR / SSIM: the student's outputs against the teacher's (images in [0, 1]). FID / KID: "
       "Inception features of the student's translations against the teacher's on the same "
-      "held-out inputs (the teacher's outputs are the reference; 0 = indistinguishable). This "
-      "is not the published horse->zebra protocol (real zebra test images, not available "
-      "here), so it is not comparable with the papers' FIDs; with a few hundred images FID is "
-      "biased upwards.",
+      "held-out inputs (the teacher's outputs are the reference; 0 = indistinguishable): not "
+      "the published protocol (real target-domain images as the reference), so not comparable "
+      "with the papers' FIDs; with a few hundred images FID is "
+      "biased upwards."
+      + (" FID / KID vs real: against the real target-domain test images (the published "
+         "protocol's reference, here at the held-out size)." if real else ""),
       "- MACs: torchprofile convention, one image at the held-out size; latency: median of "
       f"jitted forward passes of one image on this machine's {jax.default_backend()}",
       "",
-      "| model | params | MACs (G) | bytes | latency (ms) | PSNR (dB) | SSIM | FID | KID |",
-      "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+      "| model | params | MACs (G) | bytes | latency (ms) | PSNR (dB) | SSIM | FID | KID |"
+      + (" FID vs real | KID vs real |" if real else ""),
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if real else ""),
       f"| teacher | {t['params']:,} | {t['macs'] / 1e9:.3f} | {t['bytes']:,} | "
-      f"{t['latency_s'] * 1e3:.2f} | - | 1 | 0 (reference) | 0 |",
+      f"{t['latency_s'] * 1e3:.2f} | - | 1 | 0 (reference) | 0 |"
+      + (f" {_f(q['teacher']['fid_vs_real'], '.2f')} | "
+         f"{_f(q['teacher']['kid_mean_vs_real'], '.4f')} |" if real else ""),
   ]
   for label, key in (("student before training", "before"), ("student after training", "after")):
     m = q[key]
     lines.append(f"| {label} | {s['params']:,} | {s['macs'] / 1e9:.3f} | {s['bytes']:,} | "
                  f"{s['latency_s'] * 1e3:.2f} | {_f(m['psnr_db'], '.2f')} | "
                  f"{_f(m['ssim'], '.4f')} | {_f(m.get('fid'), '.2f')} | "
-                 f"{_f(m.get('kid_mean'), '.4f')} |")
+                 f"{_f(m.get('kid_mean'), '.4f')} |"
+                 + (f" {_f(m['fid_vs_real'], '.2f')} | {_f(m['kid_mean_vs_real'], '.4f')} |"
+                    if real else ""))
   r = report["ratios"]
   lines += ["", f"The student has {r['macs']:.2f}x fewer MACs, {r['params']:.2f}x fewer params "
             f"and runs {r['latency']:.2f}x faster than the teacher here.", "",
