@@ -4,7 +4,7 @@ The teacher is a pretrained ResNet / mobile / sub-mobile CycleGAN generator (by 
 horse->zebra generator of ``$JAXGC_ASSETS``); the student is the same architecture at a fraction
 ``student.width`` of every layer's channels (about ``width**2`` of the MACs; ``width`` 0.45 gives
 4.2x fewer for the horse->zebra teacher), initialised from the teacher's strongest channels (``init="slim"``, GAN
-Compression's weight inheritance) or at random (``"scratch"``), or a ``ResnetGenerator`` of
+Compression's weight inheritance) or at random (``"scratch"``, CycleGAN's N(0, 0.02)), or a ``ResnetGenerator`` of
 ``student.ngf``. It is trained with content relationship distillation, optional pixel and
 feature terms, and an online PatchGAN discriminator (:mod:`jaxgc.train.distill`; You et al.
 2022, arXiv 2212.11091).
@@ -51,6 +51,7 @@ from jaxgc.jobs import config as config_lib
 from jaxgc.jobs import inputs as inputs_lib
 from jaxgc.jobs import report as report_lib
 from jaxgc.jobs import runs
+from jaxgc.models import layers
 from jaxgc.models import registry
 from jaxgc.models.patchgan import PatchGANDiscriminator
 from jaxgc.models.resnet import MobileResnetGenerator
@@ -226,10 +227,10 @@ def build_student(cfg, teacher: Any, teacher_vars: dict, example: jax.Array
     ValueError: the teacher is not a ResNet / mobile / sub-mobile generator of the zoo.
   """
   s = cfg.student
-  key = jax.random.key(int(cfg.seed))
   if s.arch == "resnet_generator":
     student = ResnetGenerator(ngf=int(s.ngf), n_blocks=9, norm="instance")
-    return student, student.init(key, example), f"ResnetGenerator(ngf={s.ngf}), random init"
+    return (student, layers.normal_init(student, example, int(cfg.seed)),
+            f"ResnetGenerator(ngf={s.ngf}), random N(0, 0.02) init")
   if not isinstance(teacher, _GENERATORS):
     raise ValueError(f"distill needs a ResNet, mobile or sub-mobile generator teacher, got "
                      f"{type(teacher).__name__}")
@@ -246,8 +247,8 @@ def build_student(cfg, teacher: Any, teacher_vars: dict, example: jax.Array
                             up=tuple(_scaled(c, width) for c in teacher.up), parent=None)
   else:
     student = teacher.clone(ngf=_scaled(teacher.ngf, width), parent=None)
-  return student, student.init(key, example), (f"{type(teacher).__name__} at width "
-                                               f"{width:g}, random init")
+  return student, layers.normal_init(student, example, int(cfg.seed)), (
+      f"{type(teacher).__name__} at width {width:g}, random N(0, 0.02) init")
 
 
 def _source(cfg, phase: str = "train"):
@@ -411,7 +412,7 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   if lcfg.uses_discriminator:
     disc = PatchGANDiscriminator(ndf=int(cfg.disc.ndf), n_layers=int(cfg.disc.n_layers),
                                  norm="instance", image_size=crop)
-    disc_vars = disc.init(jax.random.fold_in(jax.random.key(int(cfg.seed)), 2), example)
+    disc_vars = layers.normal_init(disc, example, seed=int(cfg.seed) + 2)
   feature_net = None
   if lcfg.uses_features:
     if cfg.loss.feature_net == "inception":

@@ -129,3 +129,40 @@ def dense(features: int, use_bias: bool = True, name: str | None = None) -> nn.D
 
 def as_tuple(xs: Sequence[int]) -> tuple[int, ...]:
   return tuple(int(x) for x in xs)
+
+
+def normal_init(module: nn.Module, example: jax.Array, seed: int = 0, gain: float = 0.02
+                ) -> dict:
+  """Variables of ``module`` drawn as pytorch-CycleGAN-and-pix2pix's ``init_weights`` with
+  ``init_type="normal"`` (``models/networks.py``): every ``kernel`` ~ N(0, ``gain``), every
+  ``bias`` 0, every norm ``scale`` ~ N(1, ``gain``); other variables (``batch_stats``) as the
+  module's own ``init`` gives them (running mean 0, variance 1).
+
+  Only the shapes come from ``module.init`` (through ``jax.eval_shape``: nothing is compiled or
+  run), and the values from ``numpy.random.default_rng(seed)``, so this is fast on any backend.
+
+  Args:
+    module: a Flax module.
+    example: an input (or ``jax.ShapeDtypeStruct``) of the shape ``module`` is called with.
+    seed: seeds the draw.
+    gain: standard deviation of the draws, 0.02 upstream.
+
+  Returns:
+    Variables, nested dicts of float32 numpy arrays.
+  """
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  shapes = jax.eval_shape(module.init, jax.random.key(0), example)
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    name = getattr(path[-1], "key", None)
+    collection = getattr(path[0], "key", None)
+    if collection == "batch_stats":
+      return np.full(leaf.shape, 1.0 if name == "var" else 0.0, np.float32)
+    if name == "kernel":
+      return (gain * rng.standard_normal(leaf.shape)).astype(np.float32)
+    if name == "scale":
+      return (1.0 + gain * rng.standard_normal(leaf.shape)).astype(np.float32)
+    return np.zeros(leaf.shape, np.float32)
+
+  return jax.tree_util.tree_map_with_path(draw, shapes)

@@ -254,7 +254,10 @@ def make_distill_step(student: nn.Module, teacher: nn.Module, config: DistillCon
       loss = loss + config.crd_weight * total
     if config.recon_weight > 0:
       err = out32 - t32
-      m["recon"] = jnp.mean(jnp.abs(err)) if config.recon == "l1" else jnp.mean(err * err)
+      # L1 as err * sign(err) with a constant sign: gradient 0 at err == 0, as PyTorch's
+      # L1Loss (jnp.abs has gradient 1 there, which would move a student equal to its teacher).
+      m["recon"] = (jnp.mean(err * jax.lax.stop_gradient(jnp.sign(err))) if config.recon == "l1"
+                    else jnp.mean(err * err))
       loss = loss + config.recon_weight * m["recon"]
     if config.uses_features:
       f = features_lib.feature_losses(feature_net, feature_vars, out32, t32,

@@ -162,6 +162,13 @@ def make_train_step(
       transform=functools.partial(quantized_variables, config=config))
 
 
+@functools.lru_cache(maxsize=32)
+def jitted_apply(module: nn.Module) -> Callable[..., Any]:
+  """``jax.jit(module.apply)``, one per (equal) module, so repeated calls reuse its compilations
+  (a new ``jax.jit`` of a bound method would compile again)."""
+  return jax.jit(module.apply)
+
+
 def generate(generator: nn.Module, variables: Any, latents: np.ndarray, batch_size: int = 256
              ) -> np.ndarray:
   """``generator.apply(variables, x)`` over ``latents`` in batches, as a numpy array.
@@ -176,7 +183,7 @@ def generate(generator: nn.Module, variables: Any, latents: np.ndarray, batch_si
   Returns:
     float32 outputs ``[n, ...]`` (images in [-1, 1]).
   """
-  apply = jax.jit(generator.apply)
+  apply = jitted_apply(generator)
   outs = [np.asarray(apply(variables, jnp.asarray(latents[i:i + batch_size])))
           for i in range(0, len(latents), batch_size)]
   return np.concatenate(outs)
