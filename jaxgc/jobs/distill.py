@@ -274,6 +274,15 @@ def _dataset(cfg, source, batch: int, seed: int, crop: int, train: bool, **shard
                                **shard)
 
 
+def _test_inputs(cfg):
+  """The test source of a folder data set, each input image once (unpaired records repeat A
+  images when ``testB`` is the larger folder)."""
+  src = _source(cfg, "test")
+  if cfg.data.source == "unpaired":
+    return [{"A": pipeline.load_rgb(p)} for p in src.A_paths]
+  return src
+
+
 def _eval_inputs(cfg) -> tuple[np.ndarray, np.ndarray | None, str]:
   """``(photos for PSNR and grids, crops for FID or None, description)``, all held out."""
   size = int(cfg.eval.size)
@@ -282,14 +291,14 @@ def _eval_inputs(cfg) -> tuple[np.ndarray, np.ndarray | None, str]:
     desc = (f"scikit-image photos {list(cfg.eval.photos)} at {size} x {size} (training crops "
             f"come from {list(cfg.data.photos)})")
   else:
-    src = _source(cfg, "test")
+    src = _test_inputs(cfg)
     n = min(len(src), 8)
     photos = _dataset(cfg, src, n, 0, size, False, shard_index=0, shard_count=1)[0]["A"]
     desc = f"the first {n} shuffled test images of {cfg.data.root} at {size} x {size}"
   crops = None
   n = int(cfg.eval.fid_images)
   if n:
-    src = _source(cfg, "test")
+    src = _test_inputs(cfg)
     if cfg.data.source == "photos":
       src = pipeline.PhotoCrops(tuple(cfg.eval.photos), copies=-(-n // len(cfg.eval.photos)))
       crops = _dataset(cfg, src, n, int(cfg.seed) + 1, size, True, shard_index=0,
