@@ -1,6 +1,6 @@
 """FID through jaxgc's Flax Inception equals FID through the TorchScript network's features.
 
-500 Fashion-MNIST vs 500 MNIST images from ``$JAXGC_ASSETS``, resized to 299x299 the same way
+300 Fashion-MNIST vs 300 MNIST images from ``$JAXGC_ASSETS``, resized to 299x299 the same way
 for both networks (``resize_images``), so the only difference is the network itself.
 """
 
@@ -14,7 +14,7 @@ from jaxgc.eval import metrics
 
 torch = pytest.importorskip("torch", reason="torch is needed for the TorchScript reference")
 
-N = 500
+N = 300
 
 
 @pytest.fixture(scope="module")
