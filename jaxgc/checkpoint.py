@@ -17,7 +17,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxgc import convert
 from jaxgc import models
+from jaxgc.compress import storage
 from jaxgc._fileio import give_default_mode
 
 SPEC_FILE = "spec.json"
@@ -108,8 +110,7 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
   if has_vars:
     variables = ocp.PyTreeCheckpointer().restore(os.path.join(path, VARIABLES_DIR))
   else:
-    from jaxgc import compress  # pylint: disable=import-outside-toplevel
-    variables = compress.dequantize_variables(compress.load_quantized(quantized))
+    variables = storage.dequantize_variables(storage.load_quantized(quantized))
   return module, jax.tree.map(np.asarray, variables)
 
 
@@ -120,5 +121,4 @@ def load_any_model(path: str | os.PathLike, arch: str | None = None
   path = os.fspath(path)
   if os.path.isdir(path):
     return load_model(path)
-  from jaxgc import convert  # pylint: disable=import-outside-toplevel
   return convert.load_torch_checkpoint(path, arch)

@@ -31,9 +31,9 @@ import optax  # noqa: E402
 from jaxgc import train  # noqa: E402
 from jaxgc.models.patchgan import PatchGANDiscriminator  # noqa: E402
 from jaxgc.models.resnet import SubMobileResnetGenerator  # noqa: E402
-from jaxgc.train import crd as crd_lib  # noqa: E402
-from jaxgc.train import distill  # noqa: E402
-from jaxgc.train import features  # noqa: E402
+from jaxgc.train import crd_losses as crd_lib  # noqa: E402
+from jaxgc.train import crd_step as distill  # noqa: E402
+from jaxgc.train import feature_nets as features  # noqa: E402
 
 STEPS, BATCH, SIZE, PATCH = 3, 8, 32, 8
 TOL = 1e-5

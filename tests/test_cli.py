@@ -36,8 +36,8 @@ from jaxgc import convert
 from jaxgc import models
 from jaxgc.checkpoint import load_model
 from jaxgc.jobs import compress as job
-from jaxgc.jobs import inputs as inputs_lib
-from jaxgc.jobs import report as report_lib
+from jaxgc.data import inputs as inputs_lib
+from jaxgc import report as report_lib
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CONFIGS = sorted((REPO / "configs").glob("*_ptq.py"))          # jaxgc compress configs

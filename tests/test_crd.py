@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from jaxgc.train import crd
+from jaxgc.train import crd_losses as crd
 
 RTOL = 1e-5
 

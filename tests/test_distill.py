@@ -32,9 +32,10 @@ from jaxgc.models.resnet import ENCODER_KEYS
 from jaxgc.models.resnet import ResnetGenerator
 from jaxgc.models.resnet import SubMobileResnetGenerator
 from jaxgc.models.resnet import encoder_of
-from jaxgc.train import crd as crd_lib
-from jaxgc.train import distill
-from jaxgc.train import features
+from jaxgc.train import crd_losses as crd_lib
+from jaxgc.train import crd_step as distill
+from jaxgc.train import feature_nets as features
+from jaxgc.train import gan_losses
 
 H2Z = "cyclegan-h2z-gancompression/latest_net_G.pth"
 CONFIG = str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "crd_h2z.py")
@@ -313,24 +314,24 @@ def test_gan_losses_by_hand(kind):
     r_ref = np.mean(-np.log(sig(real)))
     f_ref = np.mean(-np.log(1 - sig(fake)))
     g_ref = np.mean(-np.log(sig(fake)))
-  loss, r, f = distill.discriminator_gan_loss(jnp.asarray(real), jnp.asarray(fake), kind)
+  loss, r, f = gan_losses.discriminator_loss(jnp.asarray(real), jnp.asarray(fake), kind)
   assert float(r) == pytest.approx(r_ref, rel=1e-6)
   assert float(f) == pytest.approx(f_ref, rel=1e-6)
   assert float(loss) == pytest.approx(0.5 * (r_ref + f_ref), rel=1e-6)
-  g = distill.generator_gan_loss(jnp.asarray(fake), kind)
+  g = gan_losses.generator_loss(jnp.asarray(fake), kind)
   assert float(g) == pytest.approx(g_ref, rel=1e-6)
   assert loss.dtype == g.dtype == jnp.float32
   # bfloat16 logits are scored in float32.
-  assert distill.generator_gan_loss(jnp.asarray(fake, jnp.bfloat16), kind).dtype == jnp.float32
+  assert gan_losses.generator_loss(jnp.asarray(fake, jnp.bfloat16), kind).dtype == jnp.float32
 
 
 def test_vanilla_gan_loss_is_stable_for_large_logits():
   big = jnp.asarray([[80.0, -80.0]]).reshape(1, 1, 2, 1)
-  _, r, f = distill.discriminator_gan_loss(big, big, "vanilla")
+  _, r, f = gan_losses.discriminator_loss(big, big, "vanilla")
   # softplus(-80) ~ 1.8e-35 and softplus(80) = 80: one of the two logits is wrong in each term.
   assert float(r) == pytest.approx(40.0, rel=1e-6)
   assert float(f) == pytest.approx(40.0, rel=1e-6)
-  assert math.isfinite(float(distill.generator_gan_loss(big * 10, "vanilla")))
+  assert math.isfinite(float(gan_losses.generator_loss(big * 10, "vanilla")))
 
 
 # ---------------------------------------------------------------------------------------------

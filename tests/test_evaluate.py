@@ -11,8 +11,8 @@ from PIL import Image
 from conftest import assets_root
 from conftest import require_asset
 from jaxgc import cli
-from jaxgc.eval import data as data_lib
-from jaxgc.eval import evaluate as eval_lib
+from jaxgc.data import reference as data_lib
+from jaxgc.eval import scoring as eval_lib
 from jaxgc.jobs import evaluate as evaluate_job
 
 MLP_G = "mnist-mlpgan/G--300.ckpt"
@@ -146,7 +146,7 @@ def test_bad_reference_sets(tmp_path):
     data_lib.load_images(str(tmp_path / "empty"))
   np.savez(tmp_path / "rgba.npz", images=np.zeros((4, 8, 8, 4), np.uint8))
   rgba = data_lib.load_images(str(tmp_path / "rgba.npz"))
-  from jaxgc.eval import features as features_lib
+  from jaxgc.eval import extractors as features_lib
   with pytest.raises(ValueError, match=r"\[n, height, width, 1 or 3\], got shape \(4, 8, 8, 4\)"):
     features_lib.extract_features(rgba, "pixels")
   with pytest.raises(ValueError, match=r"must be uint8 in \[0, 255\], got dtype float32"):

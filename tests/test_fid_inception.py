@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import require_asset
-from jaxgc.eval import data as data_lib
-from jaxgc.eval import inception as inc
+from jaxgc.data import reference as data_lib
+from jaxgc.eval import inception_features as inc
 from jaxgc.eval import metrics
 
 torch = pytest.importorskip("torch", reason="torch is needed for the TorchScript reference")

@@ -42,7 +42,7 @@ def test_lenet5_parity_and_accuracy(assets):
   assert type(module).__name__ == "LeNet5"
   data = np.load(assets["mnist"])
   images, labels = data["images"][:1000], data["labels"][:1000]
-  from jaxgc.eval.features import lenet5_preprocess
+  from jaxgc.eval.extractors import lenet5_preprocess
   x = np.asarray(lenet5_preprocess(images))
   assert x.shape == (1000, 32, 32, 1) and 0.0 <= x.min() and x.max() <= 1.0
   ref = _torch_lenet(torch.load(assets["lenet"], weights_only=True, map_location="cpu"))

@@ -1,4 +1,4 @@
-"""Tests of the grain input pipeline (``jaxgc.train.pipeline``) on tiny folders written here."""
+"""Tests of the grain input pipeline (``jaxgc.data.pipeline``) on tiny folders written here."""
 
 import itertools
 
@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from jaxgc.train import pipeline
+from jaxgc.data import pipeline
 
 _RNG = np.random.default_rng(1234)
 

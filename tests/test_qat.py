@@ -16,7 +16,7 @@ from jaxgc import compress
 from jaxgc import train
 from jaxgc.checkpoint import load_model
 from jaxgc.jobs import qat as job
-from jaxgc.jobs import report as report_lib
+from jaxgc import report as report_lib
 
 G_CKPT = "mnist-mlpgan/G--300.ckpt"
 D_CKPT = "mnist-mlpgan/D--300.ckpt"

@@ -14,7 +14,7 @@ from jaxgc import cli
 from jaxgc import models
 from jaxgc import train
 from jaxgc.checkpoint import load_model
-from jaxgc.jobs import train as job
+from jaxgc.jobs import selfsup as job
 
 G_CKPT = "mnist-mlpgan/G--300.ckpt"
 D_CKPT = "mnist-mlpgan/D--300.ckpt"
@@ -48,7 +48,7 @@ def test_selfsup_loss_is_zero_for_the_teacher_and_grows_with_a_perturbation():
     ("lsgan", [0.0, 3.0], (1.0 + 4.0) / 2),
 ])
 def test_adversarial_losses_by_hand(kind, d_out, expected):
-  got = float(train.adversarial_loss(jnp.asarray(d_out, jnp.float32), kind))
+  got = float(train.generator_loss(jnp.asarray(d_out, jnp.float32), kind))
   assert got == pytest.approx(expected, rel=1e-5)
 
 

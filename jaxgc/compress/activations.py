@@ -33,7 +33,6 @@ Typical use::
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
@@ -47,13 +46,12 @@ import numpy as np
 
 from jaxgc._fileio import atomic_write_text
 from jaxgc.compress import quantize
+from jaxgc.compress import qconfig
+from jaxgc.compress.qconfig import METHODS
+from jaxgc.compress.qconfig import ActQuantConfig
+from jaxgc.compress.qconfig import check_act_bits
 from jaxgc.compress import selection
 from jaxgc.models import layers
-
-ACT_MIN_BITS = 2
-ACT_MAX_BITS = 16
-MODES = ("static", "dynamic")
-METHODS = ("minmax", "percentile", "mse", "ema")
 
 # The layers whose inputs are quantized. ``layers.conv``/``layers.dense`` build nn.Conv/nn.Dense.
 QUANTIZED_LAYER_TYPES: tuple[type[nn.Module], ...] = (
@@ -66,43 +64,6 @@ Calibration = dict[str, dict[str, np.ndarray]]
 _CALIBRATION_FORMAT = "jaxgc.activation_calibration/1"
 _EXAMPLE_PATHS = 5
 _TINY = float(np.finfo(np.float32).tiny)
-
-
-def check_act_bits(bits: Any) -> None:
-  """Raises ``ValueError`` unless ``bits`` is a Python/NumPy int in ``[2, 16]``."""
-  if (isinstance(bits, bool) or not isinstance(bits, (int, np.integer))
-      or not ACT_MIN_BITS <= bits <= ACT_MAX_BITS):
-    raise ValueError(f"activation bits must be in {ACT_MIN_BITS}..{ACT_MAX_BITS}, got {bits!r}")
-
-
-@dataclasses.dataclass(frozen=True)
-class ActQuantConfig:
-  """Activation quantization settings. Hashable: a valid static argument of ``jax.jit``.
-
-  Attributes:
-    bits: int in ``[2, 16]``, activation bit width (the default of every layer; per-layer widths
-      come from :class:`jaxgc.compress.rules.PrecisionRule` rules).
-    symmetric: signed restricted codes ``[-(2**(b-1) - 1), 2**(b-1) - 1]`` with zero point 0 and
-      range ``[-max(|lo|, |hi|), max(|lo|, |hi|)]`` when true; unsigned ``[0, 2**b - 1]`` with an
-      integer zero point when false (the better choice after ReLU or for images in [-1, 1]).
-    granularity: ``"per_tensor"`` (one range per layer input) or ``"per_channel"`` (one range per
-      channel, the last axis of the input).
-    mode: ``"static"`` (calibrated ranges) or ``"dynamic"`` (min/max of each input).
-
-  Raises:
-    ValueError: ``bits`` outside ``[2, 16]``, unknown ``granularity`` or ``mode``.
-  """
-
-  bits: int
-  symmetric: bool = False
-  granularity: str = "per_tensor"
-  mode: str = "static"
-
-  def __post_init__(self):
-    check_act_bits(self.bits)
-    quantize.check_granularity(self.granularity)
-    if self.mode not in MODES:
-      raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -233,15 +194,13 @@ def _layer_input(args: tuple, kwargs: dict) -> jax.Array:
 def _layer_bits_fn(default_bits: int, rules: Sequence[Any] | None) -> Callable[[str], int | None]:
   if not rules:
     return lambda path: default_bits
-  from jaxgc.compress import rules as rules_lib  # pylint: disable=g-import-not-at-top
-
-  normalized = rules_lib.as_rules(rules)
-  if rules_lib.has_markers(normalized):
+  normalized = qconfig.as_rules(rules)
+  if qconfig.has_markers(normalized):
     raise ValueError("rules use '@first'/'@last': expand them with rules.expand_markers(rules, "
                      "rules.first_last_layers(module, variables)), or use apply_quantized")
 
   def bits_for(path: str) -> int | None:
-    rule = rules_lib.first_match(path, normalized)
+    rule = qconfig.first_match(path, normalized)
     return default_bits if rule is None else rule.act_bits
 
   return bits_for
@@ -369,10 +328,9 @@ def apply_quantized(
       ``exclude`` (the message lists the layer paths).
   """
   if rules:
-    from jaxgc.compress import rules as rules_lib  # pylint: disable=g-import-not-at-top
-    if rules_lib.has_markers(rules):
+    if qconfig.has_markers(rules):
       order = execution_order(module, variables, x, **apply_kwargs)
-      rules = rules_lib.expand_markers(rules, (order[0], order[-1]))
+      rules = qconfig.expand_markers(rules, (order[0], order[-1]))
   with quantized_activations(act_config, calibration, include, exclude, rules) as sites:
     out = module.apply(variables, x, **apply_kwargs)
   if not sites and not _has_float_rule(rules):
@@ -386,8 +344,7 @@ def _has_float_rule(rules: Sequence[Any] | None) -> bool:
   """True when some rule keeps activations in float (so no quantized site is legitimate)."""
   if not rules:
     return False
-  from jaxgc.compress import rules as rules_lib  # pylint: disable=g-import-not-at-top
-  return any(r.act_bits is None for r in rules_lib.as_rules(rules))
+  return any(r.act_bits is None for r in qconfig.as_rules(rules))
 
 
 def execution_order(module: nn.Module, variables: Any, *args: Any, **apply_kwargs: Any

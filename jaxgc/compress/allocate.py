@@ -461,7 +461,7 @@ def output_error(reference: np.ndarray, outputs: np.ndarray) -> dict[str, float]
   Returns:
     ``mse``: mean squared error over all elements in the model's [-1, 1] units. ``psnr_db``: the
     mean over samples of the PSNR with outputs mapped to [0, 1] (data range 1), as
-    :func:`jaxgc.jobs.report.image_metrics` computes it; ``inf`` when the outputs are identical.
+    :func:`jaxgc.report.image_metrics` computes it; ``inf`` when the outputs are identical.
   """
   ref = np.asarray(reference, np.float64)
   out = np.asarray(outputs, np.float64)

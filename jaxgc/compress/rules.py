@@ -34,101 +34,15 @@ import jax
 
 from jaxgc.compress import activations
 from jaxgc.compress import quantize
+from jaxgc.compress.qconfig import PrecisionRule
+from jaxgc.compress.qconfig import as_rules
+from jaxgc.compress.qconfig import expand_markers
+from jaxgc.compress.qconfig import first_match
+from jaxgc.compress.qconfig import has_markers
 from jaxgc.compress import selection
-
-FIRST = "@first"
-LAST = "@last"
-MARKERS = (FIRST, LAST)
 
 _KERNEL = re.compile(r"^(?:params/)?(.*)/kernel$")
 _CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
-
-
-@dataclasses.dataclass(frozen=True)
-class PrecisionRule:
-  """Bit widths for the layers whose path matches ``pattern``.
-
-  Attributes:
-    pattern: regex searched (:func:`re.search`, unanchored) in layer paths such as
-      ``block_0/sep_0/depthwise``, or one of the markers ``"@first"`` / ``"@last"``.
-    weight_bits: int in ``[2, 8]``, or ``None`` to keep the kernel in full precision.
-    act_bits: int in ``[2, 16]``, or ``None`` to keep the layer input in full precision.
-
-  Raises:
-    ValueError: an invalid regex or bit width.
-  """
-
-  pattern: str
-  weight_bits: int | None = None
-  act_bits: int | None = None
-
-  def __post_init__(self):
-    if not isinstance(self.pattern, str):
-      raise ValueError(f"rule pattern must be a str, got {self.pattern!r}")
-    if self.pattern not in MARKERS:
-      try:
-        re.compile(self.pattern)
-      except re.error as e:
-        raise ValueError(f"invalid rule pattern '{self.pattern}': {e}") from None
-    if self.weight_bits is not None:
-      quantize.check_bits(self.weight_bits)
-    if self.act_bits is not None:
-      activations.check_act_bits(self.act_bits)
-
-  def matches(self, path: str) -> bool:
-    """Whether the (marker-free) pattern is found in ``path``."""
-    if self.pattern in MARKERS:
-      raise ValueError(f"rule pattern '{self.pattern}' is a marker: expand it first with "
-                       "expand_markers(rules, first_last_layers(module, variables))")
-    return re.search(self.pattern, path) is not None
-
-
-def as_rules(rules: Iterable[Any] | None) -> tuple[PrecisionRule, ...]:
-  """Normalises rules given as :class:`PrecisionRule` or ``(pattern, weight_bits, act_bits)``.
-
-  Raises:
-    ValueError: a rule that is neither, or invalid.
-  """
-  out = []
-  for r in rules or ():
-    if isinstance(r, PrecisionRule):
-      out.append(r)
-    elif isinstance(r, (tuple, list)) and len(r) == 3:
-      out.append(PrecisionRule(*r))
-    else:
-      raise ValueError(f"a rule must be a PrecisionRule or (pattern, weight_bits, act_bits), "
-                       f"got {r!r}")
-  return tuple(out)
-
-
-def has_markers(rules: Iterable[Any] | None) -> bool:
-  """Whether some rule uses ``"@first"`` or ``"@last"``."""
-  return any(r.pattern in MARKERS for r in as_rules(rules))
-
-
-def expand_markers(rules: Iterable[Any] | None, first_last: tuple[str, str]
-                   ) -> tuple[PrecisionRule, ...]:
-  """Replaces ``"@first"`` / ``"@last"`` by anchored, escaped patterns of the given layers.
-
-  Args:
-    rules: rules (see :func:`as_rules`).
-    first_last: ``(first_layer_path, last_layer_path)``, e.g. from :func:`first_last_layers`.
-
-  Returns:
-    The rules, markers replaced by ``^<escaped path>$``; order kept.
-  """
-  first, last = first_last
-  swap = {FIRST: f"^{re.escape(first)}$", LAST: f"^{re.escape(last)}$"}
-  return tuple(dataclasses.replace(r, pattern=swap[r.pattern]) if r.pattern in MARKERS else r
-               for r in as_rules(rules))
-
-
-def first_match(path: str, rules: Sequence[PrecisionRule]) -> PrecisionRule | None:
-  """The first rule whose pattern matches ``path``, or ``None``."""
-  for r in rules:
-    if r.matches(path):
-      return r
-  return None
 
 
 def layer_path(param_path: str) -> str | None:

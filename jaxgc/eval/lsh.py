@@ -46,6 +46,10 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxgc.parallel import check_mesh
+from jaxgc.parallel import pad_rows
+from jaxgc.parallel import put
+
 METHODS = ("lsh", "lsh_knn", "knn")
 
 # Auto bucket widths (``bucket_width=None``), see :func:`lsh_precision_recall`.
@@ -196,14 +200,6 @@ def _knn_inside(ref, radii2, qry, *, num_blocks, block, ref_blocks, spec):
   return _from_blocks(jax.lax.map(one_block, qb))
 
 
-def _pad_rows(x: jax.Array, n_to: int) -> jax.Array:
-  return jnp.pad(x, [(0, n_to - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
-
-
-def _put(x, mesh, spec):
-  return x if mesh is None else jax.device_put(x, NamedSharding(mesh, spec))
-
-
 def _auto_mesh(mesh):
   """The same devices and axis names with ``Auto`` axis types (``jax.make_mesh`` defaults to
   ``Explicit``): sharding then propagates through the gathers and scatters below (GSPMD)."""
@@ -226,8 +222,8 @@ def _sqradii(features: jax.Array, k: int, block_size: int, mesh) -> jax.Array:
   """Padded squared k-NN radii: ``[n_pad]`` float32, ``-1`` on padded rows (they cover nothing)."""
   n = features.shape[0]
   n_pad, num_blocks, block = _padded_rows_and_layout(n, block_size, mesh)
-  x = _put(_pad_rows(features, n_pad), mesh, P("data", None))
-  mask = _put(jnp.arange(n_pad) < n, mesh, P("data"))
+  x = put(pad_rows(features, n_pad), mesh, P("data", None))
+  mask = put(jnp.arange(n_pad) < n, mesh, P("data"))
   r2 = _kth_sqdist(x, mask, k=k, num_blocks=num_blocks, block=block, ref_blocks=num_blocks,
                    spec=_block_spec(mesh, 3))
   return jnp.where(jnp.arange(n_pad) < n, r2, -1.0)
@@ -364,9 +360,7 @@ def _check_features(name: str, x: Any) -> jax.Array:
 
 
 def _check_mesh(mesh) -> None:
-  if mesh is not None and "data" not in getattr(mesh, "axis_names", ()):
-    names = getattr(mesh, "axis_names", mesh)
-    raise ValueError(f"mesh must have a 'data' axis, got axis names {names!r}")
+  check_mesh(mesh)
 
 
 def _check_width(bucket_width: Any) -> None:
@@ -386,13 +380,13 @@ def _coverage(reference, queries, *, method, params, bucket_width, min_occupancy
   """Fraction of ``queries`` inside the manifold of ``reference``, and the bucket width used."""
   n_ref, n_q = reference.shape[0], queries.shape[0]
   nq_pad, num_blocks, block = _padded_rows_and_layout(n_q, block_size, mesh)
-  qry = _put(_pad_rows(queries, nq_pad), mesh, P("data", None))
+  qry = put(pad_rows(queries, nq_pad), mesh, P("data", None))
   spec = _block_spec(mesh, 3)
 
   if method == "lsh":
     nr_pad = math.ceil(n_ref / _n_dev(mesh)) * _n_dev(mesh)
-    ref = _put(_pad_rows(reference, nr_pad), mesh, P("data", None))
-    ref_mask = _put(jnp.arange(nr_pad) < n_ref, mesh, P("data"))
+    ref = put(pad_rows(reference, nr_pad), mesh, P("data", None))
+    ref_mask = put(jnp.arange(nr_pad) < n_ref, mesh, P("data"))
     w = _lsh_width(reference, params, bucket_width, perm_key)
     counts = _slot_counts(ref, ref_mask, params, w, table_size=table_size)
     occ = _query_occupancy(counts, qry, params, w, table_size=table_size)
@@ -400,8 +394,8 @@ def _coverage(reference, queries, *, method, params, bucket_width, min_occupancy
   else:
     r2 = _sqradii(reference, nearest_k, block_size, mesh)  # [nr_pad], -1 on padding
     nr_pad = r2.shape[0]
-    ref = _put(_pad_rows(reference, nr_pad), mesh, P())
-    r2 = _put(r2, mesh, P())
+    ref = put(pad_rows(reference, nr_pad), mesh, P())
+    r2 = put(r2, mesh, P())
     if method == "knn":
       w = jnp.float32(jnp.nan)
       ref_blocks = _block_layout(n_ref, block_size, _n_dev(mesh))[0]

@@ -30,6 +30,12 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxgc.parallel import DATA_AXIS
+from jaxgc.parallel import data_axis_size
+from jaxgc.parallel import pad_rows
+from jaxgc.parallel import put
+from jaxgc.parallel import round_up
+
 __all__ = [
     "feature_statistics",
     "fid",
@@ -38,7 +44,7 @@ __all__ = [
     "prdc",
 ]
 
-_AXIS = "data"
+_AXIS = DATA_AXIS
 
 
 # ----------------------------------------------------------------------------------------------
@@ -75,30 +81,6 @@ def _positive_int(value: Any, name: str) -> int:
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
     raise ValueError(f"{name} must be a positive integer, got {value!r}")
   return int(value)
-
-
-def _num_devices(mesh: Mesh | None) -> int:
-  if mesh is None:
-    return 1
-  if not isinstance(mesh, Mesh) or _AXIS not in mesh.axis_names:
-    raise ValueError(f"mesh must be a jax.sharding.Mesh with a {_AXIS!r} axis, got {mesh!r}")
-  return int(mesh.shape[_AXIS])
-
-
-def _round_up(x: int, multiple: int) -> int:
-  return -(-x // multiple) * multiple
-
-
-def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
-  if rows == x.shape[0]:
-    return x
-  return np.concatenate([x, np.zeros((rows - x.shape[0],) + x.shape[1:], x.dtype)], axis=0)
-
-
-def _put(x: np.ndarray, mesh: Mesh | None, spec: P) -> jax.Array:
-  if mesh is None:
-    return jnp.asarray(x)
-  return jax.device_put(x, NamedSharding(mesh, spec))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -158,10 +140,10 @@ def feature_statistics(features: Any, mesh: Mesh | None = None) -> tuple[np.ndar
       has no ``"data"`` axis.
   """
   x = _as_features(features, "features", min_samples=2)
-  n_dev = _num_devices(mesh)
+  n_dev = data_axis_size(mesh)
   with jax.enable_x64(True):
-    xp = _pad_rows(x.astype(np.float64), _round_up(x.shape[0], n_dev))
-    mu, sigma = _statistics_fn(mesh)(_put(xp, mesh, P(_AXIS)), _put(
+    xp = pad_rows(x.astype(np.float64), round_up(x.shape[0], n_dev))
+    mu, sigma = _statistics_fn(mesh)(put(xp, mesh, P(_AXIS)), put(
         np.asarray(x.shape[0], np.int64), mesh, P()))
     return np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
 
@@ -489,12 +471,12 @@ def _put_features(x: np.ndarray, mesh: Mesh | None) -> tuple[jax.Array, jax.Arra
   """
   if mesh is None:
     return jnp.asarray(x), None
-  xp = _pad_rows(x, _round_up(x.shape[0], _num_devices(mesh)))
-  return _put(xp, mesh, P(_AXIS)), _put(xp, mesh, P())
+  xp = pad_rows(x, round_up(x.shape[0], data_axis_size(mesh)))
+  return put(xp, mesh, P(_AXIS)), put(xp, mesh, P())
 
 
 def _blocks_for(q: jax.Array, r: jax.Array, block_size: int, mesh: Mesh | None) -> tuple[int, int]:
-  per_device = q.shape[0] // _num_devices(mesh)
+  per_device = q.shape[0] // data_axis_size(mesh)
   return min(block_size, per_device), min(block_size, r.shape[0])
 
 
@@ -504,7 +486,7 @@ def _knn_radii(x, *, n: int, k: int, block_size: int, mesh: Mesh | None) -> jax.
   refs = rows if rep is None else rep
   qblock, rblock = _blocks_for(rows, refs, block_size, mesh)
   fn = _knn_pass_fn(mesh, k, qblock, rblock, rows.dtype.name)
-  return fn(rows, refs, _put(np.asarray(n, np.int64), mesh, P()))
+  return fn(rows, refs, put(np.asarray(n, np.int64), mesh, P()))
 
 
 def _cross(real, real_radius, fake, fake_radius, *, n_real, n_fake, block_size, mesh,
@@ -518,8 +500,8 @@ def _cross(real, real_radius, fake, fake_radius, *, n_real, n_fake, block_size, 
   if mesh is not None:
     fake_radius = jax.device_put(fake_radius, NamedSharding(mesh, P()))
   nearest, inside, counts = fn(
-      rows, real_radius, refs, fake_radius, _put(np.asarray(n_real, np.int64), mesh, P()),
-      _put(np.asarray(n_fake, np.int64), mesh, P()))
+      rows, real_radius, refs, fake_radius, put(np.asarray(n_real, np.int64), mesh, P()),
+      put(np.asarray(n_fake, np.int64), mesh, P()))
   return (np.asarray(nearest)[:n_real], np.asarray(inside)[:n_real],
           np.asarray(counts)[:n_fake])
 
@@ -576,7 +558,7 @@ def prdc(real_features: Any,
   real = _as_features(real_features, "real_features", min_samples=k + 1)
   fake = _as_features(fake_features, "fake_features", min_samples=k + 1)
   _check_same_dim(real, fake, "real_features", "fake_features")
-  _num_devices(mesh)
+  data_axis_size(mesh)
   cross_dtype = np.float32 if real.dtype == fake.dtype == np.float32 else np.float64
   common = dict(k=k, block_size=block_size, mesh=mesh)
 

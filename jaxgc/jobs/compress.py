@@ -31,8 +31,8 @@ from jaxgc import models
 from jaxgc import stats
 from jaxgc.checkpoint import check_writable_dir
 from jaxgc.jobs import config as config_lib
-from jaxgc.jobs import inputs as inputs_lib
-from jaxgc.jobs import report as report_lib
+from jaxgc.data import inputs as inputs_lib
+from jaxgc import report as report_lib
 
 GRANULARITIES = ("per_tensor", "per_channel")
 
@@ -162,7 +162,7 @@ def _metrics_scorer(module, variables, x, mcfg):
   """``variables -> {metric: value}`` against the FP32 model's samples, or None if disabled."""
   if not mcfg.enabled:
     return None
-  from jaxgc.eval import evaluate as eval_lib  # pylint: disable=import-outside-toplevel
+  from jaxgc.eval import scoring as eval_lib  # pylint: disable=import-outside-toplevel
   return eval_lib.sample_scorer(
       module, variables, extractor=mcfg.extractor, resize=mcfg.resize,
       num_samples=int(mcfg.num_samples), seed=int(mcfg.seed),

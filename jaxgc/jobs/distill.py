@@ -6,10 +6,10 @@ horse->zebra generator of ``$JAXGC_ASSETS``); the student is the same architectu
 4.2x fewer for the horse->zebra teacher), initialised from the teacher's strongest channels (``init="slim"``, GAN
 Compression's weight inheritance) or at random (``"scratch"``, CycleGAN's N(0, 0.02)), or a ``ResnetGenerator`` of
 ``student.ngf``. It is trained with content relationship distillation, optional pixel and
-feature terms, and an online PatchGAN discriminator (:mod:`jaxgc.train.distill`; You et al.
+feature terms, and an online PatchGAN discriminator (:mod:`jaxgc.train.crd_step`; You et al.
 2022, arXiv 2212.11091).
 
-Inputs come from a grain pipeline (:mod:`jaxgc.train.pipeline`): CycleGAN ``trainA/trainB``
+Inputs come from a grain pipeline (:mod:`jaxgc.data.pipeline`): CycleGAN ``trainA/trainB``
 folders, pix2pix ``AB`` folders, or, on a machine without data sets, random crops of natural
 photos that ship with scikit-image (the training photos are disjoint from the held-out ones).
 
@@ -48,8 +48,8 @@ from jaxgc.checkpoint import load_any_model
 from jaxgc.checkpoint import save_model
 from jaxgc.compress import slim as slim_lib
 from jaxgc.jobs import config as config_lib
-from jaxgc.jobs import inputs as inputs_lib
-from jaxgc.jobs import report as report_lib
+from jaxgc.data import inputs as inputs_lib
+from jaxgc import report as report_lib
 from jaxgc.jobs import runs
 from jaxgc.models import layers
 from jaxgc.models import registry
@@ -57,10 +57,10 @@ from jaxgc.models.patchgan import PatchGANDiscriminator
 from jaxgc.models.resnet import MobileResnetGenerator
 from jaxgc.models.resnet import ResnetGenerator
 from jaxgc.models.resnet import SubMobileResnetGenerator
-from jaxgc.train import distill as distill_lib
-from jaxgc.train import features as features_lib
-from jaxgc.train import pipeline
-from jaxgc.train.qat import generate
+from jaxgc.train import crd_step as distill_lib
+from jaxgc.train import feature_nets as features_lib
+from jaxgc.data import pipeline
+from jaxgc.parallel import generate
 
 CONFIG_FILE = "distill_config.json"
 REPORT_MD = "report.md"
@@ -200,7 +200,7 @@ def resolve_config(user: Any) -> ml_collections.ConfigDict:
 
 
 def loss_config(cfg) -> distill_lib.DistillConfig:
-  """The :class:`~jaxgc.train.distill.DistillConfig` of a resolved config (ValueError)."""
+  """The :class:`~jaxgc.train.crd_step.DistillConfig` of a resolved config (ValueError)."""
   l = cfg.loss
   feature = l.feature_net != "none"
   return distill_lib.DistillConfig(
@@ -329,7 +329,7 @@ def _target_images(cfg) -> np.ndarray | None:
 
 
 def _features(images: np.ndarray, cfg, progress: bool) -> np.ndarray:
-  from jaxgc.eval import features as features_eval  # pylint: disable=import-outside-toplevel
+  from jaxgc.eval import extractors as features_eval  # pylint: disable=import-outside-toplevel
   if images.dtype != np.uint8:
     images = inputs_lib.to_uint8(images)
   return features_eval.extract_features(images, "inception", batch_size=int(cfg.eval.fid_batch),
@@ -425,7 +425,7 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   feature_net = None
   if lcfg.uses_features:
     if cfg.loss.feature_net == "inception":
-      from jaxgc.eval.inception import load_inception  # pylint: disable=import-outside-toplevel
+      from jaxgc.eval.inception_features import load_inception  # pylint: disable=import-outside-toplevel
       feature_net = features_lib.inception(load_inception(), tuple(cfg.loss.inception_taps))
     else:
       feature_net = features_lib.teacher_encoder(teacher, teacher_vars)

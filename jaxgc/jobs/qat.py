@@ -4,7 +4,7 @@ The generator's kernels are fake-quantized (``weight_bits``, per channel or per 
 through gradient) and the float shadow weights are fine-tuned to match the FP32 generator's
 outputs on random latents (``distill``), optionally pushed by the frozen trained discriminator
 (``adv_weight``): METHODS.md sections 3 and 4 (Yu and Pool 2020, arXiv 2007.01491; Andreev et al.
-2021, arXiv 2108.13996). See :mod:`jaxgc.train.qat` for the loss and the step.
+2021, arXiv 2108.13996). See :mod:`jaxgc.train.qat_step` for the loss and the step.
 
 Outputs in the workdir:
 
@@ -32,6 +32,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxgc import parallel
 from jaxgc import compress
 from jaxgc import models
 from jaxgc import stats
@@ -41,9 +42,8 @@ from jaxgc.checkpoint import check_writable_dir
 from jaxgc.checkpoint import load_any_model
 from jaxgc.checkpoint import save_model
 from jaxgc.jobs import config as config_lib
-from jaxgc.jobs import report as report_lib
+from jaxgc import report as report_lib
 from jaxgc.jobs import runs
-from jaxgc.train import qat as qat_lib
 
 CONFIG_FILE = "qat_config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -134,8 +134,8 @@ def _disc_score(disc, disc_vars, images: np.ndarray, batch_size: int = 500) -> f
 
 
 def _evaluate(generator, disc, disc_vars, teacher_vars, student_vars, latents) -> dict:
-  reference = qat_lib.generate(generator, teacher_vars, latents)
-  out = qat_lib.generate(generator, student_vars, latents)
+  reference = parallel.generate(generator, teacher_vars, latents)
+  out = parallel.generate(generator, student_vars, latents)
   return {**report_lib.image_metrics(reference, out),
           "disc_score": _disc_score(disc, disc_vars, out)}
 

@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 
 from jaxgc import _fileio
 from jaxgc import train as train_lib
-from jaxgc.jobs import inputs as inputs_lib
-from jaxgc.train import parallel
+from jaxgc.data import inputs as inputs_lib
+from jaxgc import parallel
 
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"

@@ -21,17 +21,18 @@ import jax
 import ml_collections
 from tqdm.auto import tqdm
 
+from jaxgc import parallel
 from jaxgc import compress
 from jaxgc import models
 from jaxgc._fileio import atomic_write_text
 from jaxgc._fileio import give_default_mode
 from jaxgc.checkpoint import check_writable_dir
 from jaxgc.checkpoint import load_any_model
-from jaxgc.eval import data as data_lib
-from jaxgc.eval import evaluate as eval_lib
-from jaxgc.eval import features as features_lib
+from jaxgc.data import reference as data_lib
+from jaxgc.eval import scoring as eval_lib
+from jaxgc.eval import extractors as features_lib
 from jaxgc.jobs import config as config_lib
-from jaxgc.jobs import inputs as inputs_lib
+from jaxgc.data import inputs as inputs_lib
 
 FP32_BITS = 32  # "no quantization" in the bits columns
 
@@ -180,7 +181,7 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
     else:
       acfg = compress.ActQuantConfig(int(act_bits))
       fn = lambda vv, b: compress.apply_quantized(module, vv, b, acfg, calibration)  # noqa: E731
-    out = features_lib.batched_apply(fn, z, bs, progress=False, variables=v)
+    out = parallel.batched_apply(fn, z, bs, progress=False, variables=v)
     return inputs_lib.to_uint8(out)
 
   ref = eval_lib.generate_images(module, variables, num_samples=n,

@@ -17,7 +17,7 @@ class LeNet5(nn.Module):
   5x5 (120), ReLU; ``f6`` dense (84), ReLU; ``f7`` dense (10), log-softmax.
 
   Input ``[batch, 32, 32, 1]`` float32 in [0, 1] (MNIST digits resized from 28x28; see
-  ``jaxgc.eval.features.lenet5_features``). ``__call__`` returns ``[batch, 10]`` log
+  ``jaxgc.eval.extractors.lenet5_features``). ``__call__`` returns ``[batch, 10]`` log
   probabilities; ``features`` returns the ``[batch, 84]`` activations of ``f6`` after ReLU.
   """
 

@@ -4,7 +4,7 @@ For every pruning granularity x sparsity of the config, the original (teacher) g
 pruned once (magnitude scores by default) and the pruned student is trained with the
 self-supervised compression loss of Yu and Pool 2020 (arXiv 2007.01491, METHODS.md section 3):
 distillation to the teacher's outputs on the same latents or photos, plus the adversarial loss of
-the original trained discriminator, frozen (:mod:`jaxgc.train.selfsup`). Masks are kept by the
+the original trained discriminator, frozen (:mod:`jaxgc.train.selfsup_step`). Masks are kept by the
 optimizer (:func:`jaxgc.compress.prune.keep_masks`, or :func:`jaxgc.compress.prune.pruning` for
 the iterative and polynomial schedules). Channel pruning of a supported architecture is *physical*:
 the student is the slimmed module (:func:`jaxgc.compress.slim.slim`), so it trains and runs
@@ -40,6 +40,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from jaxgc import parallel
 from jaxgc import _fileio
 from jaxgc import compress
 from jaxgc import models
@@ -52,10 +53,9 @@ from jaxgc.checkpoint import save_model
 from jaxgc.compress import prune
 from jaxgc.compress import slim as slim_lib
 from jaxgc.jobs import config as config_lib
-from jaxgc.jobs import inputs as inputs_lib
-from jaxgc.jobs import report as report_lib
+from jaxgc.data import inputs as inputs_lib
+from jaxgc import report as report_lib
 from jaxgc.jobs import runs
-from jaxgc.train import qat as qat_lib
 
 CONFIG_FILE = "train_config.json"
 RESULT_FILE = "result.json"
@@ -220,7 +220,7 @@ def _scorer(cfg, module, teacher_vars):
   mcfg = cfg.metrics
   if mcfg.extractor == "none" or module.kind != "unconditional":
     return None
-  from jaxgc.eval import evaluate as eval_lib  # pylint: disable=import-outside-toplevel
+  from jaxgc.eval import scoring as eval_lib  # pylint: disable=import-outside-toplevel
   return eval_lib.sample_scorer(
       module, teacher_vars, extractor=mcfg.extractor, resize=mcfg.resize,
       num_samples=int(mcfg.num_samples), seed=int(cfg.seed), reference_seed=int(cfg.seed) + 1,
@@ -255,7 +255,7 @@ def _train_setting(cfg, row, module, teacher_vars, disc, disc_vars, eval_x, run_
         tuple(cfg.train_photos), int(cfg.batch_size), int(cfg.crop_size), int(cfg.seed), s),
         mesh)
   grid_x = eval_x[:8]
-  teacher_grid = inputs_lib.to_uint8(qat_lib.generate(module, teacher_vars, grid_x))
+  teacher_grid = inputs_lib.to_uint8(parallel.generate(module, teacher_vars, grid_x))
   os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
 
   def on_step(step, st):
@@ -263,11 +263,11 @@ def _train_setting(cfg, row, module, teacher_vars, disc, disc_vars, eval_x, run_
       v = {"params": jax.device_get(st.params), **jax.device_get(st.frozen)}
       report_lib.sample_grid(
           [("teacher", teacher_grid),
-           (f"student\nstep {step}", inputs_lib.to_uint8(qat_lib.generate(student, v, grid_x)))],
+           (f"student\nstep {step}", inputs_lib.to_uint8(parallel.generate(student, v, grid_x)))],
           os.path.join(run_dir, "samples", f"step_{step:06d}.png"))
 
-  before = report_lib.image_metrics(qat_lib.generate(module, teacher_vars, eval_x),
-                                    qat_lib.generate(student, student_vars, eval_x))
+  before = report_lib.image_metrics(parallel.generate(module, teacher_vars, eval_x),
+                                    parallel.generate(student, student_vars, eval_x))
   manager = train_lib.checkpoint_manager(os.path.join(run_dir, runs.CHECKPOINT_DIR),
                                          int(cfg.checkpoint_every), int(cfg.max_to_keep))
   try:
@@ -282,8 +282,8 @@ def _train_setting(cfg, row, module, teacher_vars, disc, disc_vars, eval_x, run_
   final = jax.tree.map(np.asarray, final)
   save_model(os.path.join(run_dir, "model"), student, final,
              extra={"source": cfg.generator, "compression": {"method": "prune+selfsup", **row}})
-  after = report_lib.image_metrics(qat_lib.generate(module, teacher_vars, eval_x),
-                                   qat_lib.generate(student, final, eval_x))
+  after = report_lib.image_metrics(parallel.generate(module, teacher_vars, eval_x),
+                                   parallel.generate(student, final, eval_x))
   lat_x = np.resize(eval_x, (int(cfg.latency_batch),) + eval_x.shape[1:])
   zeros = sum(int(np.size(x)) for x in jax.tree.leaves(final["params"])) - _nonzero(final)
   result = {
@@ -435,7 +435,7 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
              "bytes": int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(teacher_vars))),
              "latency_s": stats.latency(module, teacher_vars, lat_x, int(cfg.latency_repeats))}
   teacher_quality = {"psnr_db": None, "ssim": 1.0}
-  rows, grid = [], [("teacher", inputs_lib.to_uint8(qat_lib.generate(module, teacher_vars,
+  rows, grid = [], [("teacher", inputs_lib.to_uint8(parallel.generate(module, teacher_vars,
                                                               eval_x[:8])))]
   for row in tqdm(settings(cfg), desc="settings", disable=not progress):
     run_dir = os.path.join(workdir, "runs", row["name"].replace(":", "of"))
@@ -447,7 +447,7 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
       quality.update(scorer(student_vars, student))
     rows.append({**result, "quality": quality})
     grid.append((f"{row['name']}\nPSNR {_fmt(quality['psnr_db'], '.1f')} dB",
-                 inputs_lib.to_uint8(qat_lib.generate(student, student_vars, eval_x[:8]))))
+                 inputs_lib.to_uint8(parallel.generate(student, student_vars, eval_x[:8]))))
   if scorer is not None:
     teacher_quality.update(scorer(teacher_vars))
   report = {"teacher": teacher, "config": cfg.to_dict(), "eval_inputs": eval_desc,

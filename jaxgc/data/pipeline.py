@@ -37,7 +37,7 @@ from PIL import Image
 # Upstream ``data/image_folder.py: IMG_EXTENSIONS``, matched case-insensitively.
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff")
 # ``resize_and_crop``, ``crop``: upstream ``--preprocess``; ``scale_crop``: random-scale square
-# crops, the convention of ``jaxgc.jobs.inputs.photo_crops``.
+# crops, the convention of ``jaxgc.data.inputs.photo_crops``.
 PREPROCESS = ("resize_and_crop", "crop", "scale_crop")
 IMAGE_KEYS = ("A", "B")
 # grain's ``index_shuffle`` cycle-walks a domain of about 2**15: a record of a source of ``n``
@@ -197,14 +197,14 @@ class PairedFolder:
 class PhotoCrops:
   """In-memory natural photos shipped with scikit-image (no B domain).
 
-  Photos from ``jaxgc.jobs.inputs._photo_uint8`` (default ``jaxgc.jobs.inputs.TRAIN_PHOTOS``,
+  Photos from ``jaxgc.data.inputs._photo_uint8`` (default ``jaxgc.data.inputs.TRAIN_PHOTOS``,
   disjoint from the held-out ``SKIMAGE_PHOTOS``), loaded once at construction. Record ``i`` is
   photo ``names[i % len(names)]``: ``{"A": uint8 [h, w, 3] (read-only, shared), "A_path":
   "skimage.data.<name>"}``. ``copies`` repeats the list so that one epoch holds ``copies``
   crops of each photo; the default, ``ceil(4096 / len(names))``, keeps grain's shuffle cheap
   (``index_shuffle`` costs about ``35 ms / len(source)`` per record, 7 ms at 5 records, 13 us at
   4096). ``preprocess`` is ``"scale_crop"``, the convention of
-  ``jaxgc.jobs.inputs.photo_crops`` (random square of side in ``[crop_size, min(h, w)]``,
+  ``jaxgc.data.inputs.photo_crops`` (random square of side in ``[crop_size, min(h, w)]``,
   Lanczos-resized to ``crop_size``, random horizontal flip).
 
   Raises:
@@ -216,7 +216,7 @@ class PhotoCrops:
   preprocess = "scale_crop"
 
   def __init__(self, names: Sequence[str] | None = None, *, copies: int | None = None):
-    from jaxgc.jobs import inputs  # pylint: disable=import-outside-toplevel
+    from jaxgc.data import inputs  # pylint: disable=import-outside-toplevel
     self.names = tuple(inputs.TRAIN_PHOTOS if names is None else names)
     if not self.names:
       raise ValueError("PhotoCrops needs at least one photo name, got none")
@@ -302,7 +302,7 @@ def transform_record(record: Mapping[str, Any], rng: np.random.Generator, *,
     random ``crop_size`` square;
   - ``"crop"``: a random ``crop_size`` square of the image as it is;
   - ``"scale_crop"``: a random square of side in ``[crop_size, min(h, w)]``, Lanczos-resized to
-    ``crop_size`` (``jaxgc.jobs.inputs.photo_crops``);
+    ``crop_size`` (``jaxgc.data.inputs.photo_crops``);
 
   then, when ``flip``, a horizontal flip with probability 1/2. With ``paired`` one set of
   parameters, drawn for A's size, applies to every image (upstream aligned dataset); otherwise A

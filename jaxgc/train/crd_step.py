@@ -4,9 +4,9 @@ You et al., "Exploring Content Relationships for Distilling Efficient GANs" (CRD
 2212.11091; METHODS.md section 5). A narrow *student* generator learns from a frozen, pretrained
 *teacher* generator on the same inputs ``x``:
 
-  L_G = crd_weight * CRD(G_s(x), G_t(x))                    (:func:`jaxgc.train.crd.crd_loss`)
+  L_G = crd_weight * CRD(G_s(x), G_t(x))                    (:func:`jaxgc.train.crd_losses.crd_loss`)
       + recon_weight * |G_s(x) - G_t(x)|_1 (or squared)     (pixel term, off by default)
-      + perceptual_weight * P + style_weight * S            (:mod:`jaxgc.train.features`)
+      + perceptual_weight * P + style_weight * S            (:mod:`jaxgc.train.feature_nets`)
       + adv_weight * GAN_G(D(G_s(x)))                       (D frozen for this term)
 
 The discriminator ``D`` (a PatchGAN) is the *online teacher discriminator*: it is updated in
@@ -44,14 +44,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxgc.train import crd as crd_lib
-from jaxgc.train import features as features_lib
-from jaxgc.train import parallel
+from jaxgc.train import crd_losses as crd_lib
+from jaxgc.train import feature_nets as features_lib
+from jaxgc import parallel
+from jaxgc.train import gan_losses
 from jaxgc.train.state import TrainState
 from jaxgc.train.state import create_train_state
 
-RECON_LOSSES = ("l1", "mse")
-GAN_LOSSES = ("lsgan", "vanilla")
+RECON_LOSSES = gan_losses.RECONSTRUCTION_LOSSES
+GAN_LOSSES = gan_losses.DISCRIMINATOR_LOSSES
 DISC_REAL = ("teacher", "target")
 BRANCHES = ("generator", "discriminator")
 
@@ -66,7 +67,7 @@ class DistillConfig:
     distance_weight, angle_weight: CRD's within-slicing weights (paper: 1 and 2).
     slicing_weights: CRD's row, column and patch weights (paper: 25 each).
     num_anchors: None (exact angle term) or the angle vertices drawn per sample and slicing
-      (cheaper; see :func:`jaxgc.train.crd.rkd_angle_loss`); drawn from ``seed`` and the step.
+      (cheaper; see :func:`jaxgc.train.crd_losses.rkd_angle_loss`); drawn from ``seed`` and the step.
     recon: ``"l1"`` or ``"mse"``, the pixel distance to the teacher's outputs.
     recon_weight: float >= 0; 0 disables it.
     perceptual_weight, style_weight: floats >= 0, the feature terms (need a feature network).
@@ -136,32 +137,6 @@ def check_crop(config: DistillConfig, height: int, width: int) -> None:
   jax.eval_shape(lambda a, b: crd_lib.crd_loss(
       a, b, patch_size=config.patch_size, distance_weight=config.distance_weight,
       angle_weight=config.angle_weight, slicing_weights=config.slicing_weights), dummy, dummy)
-
-
-def _gan_terms(logits: jax.Array, target: float, kind: str) -> jax.Array:
-  logits = logits.astype(jnp.float32)
-  if kind == "lsgan":
-    return jnp.mean(jnp.square(logits - target))
-  # BCE with logits: -log sigmoid(x) for target 1, -log(1 - sigmoid(x)) for target 0.
-  return jnp.mean(jax.nn.softplus(-logits if target == 1.0 else logits))
-
-
-def generator_gan_loss(logits: jax.Array, kind: str = "lsgan") -> jax.Array:
-  """The generator's GAN loss on D's logits ``[batch, h, w, 1]`` for its samples (target 1).
-
-  Returns:
-    float32 scalar: ``mean((D - 1)**2)`` (lsgan) or ``mean(softplus(-D))`` (vanilla).
-  """
-  return _gan_terms(logits, 1.0, kind)
-
-
-def discriminator_gan_loss(real_logits: jax.Array, fake_logits: jax.Array,
-                           kind: str = "lsgan") -> tuple[jax.Array, jax.Array, jax.Array]:
-  """``(loss, real term, fake term)``: ``0.5 * (l(real, 1) + l(fake, 0))`` as CycleGAN's
-  ``backward_D_basic`` (``models/cycle_gan_model.py``); float32 scalars."""
-  r = _gan_terms(real_logits, 1.0, kind)
-  f = _gan_terms(fake_logits, 0.0, kind)
-  return 0.5 * (r + f), r, f
 
 
 def create_distill_state(student_variables: dict[str, Any], disc_variables: dict[str, Any] | None,
@@ -253,11 +228,7 @@ def make_distill_step(student: nn.Module, teacher: nn.Module, config: DistillCon
           m[f"crd_{s}"] = terms[s]
       loss = loss + config.crd_weight * total
     if config.recon_weight > 0:
-      err = out32 - t32
-      # L1 as err * sign(err) with a constant sign: gradient 0 at err == 0, as PyTorch's
-      # L1Loss (jnp.abs has gradient 1 there, which would move a student equal to its teacher).
-      m["recon"] = (jnp.mean(err * jax.lax.stop_gradient(jnp.sign(err))) if config.recon == "l1"
-                    else jnp.mean(err * err))
+      m["recon"] = gan_losses.reconstruction_loss(out32, t32, config.recon)
       loss = loss + config.recon_weight * m["recon"]
     if config.uses_features:
       f = features_lib.feature_losses(feature_net, feature_vars, out32, t32,
@@ -266,13 +237,13 @@ def make_distill_step(student: nn.Module, teacher: nn.Module, config: DistillCon
       loss = loss + config.perceptual_weight * f["perceptual"] + config.style_weight * f["style"]
     if config.uses_discriminator:
       frozen_d = jax.lax.stop_gradient({"params": d_params, **d_frozen})
-      m["adv"] = generator_gan_loss(discriminator.apply(frozen_d, out), config.gan_loss)
+      m["adv"] = gan_losses.generator_loss(discriminator.apply(frozen_d, out), config.gan_loss)
       loss = loss + config.adv_weight * m["adv"]
     return loss, (m, out)
 
   def d_loss(d_params, d_frozen, real, fake):
     v = {"params": d_params, **d_frozen}
-    return discriminator_gan_loss(discriminator.apply(v, real), discriminator.apply(v, fake),
+    return gan_losses.discriminator_loss(discriminator.apply(v, real), discriminator.apply(v, fake),
                                   config.gan_loss)
 
   def step(state: TrainState, batch: dict[str, jax.Array], teacher_variables: Any,

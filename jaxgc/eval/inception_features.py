@@ -43,6 +43,7 @@ from jaxgc._fileio import atomic_savez
 from jaxgc.models.inception import FIDInceptionV3
 from jaxgc.models.inception import FEATURES
 from jaxgc.models.inception import INPUT_SIZE
+from jaxgc.parallel import batched_apply
 
 NAME = "inception-2015-12-05"
 CACHE_FILE = f"{NAME}.npz"
@@ -417,7 +418,6 @@ def inception_features(images: Any, batch_size: int = 50, resize: str = "clean",
     return np.zeros((0, FEATURES), np.float32)
   if variables is None:
     variables = _default_variables()
-  from jaxgc.eval.features import batched_apply  # pylint: disable=import-outside-toplevel
   return batched_apply(_features, images, batch_size, mesh, progress, "inception features",
                        variables=variables,
                        preprocess=lambda chunk: resize_images(chunk, resize)).astype(np.float32)

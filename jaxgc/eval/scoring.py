@@ -6,7 +6,9 @@ from typing import Callable, Any
 
 import numpy as np
 
-from jaxgc.eval import features as features_lib
+from jaxgc import parallel
+from jaxgc.data import inputs as inputs_lib
+from jaxgc.eval import extractors as features_lib
 from jaxgc.eval import lsh
 from jaxgc.eval import metrics
 
@@ -59,7 +61,6 @@ def generate_images(module, variables, *, num_samples: int = 1000, seed: int = 0
   Raises:
     ValueError: an image-to-image generator without inputs, or a discriminator.
   """
-  from jaxgc.jobs import inputs as inputs_lib  # pylint: disable=import-outside-toplevel
   if module.kind == "unconditional":
     x = inputs_lib.latents(int(num_samples), int(module.z_dim), int(seed))
   elif module.kind == "image_to_image":
@@ -68,8 +69,7 @@ def generate_images(module, variables, *, num_samples: int = 1000, seed: int = 0
     x = np.asarray(inputs, np.float32)
   else:
     raise ValueError(f"cannot sample images from a {module.kind} ({type(module).__name__})")
-  out = features_lib.batched_apply(lambda b: module.apply(variables, b), x, batch_size, mesh,
-                                   progress, "generate")
+  out = parallel.generate(module, variables, x, batch_size, mesh, progress)
   return inputs_lib.to_uint8(out)
 
 

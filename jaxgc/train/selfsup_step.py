@@ -13,7 +13,7 @@ distillation loss to the original (teacher) generator's outputs on the same late
             "lsgan":                 mean((D(G_s(x)) - 1)**2) (Mao et al. 2017, CycleGAN's default)
 
 The student's weights may go through a ``transform`` before the forward pass (fake quantization
-for QAT, :mod:`jaxgc.train.qat`); pruning keeps its masks in the optimizer (an optax
+for QAT, :mod:`jaxgc.train.qat_step`); pruning keeps its masks in the optimizer (an optax
 transformation, :func:`jaxgc.compress.prune.pruning`), so the step itself is the same for every
 kind of compression. Teacher and discriminator variables are separate, non-differentiated
 arguments (big_vision ``trainers/proj/distill/distill.py``).
@@ -29,14 +29,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxgc.train import parallel
+from jaxgc import parallel
+from jaxgc.train import gan_losses
 from jaxgc.train.state import TrainState
 
 DISTILL_LOSSES = ("mse", "l1")
 ADV_LOSSES = ("non_saturating_prob", "non_saturating_logits", "lsgan")
-# Added to D's probability inside the log of the adversarial loss: bounds the loss per sample by
-# -log(1e-7) ~ 16.1 and keeps a gradient where D is sure the sample is fake (p underflows to 0).
-ADV_EPS = 1e-7
 METRIC_NAMES = ("loss", "distill", "adv", "grad_norm")
 
 
@@ -76,30 +74,6 @@ def check_loss_weights(distill: str, distill_weight: float, adv_weight: float) -
     raise ValueError("distill_weight and adv_weight are both 0: nothing to train")
 
 
-def adversarial_loss(d_out: jax.Array, kind: str) -> jax.Array:
-  """The generator's GAN loss on the discriminator's outputs for generated samples.
-
-  Args:
-    d_out: ``[batch, ...]`` discriminator outputs (probabilities in [0, 1] for
-      ``"non_saturating_prob"``, logits otherwise; PatchGAN maps ``[batch, h, w, 1]`` average).
-    kind: one of ``ADV_LOSSES``.
-
-  Returns:
-    float32 scalar.
-
-  Raises:
-    ValueError: an unknown ``kind``.
-  """
-  d_out = d_out.astype(jnp.float32)
-  if kind == "non_saturating_prob":
-    return -jnp.mean(jnp.log(d_out + ADV_EPS))
-  if kind == "non_saturating_logits":
-    return jnp.mean(jax.nn.softplus(-d_out))
-  if kind == "lsgan":
-    return jnp.mean(jnp.square(d_out - 1.0))
-  raise ValueError(f"adv_loss must be one of {ADV_LOSSES}, got {kind!r}")
-
-
 def selfsup_loss(
     params: Any,
     frozen: dict[str, Any],
@@ -134,13 +108,12 @@ def selfsup_loss(
   if transform is not None:
     variables = transform(variables)
   out = generator.apply(variables, inputs)
-  err = out.astype(jnp.float32) - jax.lax.stop_gradient(teacher_out).astype(jnp.float32)
-  distill = jnp.mean(err * err) if config.distill == "mse" else jnp.mean(jnp.abs(err))
+  distill = gan_losses.reconstruction_loss(out, teacher_out, config.distill)
   loss = config.distill_weight * distill
   adv = jnp.zeros((), jnp.float32)
   if discriminator is not None and config.adv_weight > 0:
     d_out = discriminator.apply(jax.lax.stop_gradient(disc_variables), out)
-    adv = adversarial_loss(d_out, getattr(config, "adv_loss", "non_saturating_prob"))
+    adv = gan_losses.generator_loss(d_out, getattr(config, "adv_loss", "non_saturating_prob"))
     loss = loss + config.adv_weight * adv
   return loss, {"distill": distill, "adv": adv}
 

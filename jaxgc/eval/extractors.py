@@ -1,7 +1,7 @@
 """Feature extraction for the metrics: batched, jitted, sharded over a mesh, cached on disk.
 
 Extractors (``extractor=``):
-  * ``"inception"``: pool3 features ``[n, 2048]`` of the FID Inception (``jaxgc.eval.inception``).
+  * ``"inception"``: pool3 features ``[n, 2048]`` of the FID Inception (``jaxgc.eval.inception_features``).
   * ``"lenet5"``: the ``[n, 84]`` penultimate features of the MNIST LeNet-5 in
     ``$JAXGC_ASSETS/mnist-lenet5`` (digits resized bilinearly to 32x32, scaled to [0, 1]).
   * ``"pixels"``: raw pixels in [0, 1], flattened ``[n, h * w * c]``.
@@ -13,79 +13,19 @@ import hashlib
 import json
 import os
 import tempfile
-from typing import Any, Callable
+from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 from PIL import Image
-from tqdm.auto import tqdm
 
 from jaxgc._fileio import cache_root
 from jaxgc._fileio import give_default_mode
+from jaxgc import checkpoint as ckpt_lib
+from jaxgc.convert import load_torch_checkpoint
+from jaxgc.eval.inception_features import inception_features
+from jaxgc.parallel import batched_apply
 
 EXTRACTORS = ("inception", "lenet5", "pixels")
-
-
-def batched_apply(fn: Callable[..., jax.Array], x: np.ndarray, batch_size: int,
-                  mesh: jax.sharding.Mesh | None = None, progress: bool = True,
-                  desc: str = "features", variables: Any = None,
-                  preprocess: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
-  """Applies a jitted ``fn`` to ``x`` in batches of one fixed shape (the last one padded).
-
-  One compiled function serves every batch. With ``mesh``, every batch is sharded over the
-  mesh's ``"data"`` axis (the batch size is rounded up to a multiple of its size) and
-  ``variables`` are replicated, so each device computes its slice.
-
-  Args:
-    fn: ``fn(batch)``, or ``fn(variables, batch)`` when ``variables`` is given; maps
-      ``[batch, ...]`` to ``[batch, ...]``; jitted here.
-    x: numpy ``[n, ...]``.
-    batch_size: samples per call (>= 1).
-    mesh: optional mesh with a ``"data"`` axis.
-    progress: show a tqdm bar (counting samples).
-    desc: the bar's label.
-    variables: optional pytree passed as ``fn``'s first argument (replicated over the mesh).
-    preprocess: optional host function applied to each raw batch before padding (e.g. a
-      resize), so that only one batch of preprocessed data is ever in memory.
-
-  Returns:
-    numpy ``[n, ...]`` outputs, in order.
-
-  Raises:
-    ValueError: ``batch_size < 1`` or a mesh without a ``"data"`` axis.
-  """
-  if batch_size < 1:
-    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-  n = len(x)
-  call = fn if variables is not None else (lambda _, b: fn(b))
-  if mesh is not None:
-    if "data" not in mesh.axis_names:
-      raise ValueError(f"mesh must have a 'data' axis, got axes {mesh.axis_names}")
-    d = mesh.shape["data"]
-    batch_size = -(-min(batch_size, n) // d) * d
-    data = NamedSharding(mesh, P("data"))
-    variables = jax.device_put(variables, NamedSharding(mesh, P()))
-    jfn = jax.jit(call, in_shardings=(NamedSharding(mesh, P()), data), out_shardings=data)
-  else:
-    batch_size = max(1, min(batch_size, n))
-    data = None
-    jfn = jax.jit(call)
-  outs = []
-  with tqdm(total=n, desc=desc, disable=not progress, unit="sample") as bar:
-    for start in range(0, n, batch_size):
-      chunk = x[start:start + batch_size]
-      if preprocess is not None:
-        chunk = preprocess(chunk)
-      m = len(chunk)
-      if m < batch_size:
-        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - m, axis=0)])
-      batch = jax.device_put(chunk, data) if data is not None else jnp.asarray(chunk)
-      outs.append(np.asarray(jfn(variables, batch))[:m])
-      bar.update(m)
-  return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
 
 def as_uint8_images(images: np.ndarray) -> np.ndarray:
@@ -124,7 +64,6 @@ def load_lenet5(cache_dir: str | None = None, checkpoint: str | None = None):
   Raises:
     FileNotFoundError: no cache and no checkpoint to convert.
   """
-  from jaxgc import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
   cache = os.path.join(cache_dir or cache_root(), "lenet5_mnist")
   if os.path.isdir(cache):
     return ckpt_lib.load_model(cache)
@@ -133,7 +72,6 @@ def load_lenet5(cache_dir: str | None = None, checkpoint: str | None = None):
     if not root:
       raise FileNotFoundError(f"LeNet-5 is not cached in {cache} and JAXGC_ASSETS is unset")
     checkpoint = os.path.join(root, "mnist-lenet5", "lenet5_mnist.pth")
-  from jaxgc.convert import load_torch_checkpoint  # pylint: disable=import-outside-toplevel
   module, variables = load_torch_checkpoint(checkpoint, "lenet5")
   ckpt_lib.save_model(cache, module, variables, extra={"source": os.path.abspath(checkpoint)})
   return module, variables
@@ -144,8 +82,8 @@ def lenet5_features(images: np.ndarray, batch_size: int = 500, mesh=None, progre
   """``[n, 84]`` float32 LeNet-5 features of uint8 digits ``[n, h, w(, c)]``."""
   module, variables = load_lenet5(cache_dir)
   x = lenet5_preprocess(images)
-  return batched_apply(lambda b: module.apply(variables, b, method=module.features), x,
-                       batch_size, mesh, progress, "lenet5 features")
+  return batched_apply(lambda v, b: module.apply(v, b, method=module.features), x,
+                       batch_size, mesh, progress, "lenet5 features", variables=variables)
 
 
 def pixel_features(images: np.ndarray) -> np.ndarray:
@@ -163,7 +101,6 @@ def extract_features(images: np.ndarray, extractor: str = "inception", resize: s
     ValueError: unknown extractor, or images that are not uint8 ``[n, h, w(, 1 or 3)]``.
   """
   if extractor == "inception":
-    from jaxgc.eval.inception import inception_features  # pylint: disable=import-outside-toplevel
     return inception_features(as_uint8_images(images), batch_size=batch_size, resize=resize,
                               mesh=mesh, progress=progress)
   if extractor == "lenet5":

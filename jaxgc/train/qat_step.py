@@ -27,11 +27,10 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxgc.compress import quantize
 from jaxgc.compress import selection
-from jaxgc.train import selfsup
+from jaxgc.train import selfsup_step as selfsup
 from jaxgc.train.state import TrainState
 
 
@@ -160,30 +159,3 @@ def make_train_step(
   return selfsup.make_train_step(
       generator, config, discriminator, mesh,
       transform=functools.partial(quantized_variables, config=config))
-
-
-@functools.lru_cache(maxsize=32)
-def jitted_apply(module: nn.Module) -> Callable[..., Any]:
-  """``jax.jit(module.apply)``, one per (equal) module, so repeated calls reuse its compilations
-  (a new ``jax.jit`` of a bound method would compile again)."""
-  return jax.jit(module.apply)
-
-
-def generate(generator: nn.Module, variables: Any, latents: np.ndarray, batch_size: int = 256
-             ) -> np.ndarray:
-  """``generator.apply(variables, x)`` over ``latents`` in batches, as a numpy array.
-
-  Args:
-    generator: a generator module.
-    variables: its variables.
-    latents: float32 ``[n, z_dim]`` latents, or ``[n, height, width, channels]`` images in
-      [-1, 1] for an image-to-image generator.
-    batch_size: inputs per jitted call.
-
-  Returns:
-    float32 outputs ``[n, ...]`` (images in [-1, 1]).
-  """
-  apply = jitted_apply(generator)
-  outs = [np.asarray(apply(variables, jnp.asarray(latents[i:i + batch_size])))
-          for i in range(0, len(latents), batch_size)]
-  return np.concatenate(outs)
