@@ -13,6 +13,7 @@ import optax
 import pytest
 
 from jaxgc.compress import prune
+from jaxgc.compress import prune_scores
 from jaxgc.compress.prune import PruneConfig
 from jaxgc.models import registry
 
@@ -43,7 +44,7 @@ def normal(seed, shape):
 
 
 def kernel_paths(params):
-  return [p for p in prune._leaves_by_path(params) if p.endswith("kernel")]
+  return [p for p in prune_scores._leaves_by_path(params) if p.endswith("kernel")]
 
 
 # --------------------------------------------------------------------------- unstructured
