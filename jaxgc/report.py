@@ -1,15 +1,28 @@
-"""What a compressed generator's outputs lost: per-setting metrics, tables and sample grids."""
+"""The parts of a report every job shares: image metrics, model facts, tables, plots, grids.
+
+Each job writes ``report.json``, a readable ``report.md`` and pictures; this module holds what
+they have in common, so a number is measured, formatted and drawn the same way everywhere:
+:func:`image_metrics` (PSNR / SSIM / max error of outputs against a reference),
+:func:`model_facts` (params, MACs, bytes, latency), :func:`fmt` and :func:`table` (markdown),
+:func:`pyplot` and :func:`save_figure` (matplotlib, written atomically) and :func:`sample_grid`
+(labelled PNG grids of samples).
+"""
 
 from __future__ import annotations
 
 import math
 import os
 import tempfile
+from typing import Any, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 
+from jaxgc import stats
+from jaxgc.models import registry
 from jaxgc._fileio import give_default_mode
 
 
@@ -36,53 +49,95 @@ def image_metrics(reference: np.ndarray, outputs: np.ndarray) -> dict[str, float
                                                - np.asarray(reference, np.float64))))}
 
 
-def _fmt(v, spec: str) -> str:
+def fmt(v: Any, spec: str, none: str = "-") -> str:
+  """``format(v, spec)``, or ``none`` for a missing value (``None``).
+
+  ``spec="psnr"`` formats a PSNR in dB with two decimals and writes ``inf`` for ``None`` (the
+  outputs were identical).
+  """
   if v is None:
-    return "inf" if spec == "psnr" else "-"
+    return "inf" if spec == "psnr" else none
   if spec == "psnr":
     return f"{v:.2f}"
   return format(v, spec)
 
 
-def markdown(report: dict) -> str:
-  """``report.md`` text: model, inputs, and one table row per setting."""
-  m, inp = report["model"], report["inputs"]
-  lines = [
-      f"# jaxgc compress: {m['arch']}",
-      "",
-      f"- checkpoint: `{m['checkpoint']}`",
-      f"- params: {m['params']:,}; MACs per sample: {m['macs'] / 1e9:.3f} G "
-      "(torchprofile convention)",
-      f"- inputs: {inp['kind']} {inp.get('names', '')} shape {inp['shape']}",
-      "- PSNR, SSIM and max abs error compare each setting's outputs with the FP32 model's "
-      "outputs on the same inputs (images in [0, 1] for PSNR/SSIM, [-1, 1] for the error). "
-      "Sizes are the bytes of the stored checkpoint (int8, or int4 packed two per byte, plus "
-      "scales and zero points; unselected leaves stay float32).",
-      "",
-      "| setting | weight bits | clip | granularity | bytes on disk | size ratio | PSNR (dB) "
-      "| SSIM | max abs error |",
-      "|---|---:|---|---|---:|---:|---:|---:|---:|",
-  ]
-  for r in report["rows"]:
-    lines.append(
-        f"| {r['setting']} | {r['weight_bits']} | {r['clip'] or 'none'} | "
-        f"{r['granularity'] or '-'} | {r['bytes_on_disk']:,} | {r['size_ratio']:.3f} | "
-        f"{_fmt(r['psnr_db'], 'psnr')} | {r['ssim']:.4f} | {r['max_abs_error']:.4f} |")
-  if report["rows"] and "fid" in report["rows"][0]:
-    lines += ["", "Distribution metrics against the FP32 model's samples "
-              f"({report.get('metrics', {}).get('extractor', '')} features, "
-              f"n = {report.get('metrics', {}).get('num_samples', '')}):", "",
-              "| setting | FID | KID x 1e3 | precision | recall | density | coverage | LSH P | "
-              "LSH R | LSH+kNN P | LSH+kNN R |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in report["rows"]:
-      lines.append(
-          f"| {r['setting']} | {r['fid']:.3f} | {1e3 * r['kid_mean']:.3f} | "
-          f"{r['precision']:.4f} | {r['recall']:.4f} | {r['density']:.4f} | "
-          f"{r['coverage']:.4f} | {r['lsh_precision']:.4f} | {r['lsh_recall']:.4f} | "
-          f"{r['lsh_knn_precision']:.4f} | {r['lsh_knn_recall']:.4f} |")
-  lines += ["", "![samples](samples.png)", ""]
-  return "\n".join(lines)
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None
+          ) -> list[str]:
+  """Markdown table lines: ``header``, the alignment row, then one line per row.
+
+  Args:
+    header: column titles.
+    rows: cells (already formatted strings, or anything ``str()`` accepts).
+    align: one character per column, ``"l"`` or ``"r"``; default: first column left, the
+      others right (numbers).
+
+  Raises:
+    ValueError: a row or ``align`` whose length is not the number of columns.
+  """
+  n = len(header)
+  align = align or "l" + "r" * (n - 1)
+  if len(align) != n or any(len(r) != n for r in rows):
+    raise ValueError(f"a table of {n} columns got align {align!r} and row lengths "
+                     f"{sorted({len(r) for r in rows})}")
+  lines = ["| " + " | ".join(header) + " |",
+           "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
+  lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+  return lines
+
+
+def model_facts(module, variables: Any, example: np.ndarray,
+                latency_repeats: int = 0) -> dict[str, Any]:
+  """The facts a report gives of a model, measured one way for every job.
+
+  Args:
+    module: a ``jaxgc.models`` zoo module.
+    variables: its variables.
+    example: an input batch ``[batch, ...]``; MACs are counted on its first sample, latency is
+      timed on the whole batch.
+    latency_repeats: jitted forward passes to time (median); 0 skips the latency.
+
+  Returns:
+    ``{"arch", "spec", "params", "nonzero_params", "macs", "bytes"[, "latency_s"]}``: the zoo
+    name and spec, the number of parameters and of nonzero parameters (``params`` collection),
+    the MACs per sample (torchprofile convention, :func:`jaxgc.stats.count_macs`), the bytes of
+    every variable in memory, and the median seconds per batch.
+  """
+  params = variables.get("params", variables)
+  facts = {"arch": registry.arch_name(module), "spec": registry.model_spec(module),
+           "params": stats.count_params(variables),
+           "nonzero_params": int(sum(np.count_nonzero(np.asarray(x))
+                                     for x in jax.tree.leaves(params))),
+           "macs": stats.count_macs(module, variables, jnp.asarray(example[:1])),
+           "bytes": int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(variables)))}
+  if latency_repeats:
+    facts["latency_s"] = stats.latency(module, variables, example, int(latency_repeats))
+  return facts
+
+
+def pyplot():
+  """``matplotlib.pyplot`` on the non-interactive Agg backend (no display needed)."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  return plt
+
+
+def save_figure(fig, path: str, dpi: int = 110) -> None:
+  """Writes a matplotlib figure to ``path`` atomically (temporary file, then rename) and closes
+  it; the file gets the user's default permissions."""
+  plt = pyplot()
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                             suffix=os.path.splitext(path)[1] or ".png")
+  os.close(fd)
+  try:
+    fig.savefig(tmp, dpi=dpi)
+    give_default_mode(tmp)
+    os.replace(tmp, path)
+  finally:
+    plt.close(fig)
+    if os.path.exists(tmp):
+      os.remove(tmp)
 
 
 def sample_grid(rows: list[tuple[str, np.ndarray]], path: str, cell: int = 128) -> None:
@@ -118,4 +173,5 @@ def sample_grid(rows: list[tuple[str, np.ndarray]], path: str, cell: int = 128) 
 
 
 def finite_or_none(x: float) -> float | None:
+  """``x``, or ``None`` when it is missing, NaN or infinite (JSON has no NaN)."""
   return None if x is None or not math.isfinite(x) else x

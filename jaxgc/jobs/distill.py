@@ -28,6 +28,7 @@ Outputs in the workdir:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -40,27 +41,28 @@ import numpy as np
 import optax
 
 from jaxgc import _fileio
-from jaxgc import models
-from jaxgc import stats
+from jaxgc import parallel
+from jaxgc import report as report_lib
 from jaxgc import train as train_lib
 from jaxgc.checkpoint import check_writable_dir
 from jaxgc.checkpoint import load_any_model
 from jaxgc.checkpoint import save_model
 from jaxgc.compress import slim as slim_lib
-from jaxgc.jobs import config as config_lib
 from jaxgc.data import inputs as inputs_lib
-from jaxgc import report as report_lib
+from jaxgc.data import pipeline
+from jaxgc.eval import extractors
+from jaxgc.eval import metrics
+from jaxgc.eval.inception_features import load_inception
+from jaxgc.jobs import config as config_lib
 from jaxgc.jobs import runs
 from jaxgc.models import layers
-from jaxgc.models import registry
 from jaxgc.models.patchgan import PatchGANDiscriminator
 from jaxgc.models.resnet import MobileResnetGenerator
 from jaxgc.models.resnet import ResnetGenerator
 from jaxgc.models.resnet import SubMobileResnetGenerator
+from jaxgc.parallel import generate
 from jaxgc.train import crd_step as distill_lib
 from jaxgc.train import feature_nets as features_lib
-from jaxgc.data import pipeline
-from jaxgc.parallel import generate
 
 CONFIG_FILE = "distill_config.json"
 REPORT_MD = "report.md"
@@ -329,34 +331,21 @@ def _target_images(cfg) -> np.ndarray | None:
 
 
 def _features(images: np.ndarray, cfg, progress: bool) -> np.ndarray:
-  from jaxgc.eval import extractors as features_eval  # pylint: disable=import-outside-toplevel
   if images.dtype != np.uint8:
     images = inputs_lib.to_uint8(images)
-  return features_eval.extract_features(images, "inception", batch_size=int(cfg.eval.fid_batch),
-                                        progress=progress)
+  return extractors.extract_features(images, "inception", batch_size=int(cfg.eval.fid_batch),
+                                     progress=progress)
 
 
 def _fid(reference: np.ndarray, feats: np.ndarray, cfg) -> dict:
   """FID and KID (subsets of ``min(1000, n)``) of ``feats`` against ``reference`` features."""
-  from jaxgc.eval import metrics  # pylint: disable=import-outside-toplevel
   k = metrics.kid(reference, feats, num_subsets=100,
                   subset_size=min(1000, len(feats), len(reference)), seed=int(cfg.seed))
   return {"fid": float(metrics.fid(reference, feats)), "kid_mean": float(k["kid_mean"]),
           "kid_std": float(k["kid_std"])}
 
 
-def _model_facts(module, variables, example: np.ndarray, repeats: int) -> dict[str, Any]:
-  return {"arch": registry.arch_name(module), "spec": models.model_spec(module),
-          "params": stats.count_params(variables),
-          "macs": stats.count_macs(module, variables, jnp.asarray(example[:1])),
-          "bytes": int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(variables))),
-          "latency_s": stats.latency(module, variables, example[:1], repeats)}
-
-
 def _plot_curves(metrics_path: str, path: str) -> None:
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   rows = []
   with open(metrics_path) as f:
     for line in f:
@@ -365,6 +354,7 @@ def _plot_curves(metrics_path: str, path: str) -> None:
     return
   keys = [k for k in ("loss", "crd", "recon", "perceptual", "style", "adv", "d_loss")
           if any(r.get(k, 0) for r in rows)]
+  plt = report_lib.pyplot()
   fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
   steps = [r["step"] for r in rows]
   for ax, k in zip(axes[0], keys):
@@ -373,10 +363,187 @@ def _plot_curves(metrics_path: str, path: str) -> None:
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
   fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=110)
-  plt.close(fig)
-  os.replace(tmp, path)
+  report_lib.save_figure(fig, path)
+
+
+@dataclasses.dataclass
+class _Models:
+  """Everything :func:`run` trains or trains against, built from the config."""
+  teacher_path: str
+  teacher: Any
+  teacher_vars: dict
+  student: Any
+  student_vars: dict        # the student before training (inherited channels or from scratch)
+  how: str                  # how the student was made, for the report
+  loss: distill_lib.DistillConfig
+  disc: Any = None
+  disc_vars: dict | None = None
+  feature_net: Any = None
+
+
+@dataclasses.dataclass
+class _Samples:
+  """Held-out inputs and the teacher's outputs on them (evaluation and sample grids)."""
+  eval_x: np.ndarray
+  fid_x: np.ndarray | None
+  desc: str
+  teacher_eval: np.ndarray
+  grid_x: np.ndarray
+  input_grid: np.ndarray
+  teacher_grid: np.ndarray
+
+
+def load_models(cfg) -> _Models:
+  """Stage 1: the teacher (ResNet family), the student, the online discriminator, the feature
+  network of the perceptual / style terms."""
+  t_path = runs.resolve_path(cfg.teacher)
+  teacher, teacher_vars = load_any_model(t_path)
+  if not isinstance(teacher, _GENERATORS):
+    raise ValueError(f"distill needs a ResNet, mobile or sub-mobile generator teacher; {t_path} "
+                     f"holds a {type(teacher).__name__}")
+  teacher_vars = jax.tree.map(np.asarray, teacher_vars)
+  crop = int(cfg.data.crop_size)
+  example = jnp.zeros((1, crop, crop, 3), jnp.float32)
+  student, student_vars, how = build_student(cfg, teacher, teacher_vars, example)
+  m = _Models(t_path, teacher, teacher_vars, student, jax.tree.map(np.asarray, student_vars),
+              how, loss_config(cfg))
+  if m.loss.uses_discriminator:
+    m.disc = PatchGANDiscriminator(ndf=int(cfg.disc.ndf), n_layers=int(cfg.disc.n_layers),
+                                   norm="instance", image_size=crop)
+    m.disc_vars = layers.normal_init(m.disc, example, seed=int(cfg.seed) + 2)
+  if m.loss.uses_features:
+    if cfg.loss.feature_net == "inception":
+      m.feature_net = features_lib.inception(load_inception(), tuple(cfg.loss.inception_taps))
+    else:
+      m.feature_net = features_lib.teacher_encoder(teacher, teacher_vars)
+  return m
+
+
+def data_mesh(cfg) -> jax.sharding.Mesh:
+  """Stage 2: the data-parallel mesh; the batch must split over its devices and processes."""
+  mesh = parallel.data_mesh()
+  n_dev, n_proc = mesh.shape["data"], jax.process_count()
+  if cfg.batch_size % n_dev or cfg.batch_size % n_proc:
+    raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of the {n_dev} devices "
+                     f"and {n_proc} processes")
+  return mesh
+
+
+def train_batches(cfg, m: _Models, mesh):
+  """Stage 3: ``(source, step -> sharded batch)`` from the grain pipeline (this process's
+  share)."""
+  source = _source(cfg, "train")
+  ds = _dataset(cfg, source, int(cfg.batch_size) // jax.process_count(), int(cfg.seed),
+                int(cfg.data.crop_size), True)
+  get = pipeline.batch_fn(ds)
+  keys = ("A", "B") if m.loss.disc_real == "target" else ("A",)
+  return source, lambda s: parallel.shard_batch({k: get(s)[k] for k in keys}, mesh)
+
+
+def held_out_samples(cfg, m: _Models) -> _Samples:
+  """Stage 4: held-out inputs and the teacher's outputs on them."""
+  eval_x, fid_x, desc = _eval_inputs(cfg)
+  teacher_eval = generate(m.teacher, m.teacher_vars, eval_x, batch_size=4)
+  grid_x = eval_x[:8]
+  return _Samples(eval_x, fid_x, desc, teacher_eval, grid_x, inputs_lib.to_uint8(grid_x),
+                  inputs_lib.to_uint8(teacher_eval[:8]))
+
+
+def train(cfg, m: _Models, batch, samples: _Samples, mesh, workdir: str, progress: bool):
+  """Stage 5: the jitted, data-parallel distillation loop, resumed from the workdir's
+  checkpoints; sample grids every ``sample_every`` steps.
+
+  Returns:
+    ``(final student variables (numpy), first step run, seconds)``.
+  """
+  ckpt_dir = os.path.join(workdir, runs.CHECKPOINT_DIR)
+  runs.check_resume(os.path.join(workdir, CONFIG_FILE), cfg.to_dict(), RESUMABLE_KEYS,
+                    os.path.isdir(ckpt_dir) and bool(os.listdir(ckpt_dir)))
+  os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
+
+  def on_step(step, state):
+    if cfg.sample_every and step % int(cfg.sample_every) == 0:
+      v = jax.device_get(distill_lib.student_variables(state))
+      report_lib.sample_grid(
+          [("input", samples.input_grid), ("teacher", samples.teacher_grid),
+           (f"student\nstep {step}",
+            inputs_lib.to_uint8(generate(m.student, v, samples.grid_x, 4)))],
+          os.path.join(workdir, "samples", f"step_{step:06d}.png"))
+
+  g_tx = optax.adam(float(cfg.learning_rate), b1=float(cfg.beta1), b2=0.999)
+  d_tx = optax.adam(float(cfg.d_learning_rate), b1=float(cfg.beta1), b2=0.999)
+  state = parallel.replicate(
+      distill_lib.create_distill_state(m.student_vars, m.disc_vars, g_tx, d_tx), mesh)
+  step_fn = distill_lib.make_distill_step(m.student, m.teacher, m.loss, m.disc, m.feature_net,
+                                          mesh)
+  teacher_dev = parallel.replicate(m.teacher_vars, mesh)
+  feature_dev = (None if m.feature_net is None
+                 else parallel.replicate(m.feature_net.variables, mesh))
+  manager = train_lib.checkpoint_manager(ckpt_dir, int(cfg.checkpoint_every),
+                                         int(cfg.max_to_keep))
+  try:
+    state, start = runs.restore(manager, state, int(cfg.steps), workdir)
+    state, seconds = runs.run_steps(
+        step_fn, state, batch, (teacher_dev, feature_dev), manager=manager, run_dir=workdir,
+        start=start, steps=int(cfg.steps), desc="distill", progress=progress,
+        tensorboard=bool(cfg.tensorboard), on_step=on_step)
+  finally:
+    manager.close()
+  final = jax.tree.map(np.asarray, jax.device_get(distill_lib.student_variables(state)))
+  return final, start, seconds
+
+
+def measure(cfg, m: _Models, final: dict, samples: _Samples, progress: bool) -> dict:
+  """Stage 6: PSNR / SSIM of the student before and after training against the teacher, and
+  FID / KID against the teacher's translations (and the real target images when the data
+  has them)."""
+  before_eval = generate(m.student, m.student_vars, samples.eval_x, batch_size=4)
+  after_eval = generate(m.student, final, samples.eval_x, batch_size=4)
+  quality = {"before": report_lib.image_metrics(samples.teacher_eval, before_eval),
+             "after": report_lib.image_metrics(samples.teacher_eval, after_eval),
+             "_outputs": {"before": before_eval, "after": after_eval}}
+  if samples.fid_x is None:
+    return quality
+  fid_x = samples.fid_x
+  t_feats = _features(generate(m.teacher, m.teacher_vars, fid_x, 4), cfg, progress)
+  feats = {"before": _features(generate(m.student, m.student_vars, fid_x, 4), cfg, progress),
+           "after": _features(generate(m.student, final, fid_x, 4), cfg, progress)}
+  target = _target_images(cfg)
+  b_feats = None if target is None else _features(target, cfg, progress)
+  if b_feats is not None:
+    quality["teacher"] = {f"{k}_vs_real": v for k, v in _fid(b_feats, t_feats, cfg).items()}
+  for when, f in feats.items():
+    quality[when].update(_fid(t_feats, f, cfg))
+    if b_feats is not None:
+      quality[when].update({f"{k}_vs_real": v for k, v in _fid(b_feats, f, cfg).items()})
+  return quality
+
+
+def write_report(cfg, m: _Models, final: dict, samples: _Samples, quality: dict, training: dict,
+                 workdir: str) -> dict:
+  """Stage 7: ``report.json``, ``report.md`` and ``samples.png``."""
+  outputs = quality.pop("_outputs")
+  lat_x = samples.eval_x[:1]
+  repeats = int(cfg.latency_repeats)
+  t_facts = report_lib.model_facts(m.teacher, m.teacher_vars, lat_x, repeats)
+  s_facts = report_lib.model_facts(m.student, final, lat_x, repeats)
+  report = {
+      "teacher": {**t_facts, "checkpoint": m.teacher_path},
+      "student": {**s_facts, "how": m.how},
+      "ratios": {"macs": t_facts["macs"] / s_facts["macs"],
+                 "params": t_facts["params"] / s_facts["params"],
+                 "latency": t_facts["latency_s"] / s_facts["latency_s"]},
+      "quality": quality, "eval_inputs": samples.desc, "training": training,
+      "config": cfg.to_dict(),
+  }
+  runs.write_json(os.path.join(workdir, REPORT_JSON), report)
+  report_lib.sample_grid(
+      [("input", samples.input_grid), ("teacher", samples.teacher_grid),
+       ("student\nbefore training", inputs_lib.to_uint8(outputs["before"][:8])),
+       (f"student\nafter {cfg.steps} steps", inputs_lib.to_uint8(outputs["after"][:8]))],
+      os.path.join(workdir, "samples.png"))
+  _fileio.atomic_write_text(os.path.join(workdir, REPORT_MD), markdown(report))
+  return report
 
 
 def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
@@ -401,127 +568,23 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   """
   cfg = resolve_config(config)
   workdir = check_writable_dir(workdir)
-  t_path = runs.resolve_path(cfg.teacher)
-  teacher, teacher_vars = load_any_model(t_path)
-  if not isinstance(teacher, _GENERATORS):
-    raise ValueError(f"distill needs a ResNet, mobile or sub-mobile generator teacher; {t_path} "
-                     f"holds a {type(teacher).__name__}")
-  teacher_vars = jax.tree.map(np.asarray, teacher_vars)
-  mesh = train_lib.data_mesh()
-  n_dev, n_proc = mesh.shape["data"], jax.process_count()
-  if cfg.batch_size % n_dev or cfg.batch_size % n_proc:
-    raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of the {n_dev} devices "
-                     f"and {n_proc} processes")
-  crop = int(cfg.data.crop_size)
-  example = jnp.zeros((1, crop, crop, 3), jnp.float32)
-  student, student_vars, how = build_student(cfg, teacher, teacher_vars, example)
-  student_vars = jax.tree.map(np.asarray, student_vars)
-  lcfg = loss_config(cfg)
-  disc, disc_vars = None, None
-  if lcfg.uses_discriminator:
-    disc = PatchGANDiscriminator(ndf=int(cfg.disc.ndf), n_layers=int(cfg.disc.n_layers),
-                                 norm="instance", image_size=crop)
-    disc_vars = layers.normal_init(disc, example, seed=int(cfg.seed) + 2)
-  feature_net = None
-  if lcfg.uses_features:
-    if cfg.loss.feature_net == "inception":
-      from jaxgc.eval.inception_features import load_inception  # pylint: disable=import-outside-toplevel
-      feature_net = features_lib.inception(load_inception(), tuple(cfg.loss.inception_taps))
-    else:
-      feature_net = features_lib.teacher_encoder(teacher, teacher_vars)
-
-  train_source = _source(cfg, "train")
-  ds = _dataset(cfg, train_source, int(cfg.batch_size) // n_proc, int(cfg.seed), crop, True)
-  get = pipeline.batch_fn(ds)
-  keys = ("A", "B") if lcfg.disc_real == "target" else ("A",)
-  batch = lambda s: train_lib.shard_batch({k: get(s)[k] for k in keys}, mesh)  # noqa: E731
-
+  m = load_models(cfg)
+  mesh = data_mesh(cfg)
+  source, batch = train_batches(cfg, m, mesh)
   os.makedirs(workdir, exist_ok=True)
-  ckpt_dir = os.path.join(workdir, runs.CHECKPOINT_DIR)
-  runs.check_resume(os.path.join(workdir, CONFIG_FILE), cfg.to_dict(), RESUMABLE_KEYS,
-                    os.path.isdir(ckpt_dir) and bool(os.listdir(ckpt_dir)))
-  eval_x, fid_x, eval_desc = _eval_inputs(cfg)
-  grid_x = eval_x[:8]
-  teacher_eval = generate(teacher, teacher_vars, eval_x, batch_size=4)
-  input_grid = inputs_lib.to_uint8(grid_x)
-  teacher_grid = inputs_lib.to_uint8(teacher_eval[:8])
-  os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
-
-  def on_step(step, state):
-    if cfg.sample_every and step % int(cfg.sample_every) == 0:
-      v = jax.device_get(distill_lib.student_variables(state))
-      report_lib.sample_grid(
-          [("input", input_grid), ("teacher", teacher_grid),
-           (f"student\nstep {step}", inputs_lib.to_uint8(generate(student, v, grid_x, 4)))],
-          os.path.join(workdir, "samples", f"step_{step:06d}.png"))
-
-  g_tx = optax.adam(float(cfg.learning_rate), b1=float(cfg.beta1), b2=0.999)
-  d_tx = optax.adam(float(cfg.d_learning_rate), b1=float(cfg.beta1), b2=0.999)
-  state = train_lib.replicate(
-      distill_lib.create_distill_state(student_vars, disc_vars, g_tx, d_tx), mesh)
-  step_fn = distill_lib.make_distill_step(student, teacher, lcfg, disc, feature_net, mesh)
-  teacher_dev = train_lib.replicate(teacher_vars, mesh)
-  feature_dev = None if feature_net is None else train_lib.replicate(feature_net.variables, mesh)
-  manager = train_lib.checkpoint_manager(ckpt_dir, int(cfg.checkpoint_every),
-                                         int(cfg.max_to_keep))
-  try:
-    state, start = runs.restore(manager, state, int(cfg.steps), workdir)
-    state, seconds = runs.run_steps(
-        step_fn, state, batch, (teacher_dev, feature_dev), manager=manager, run_dir=workdir,
-        start=start, steps=int(cfg.steps), desc="distill", progress=progress,
-        tensorboard=bool(cfg.tensorboard), on_step=on_step)
-  finally:
-    manager.close()
-  final = jax.tree.map(np.asarray, jax.device_get(distill_lib.student_variables(state)))
-  save_model(os.path.join(workdir, STUDENT_DIR), student, final,
-             extra={"teacher": t_path, "compression": {"method": "crd_distill", "how": how}})
+  samples = held_out_samples(cfg, m)
+  final, start, seconds = train(cfg, m, batch, samples, mesh, workdir, progress)
+  save_model(os.path.join(workdir, STUDENT_DIR), m.student, final,
+             extra={"teacher": m.teacher_path, "compression": {"method": "crd_distill",
+                                                                "how": m.how}})
   _plot_curves(os.path.join(workdir, runs.METRICS_FILE), os.path.join(workdir, "curves.png"))
-
-  before_eval = generate(student, student_vars, eval_x, batch_size=4)
-  after_eval = generate(student, final, eval_x, batch_size=4)
-  quality = {"before": report_lib.image_metrics(teacher_eval, before_eval),
-             "after": report_lib.image_metrics(teacher_eval, after_eval)}
-  if fid_x is not None:
-    t_feats = _features(generate(teacher, teacher_vars, fid_x, 4), cfg, progress)
-    feats = {"before": _features(generate(student, student_vars, fid_x, 4), cfg, progress),
-             "after": _features(generate(student, final, fid_x, 4), cfg, progress)}
-    target = _target_images(cfg)
-    b_feats = None if target is None else _features(target, cfg, progress)
-    if b_feats is not None:
-      quality["teacher"] = {f"{k}_vs_real": v for k, v in _fid(b_feats, t_feats, cfg).items()}
-    for when, f in feats.items():
-      quality[when].update(_fid(t_feats, f, cfg))
-      if b_feats is not None:
-        quality[when].update({f"{k}_vs_real": v for k, v in _fid(b_feats, f, cfg).items()})
-  lat_x = eval_x[:1]
-  t_facts = _model_facts(teacher, teacher_vars, lat_x, int(cfg.latency_repeats))
-  s_facts = _model_facts(student, final, lat_x, int(cfg.latency_repeats))
-  report = {
-      "teacher": {**t_facts, "checkpoint": t_path},
-      "student": {**s_facts, "how": how},
-      "ratios": {"macs": t_facts["macs"] / s_facts["macs"],
-                 "params": t_facts["params"] / s_facts["params"],
-                 "latency": t_facts["latency_s"] / s_facts["latency_s"]},
-      "quality": quality, "eval_inputs": eval_desc,
-      "training": {"steps": int(cfg.steps), "resumed_from": start, "seconds": seconds,
-                   "seconds_per_step": seconds / max(1, int(cfg.steps) - start),
-                   "devices": n_dev, "processes": n_proc,
-                   "backend": jax.default_backend(), "train_source": repr(train_source),
-                   "feature_net": None if feature_net is None else feature_net.name},
-      "config": cfg.to_dict(),
-  }
-  runs.write_json(os.path.join(workdir, REPORT_JSON), report)
-  report_lib.sample_grid(
-      [("input", input_grid), ("teacher", teacher_grid),
-       ("student\nbefore training", inputs_lib.to_uint8(before_eval[:8])),
-       (f"student\nafter {cfg.steps} steps", inputs_lib.to_uint8(after_eval[:8]))],
-      os.path.join(workdir, "samples.png"))
-  _fileio.atomic_write_text(os.path.join(workdir, REPORT_MD), markdown(report))
-  return report
-
-
-def _f(v, spec: str) -> str:
-  return "-" if v is None else format(v, spec)
+  quality = measure(cfg, m, final, samples, progress)
+  training = {"steps": int(cfg.steps), "resumed_from": start, "seconds": seconds,
+              "seconds_per_step": seconds / max(1, int(cfg.steps) - start),
+              "devices": mesh.shape["data"], "processes": jax.process_count(),
+              "backend": jax.default_backend(), "train_source": repr(source),
+              "feature_net": None if m.feature_net is None else m.feature_net.name}
+  return write_report(cfg, m, final, samples, quality, training, workdir)
 
 
 def markdown(report: dict) -> str:
@@ -571,16 +634,16 @@ def markdown(report: dict) -> str:
       "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if real else ""),
       f"| teacher | {t['params']:,} | {t['macs'] / 1e9:.3f} | {t['bytes']:,} | "
       f"{t['latency_s'] * 1e3:.2f} | - | 1 | 0 (reference) | 0 |"
-      + (f" {_f(q['teacher']['fid_vs_real'], '.2f')} | "
-         f"{_f(q['teacher']['kid_mean_vs_real'], '.4f')} |" if real else ""),
+      + (f" {report_lib.fmt(q['teacher']['fid_vs_real'], '.2f')} | "
+         f"{report_lib.fmt(q['teacher']['kid_mean_vs_real'], '.4f')} |" if real else ""),
   ]
   for label, key in (("student before training", "before"), ("student after training", "after")):
     m = q[key]
     lines.append(f"| {label} | {s['params']:,} | {s['macs'] / 1e9:.3f} | {s['bytes']:,} | "
-                 f"{s['latency_s'] * 1e3:.2f} | {_f(m['psnr_db'], '.2f')} | "
-                 f"{_f(m['ssim'], '.4f')} | {_f(m.get('fid'), '.2f')} | "
-                 f"{_f(m.get('kid_mean'), '.4f')} |"
-                 + (f" {_f(m['fid_vs_real'], '.2f')} | {_f(m['kid_mean_vs_real'], '.4f')} |"
+                 f"{s['latency_s'] * 1e3:.2f} | {report_lib.fmt(m['psnr_db'], '.2f')} | "
+                 f"{report_lib.fmt(m['ssim'], '.4f')} | {report_lib.fmt(m.get('fid'), '.2f')} | "
+                 f"{report_lib.fmt(m.get('kid_mean'), '.4f')} |"
+                 + (f" {report_lib.fmt(m['fid_vs_real'], '.2f')} | {report_lib.fmt(m['kid_mean_vs_real'], '.4f')} |"
                     if real else ""))
   r = report["ratios"]
   lines += ["", f"The student has {r['macs']:.2f}x fewer MACs, {r['params']:.2f}x fewer params "

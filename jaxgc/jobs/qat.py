@@ -214,16 +214,16 @@ def train(config: Any, workdir: str | os.PathLike, progress: bool = False
       raise ValueError(f"config.discriminator {d_path} is a {disc.kind}, not a discriminator")
   quantized_paths = compress.selected_paths(teacher_vars, qcfg.include, qcfg.exclude)
 
-  mesh = train_lib.data_mesh()
+  mesh = parallel.data_mesh()
   n_dev = mesh.shape["data"]
   if cfg.batch_size % n_dev:
     raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of the {n_dev} devices")
   tx = optax.adam(float(cfg.learning_rate))
   params = teacher_vars["params"]
   frozen = {k: v for k, v in teacher_vars.items() if k != "params"}
-  state = train_lib.replicate(train_lib.create_train_state(params, tx, frozen), mesh)
-  teacher = train_lib.replicate(teacher_vars, mesh)
-  disc_dev = None if disc is None else train_lib.replicate(disc_vars, mesh)
+  state = parallel.replicate(train_lib.create_train_state(params, tx, frozen), mesh)
+  teacher = parallel.replicate(teacher_vars, mesh)
+  disc_dev = None if disc is None else parallel.replicate(disc_vars, mesh)
 
   os.makedirs(workdir, exist_ok=True)
   manager = train_lib.checkpoint_manager(os.path.join(workdir, runs.CHECKPOINT_DIR),
@@ -234,7 +234,7 @@ def train(config: Any, workdir: str | os.PathLike, progress: bool = False
     state, start = runs.restore(manager, state, int(cfg.steps), workdir)
     step_fn = train_lib.make_train_step(generator, qcfg, disc, mesh)
     key = jax.random.key(int(cfg.seed))
-    batch = lambda s: train_lib.shard_batch(
+    batch = lambda s: parallel.shard_batch(
         train_lib.sample_latents(key, s, int(cfg.batch_size), int(generator.z_dim)), mesh)
     state, train_seconds = runs.run_steps(
         step_fn, state, batch, (teacher, disc_dev), manager=manager, run_dir=workdir,

@@ -34,7 +34,6 @@ import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -43,9 +42,6 @@ from tqdm.auto import tqdm
 from jaxgc import parallel
 from jaxgc import _fileio
 from jaxgc import compress
-from jaxgc import models
-from jaxgc.models import registry
-from jaxgc import stats
 from jaxgc import train as train_lib
 from jaxgc.checkpoint import check_writable_dir
 from jaxgc.checkpoint import load_any_model
@@ -54,6 +50,7 @@ from jaxgc.compress import prune
 from jaxgc.compress import slim as slim_lib
 from jaxgc.jobs import config as config_lib
 from jaxgc.data import inputs as inputs_lib
+from jaxgc.eval import scoring as eval_lib
 from jaxgc import report as report_lib
 from jaxgc.jobs import runs
 
@@ -211,16 +208,11 @@ def _student(cfg, row, module, teacher_vars, key):
   return module, {**teacher_vars, "params": params}, tx, "masked (dense shapes)"
 
 
-def _nonzero(variables) -> int:
-  return int(sum(np.count_nonzero(np.asarray(x)) for x in jax.tree.leaves(variables["params"])))
-
-
 def _scorer(cfg, module, teacher_vars):
   """``(variables, module) -> metrics`` of samples vs the teacher's, or None."""
   mcfg = cfg.metrics
   if mcfg.extractor == "none" or module.kind != "unconditional":
     return None
-  from jaxgc.eval import scoring as eval_lib  # pylint: disable=import-outside-toplevel
   return eval_lib.sample_scorer(
       module, teacher_vars, extractor=mcfg.extractor, resize=mcfg.resize,
       num_samples=int(mcfg.num_samples), seed=int(cfg.seed), reference_seed=int(cfg.seed) + 1,
@@ -239,19 +231,19 @@ def _train_setting(cfg, row, module, teacher_vars, disc, disc_vars, eval_x, run_
   student, student_vars, tx, how = _student(cfg, row, module, teacher_vars,
                                                jax.random.fold_in(key, 1))
   frozen = {k: v for k, v in student_vars.items() if k != "params"}
-  state = train_lib.replicate(
+  state = parallel.replicate(
       train_lib.create_train_state(student_vars["params"], tx, frozen), mesh)
-  teacher_dev = train_lib.replicate(teacher_vars, mesh)
-  disc_dev = None if disc is None else train_lib.replicate(disc_vars, mesh)
+  teacher_dev = parallel.replicate(teacher_vars, mesh)
+  disc_dev = None if disc is None else parallel.replicate(disc_vars, mesh)
   loss_cfg = train_lib.SelfSupConfig(cfg.distill, float(cfg.distill_weight),
                                      float(cfg.adv_weight), cfg.adv_loss)
   step_fn = train_lib.make_selfsup_step(student, loss_cfg, disc, mesh, teacher=module)
 
   if module.kind == "unconditional":
-    batch = lambda s: train_lib.shard_batch(
+    batch = lambda s: parallel.shard_batch(
         train_lib.sample_latents(key, s, int(cfg.batch_size), int(module.z_dim)), mesh)
   else:
-    batch = lambda s: train_lib.shard_batch(inputs_lib.photo_crops(
+    batch = lambda s: parallel.shard_batch(inputs_lib.photo_crops(
         tuple(cfg.train_photos), int(cfg.batch_size), int(cfg.crop_size), int(cfg.seed), s),
         mesh)
   grid_x = eval_x[:8]
@@ -284,25 +276,22 @@ def _train_setting(cfg, row, module, teacher_vars, disc, disc_vars, eval_x, run_
              extra={"source": cfg.generator, "compression": {"method": "prune+selfsup", **row}})
   after = report_lib.image_metrics(parallel.generate(module, teacher_vars, eval_x),
                                    parallel.generate(student, final, eval_x))
-  lat_x = np.resize(eval_x, (int(cfg.latency_batch),) + eval_x.shape[1:])
-  zeros = sum(int(np.size(x)) for x in jax.tree.leaves(final["params"])) - _nonzero(final)
-  result = {
-      **row, "how": how, "resumed_from": start, "train_seconds": seconds,
-      "params": stats.count_params(final), "nonzero_params": _nonzero(final),
-      "zero_params": zeros,
-      "macs": stats.count_macs(student, final, jnp.asarray(eval_x[:1])),
-      "bytes": int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(final))),
-      "latency_s": stats.latency(student, final, lat_x, int(cfg.latency_repeats)),
-      "before": before, "after": after, "spec": models.model_spec(student),
-  }
+  facts = report_lib.model_facts(student, final, _latency_inputs(cfg, eval_x),
+                                 int(cfg.latency_repeats))
+  zeros = sum(int(np.size(x)) for x in jax.tree.leaves(final["params"])) - facts["nonzero_params"]
+  result = {**row, "how": how, "resumed_from": start, "train_seconds": seconds,
+            **facts, "zero_params": zeros, "before": before, "after": after}
   runs.write_json(result_path, result)
   return result
 
 
+def _latency_inputs(cfg, eval_x: np.ndarray) -> np.ndarray:
+  """A batch of ``latency_batch`` held-out inputs (repeated when there are fewer)."""
+  return np.resize(eval_x, (int(cfg.latency_batch),) + eval_x.shape[1:])
+
+
 def _plot(rows: list[dict], teacher: dict, metric: str, label: str, path: str) -> None:
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  plt = report_lib.pyplot()
   fig, ax = plt.subplots(figsize=(6, 4))
   for g in dict.fromkeys(r["granularity"] for r in rows):
     pts = sorted((r["sparsity"], r["quality"][metric]) for r in rows
@@ -316,14 +305,7 @@ def _plot(rows: list[dict], teacher: dict, metric: str, label: str, path: str) -
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=120)
-  plt.close(fig)
-  os.replace(tmp, path)
-
-
-def _fmt(v, spec: str) -> str:
-  return "-" if v is None else format(v, spec)
+  report_lib.save_figure(fig, path, dpi=120)
 
 
 def _markdown(report: dict) -> str:
@@ -361,17 +343,17 @@ def _markdown(report: dict) -> str:
   if has_fid:  # the teacher against itself (other latents): the floor of the sample metrics
     lines.append(f"| teacher (other seed) | 0 | {t['params']:,} | {t['params']:,} | "
                  f"{t['macs'] / 1e6:,.2f} | {t['bytes']:,} | {t['latency_s'] * 1e3:.2f} | - | - "
-                 f"| - | {_fmt(tq.get('fid'), '.2f')} | {_fmt(tq.get('precision'), '.3f')} | "
-                 f"{_fmt(tq.get('recall'), '.3f')} |")
+                 f"| - | {report_lib.fmt(tq.get('fid'), '.2f')} | {report_lib.fmt(tq.get('precision'), '.3f')} | "
+                 f"{report_lib.fmt(tq.get('recall'), '.3f')} |")
   for r in report["rows"]:
     q = r["quality"]
     line = (f"| {r['name']} | {r['sparsity']:.3f} | {r['params']:,} | {r['nonzero_params']:,} "
             f"| {r['macs'] / 1e6:,.2f} | {r['bytes']:,} | {r['latency_s'] * 1e3:.2f} | "
-            f"{_fmt(r['before']['psnr_db'], '.2f')} | {_fmt(q['psnr_db'], '.2f')} | "
-            f"{_fmt(q['ssim'], '.4f')} |")
+            f"{report_lib.fmt(r['before']['psnr_db'], '.2f')} | {report_lib.fmt(q['psnr_db'], '.2f')} | "
+            f"{report_lib.fmt(q['ssim'], '.4f')} |")
     if has_fid:
-      line += (f" {_fmt(q.get('fid'), '.2f')} | {_fmt(q.get('precision'), '.3f')} | "
-               f"{_fmt(q.get('recall'), '.3f')} |")
+      line += (f" {report_lib.fmt(q.get('fid'), '.2f')} | {report_lib.fmt(q.get('precision'), '.3f')} | "
+               f"{report_lib.fmt(q.get('recall'), '.3f')} |")
     lines.append(line)
   lines += ["", "![quality vs sparsity](tradeoff.png)", "", "![samples](samples.png)", ""]
   return "\n".join(lines)
@@ -399,6 +381,25 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   """
   cfg = resolve_config(config)
   workdir = check_writable_dir(workdir)
+  module, teacher_vars, g_path, disc, disc_vars, d_path = load_models(cfg)
+  mesh = data_mesh(cfg)
+  eval_x, eval_desc = held_out_inputs(cfg, module)
+  os.makedirs(workdir, exist_ok=True)
+  runs.check_resume(os.path.join(workdir, CONFIG_FILE), cfg.to_dict(), RESUMABLE_KEYS,
+                    os.path.isdir(os.path.join(workdir, "runs")))
+  teacher = {**report_lib.model_facts(module, teacher_vars, _latency_inputs(cfg, eval_x),
+                                      int(cfg.latency_repeats)),
+             "generator": g_path, "discriminator": d_path}
+  rows, grid, teacher_quality = train_and_measure(cfg, module, teacher_vars, disc, disc_vars,
+                                                  eval_x, mesh, workdir, progress)
+  report = {"teacher": teacher, "config": cfg.to_dict(), "eval_inputs": eval_desc,
+            "teacher_quality": teacher_quality, "rows": rows}
+  write_report(report, grid, workdir)
+  return report
+
+
+def load_models(cfg):
+  """Stage 1: ``(generator, variables, path, discriminator or None, its variables, path)``."""
   g_path = runs.resolve_path(cfg.generator)
   module, teacher_vars = load_any_model(g_path)
   if module.kind not in ("unconditional", "image_to_image"):
@@ -411,32 +412,40 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
     disc, disc_vars = load_any_model(d_path)
     if disc.kind not in ("discriminator", "patch_discriminator"):
       raise ValueError(f"config.discriminator {d_path} is a {disc.kind}, not a discriminator")
-  mesh = train_lib.data_mesh()
+  return module, teacher_vars, g_path, disc, disc_vars, d_path
+
+
+def data_mesh(cfg):
+  """Stage 2: the data-parallel mesh; the batch must split over its devices."""
+  mesh = parallel.data_mesh()
   n_dev = mesh.shape["data"]
   if cfg.batch_size % n_dev:
     raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of the {n_dev} devices")
+  return mesh
+
+
+def held_out_inputs(cfg, module) -> tuple[np.ndarray, str]:
+  """Stage 3: the held-out inputs every setting is measured on, and their description."""
   if module.kind == "unconditional":
     eval_x = np.random.default_rng((int(cfg.seed), _EVAL_STREAM)).standard_normal(
         (int(cfg.eval_samples), int(module.z_dim))).astype(np.float32)
-    eval_desc = f"{cfg.eval_samples} N(0, 1) latents (seed {cfg.seed}, stream {_EVAL_STREAM})"
-  else:
-    eval_x = inputs_lib.photo_batch(tuple(cfg.eval_photos), 256)
-    eval_desc = (f"scikit-image photos {list(cfg.eval_photos)} at 256 x 256 (training crops "
-                 f"come from {list(cfg.train_photos)})")
+    return eval_x, f"{cfg.eval_samples} N(0, 1) latents (seed {cfg.seed}, stream {_EVAL_STREAM})"
+  eval_x = inputs_lib.photo_batch(tuple(cfg.eval_photos), 256)
+  return eval_x, (f"scikit-image photos {list(cfg.eval_photos)} at 256 x 256 (training crops "
+                  f"come from {list(cfg.train_photos)})")
 
-  os.makedirs(workdir, exist_ok=True)
-  runs.check_resume(os.path.join(workdir, CONFIG_FILE), cfg.to_dict(), RESUMABLE_KEYS,
-                    os.path.isdir(os.path.join(workdir, "runs")))
+
+def train_and_measure(cfg, module, teacher_vars, disc, disc_vars, eval_x, mesh, workdir,
+                      progress):
+  """Stage 4: every setting pruned, recovered (resumable) and measured against the teacher.
+
+  Returns:
+    ``(rows, sample grid rows, the teacher's own quality)``.
+  """
   scorer = _scorer(cfg, module, teacher_vars)
-  lat_x = np.resize(eval_x, (int(cfg.latency_batch),) + eval_x.shape[1:])
-  teacher = {"arch": registry.arch_name(module), "generator": g_path, "discriminator": d_path,
-             "params": stats.count_params(teacher_vars),
-             "macs": stats.count_macs(module, teacher_vars, jnp.asarray(eval_x[:1])),
-             "bytes": int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(teacher_vars))),
-             "latency_s": stats.latency(module, teacher_vars, lat_x, int(cfg.latency_repeats))}
   teacher_quality = {"psnr_db": None, "ssim": 1.0}
   rows, grid = [], [("teacher", inputs_lib.to_uint8(parallel.generate(module, teacher_vars,
-                                                              eval_x[:8])))]
+                                                                      eval_x[:8])))]
   for row in tqdm(settings(cfg), desc="settings", disable=not progress):
     run_dir = os.path.join(workdir, "runs", row["name"].replace(":", "of"))
     result = _train_setting(cfg, row, module, teacher_vars, disc, disc_vars, eval_x, run_dir,
@@ -446,12 +455,16 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
     if scorer is not None:
       quality.update(scorer(student_vars, student))
     rows.append({**result, "quality": quality})
-    grid.append((f"{row['name']}\nPSNR {_fmt(quality['psnr_db'], '.1f')} dB",
+    grid.append((f"{row['name']}\nPSNR {report_lib.fmt(quality['psnr_db'], '.1f')} dB",
                  inputs_lib.to_uint8(parallel.generate(student, student_vars, eval_x[:8]))))
   if scorer is not None:
     teacher_quality.update(scorer(teacher_vars))
-  report = {"teacher": teacher, "config": cfg.to_dict(), "eval_inputs": eval_desc,
-            "teacher_quality": teacher_quality, "rows": rows}
+  return rows, grid, teacher_quality
+
+
+def write_report(report: dict, grid: list, workdir: str) -> None:
+  """Stage 5: ``report.json``, ``samples.png``, ``tradeoff.png`` and ``report.md``."""
+  rows, teacher_quality = report["rows"], report["teacher_quality"]
   runs.write_json(os.path.join(workdir, REPORT_JSON), report)
   report_lib.sample_grid(grid, os.path.join(workdir, "samples.png"))
   metric, label = ("fid", "FID vs teacher samples (lower is better)") \
@@ -459,4 +472,3 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
       else ("psnr_db", "PSNR vs teacher (dB, higher is better)")
   _plot(rows, teacher_quality, metric, label, os.path.join(workdir, "tradeoff.png"))
   _fileio.atomic_write_text(os.path.join(workdir, REPORT_MD), _markdown(report))
-  return report

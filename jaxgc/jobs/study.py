@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
 
 import jax
@@ -22,10 +21,10 @@ import ml_collections
 from tqdm.auto import tqdm
 
 from jaxgc import parallel
+from jaxgc import report as report_lib
 from jaxgc import compress
 from jaxgc import models
 from jaxgc._fileio import atomic_write_text
-from jaxgc._fileio import give_default_mode
 from jaxgc.checkpoint import check_writable_dir
 from jaxgc.checkpoint import load_any_model
 from jaxgc.data import reference as data_lib
@@ -96,9 +95,7 @@ def resolve_config(user: Any) -> ml_collections.ConfigDict:
 
 def _plot(rows: list[dict], path: str, title: str) -> None:
   rows = [r for r in rows if r["weight_bits"] != "auto"]
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  plt = report_lib.pyplot()
   acts = sorted({r["act_bits"] for r in rows if r["weight_bits"] != FP32_BITS}, reverse=True)
   clips = list(dict.fromkeys(r["clip"] for r in rows if r["weight_bits"] != FP32_BITS))
   fp32 = next(r for r in rows if r["weight_bits"] == FP32_BITS)
@@ -121,12 +118,7 @@ def _plot(rows: list[dict], path: str, title: str) -> None:
   axes[0][-1].legend(fontsize=7, loc="lower right")
   fig.suptitle(title)
   fig.tight_layout()
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".png")
-  os.close(fd)
-  fig.savefig(tmp, dpi=110)
-  plt.close(fig)
-  give_default_mode(tmp)
-  os.replace(tmp, path)
+  report_lib.save_figure(fig, path)
 
 
 def markdown(report: dict) -> str:
