@@ -20,7 +20,6 @@ import shutil
 import tempfile
 from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
@@ -28,10 +27,12 @@ from tqdm.auto import tqdm
 from jaxgc import compress
 from jaxgc import convert
 from jaxgc import models
+from jaxgc import parallel
 from jaxgc import stats
 from jaxgc.checkpoint import check_writable_dir
 from jaxgc.jobs import config as config_lib
 from jaxgc.data import inputs as inputs_lib
+from jaxgc.eval import scoring as eval_lib
 from jaxgc import report as report_lib
 
 GRANULARITIES = ("per_tensor", "per_channel")
@@ -139,9 +140,7 @@ def settings(cfg) -> list[dict[str, Any]]:
 
 
 def _run_model(apply_fn, variables, x: np.ndarray, batch_size: int) -> np.ndarray:
-  outs = [np.asarray(apply_fn(variables, x[i:i + batch_size]))
-          for i in range(0, len(x), batch_size)]
-  return np.concatenate(outs)
+  return parallel.batched_apply(apply_fn, x, batch_size, progress=False, variables=variables)
 
 
 def compress_variables(variables, row: dict[str, Any], cfg):
@@ -162,7 +161,6 @@ def _metrics_scorer(module, variables, x, mcfg):
   """``variables -> {metric: value}`` against the FP32 model's samples, or None if disabled."""
   if not mcfg.enabled:
     return None
-  from jaxgc.eval import scoring as eval_lib  # pylint: disable=import-outside-toplevel
   return eval_lib.sample_scorer(
       module, variables, extractor=mcfg.extractor, resize=mcfg.resize,
       num_samples=int(mcfg.num_samples), seed=int(mcfg.seed),
@@ -189,73 +187,97 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
     PermissionError: workdir not writable.
   """
   cfg = resolve_config(config)
-  ckpt = inputs_lib.resolve_asset(cfg.checkpoint)
   workdir = check_writable_dir(workdir)
+  module, variables, x, inputs_desc, ckpt = load_inputs(cfg)
+  reference = _run_model(module.apply, variables, x, int(cfg.batch_size))
+  model_desc = {**models.model_spec(module), "checkpoint": ckpt,
+                "params": stats.count_params(variables),
+                "macs": stats.count_macs(module, variables, x[:1])}
+  os.makedirs(workdir, exist_ok=True)
+  staging = tempfile.mkdtemp(dir=workdir, prefix=".staging-")
+  try:
+    rows, grid = sweep(cfg, module, variables, x, reference, model_desc, staging, progress)
+    report = {"model": model_desc, "inputs": inputs_desc, "rows": rows}
+    if cfg.metrics.enabled:
+      report["metrics"] = {k: cfg.metrics[k] for k in cfg.metrics.keys()}
+    write_report(report, grid, staging, int(cfg.sample_cell))
+    _publish(staging, workdir)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  return report
+
+
+def load_inputs(cfg):
+  """Stage 1: ``(module, variables, inputs, their description, checkpoint path)``: the PyTorch
+  checkpoint converted, and the inputs every setting is run on."""
+  ckpt = inputs_lib.resolve_asset(cfg.checkpoint)
   module, variables = convert.load_torch_checkpoint(ckpt, cfg.arch or None)
   compress.selected_paths(variables, cfg.include, cfg.exclude or None)  # fails if none match
   x, inputs_desc = inputs_lib.default_inputs(module, cfg.inputs)
+  return module, variables, x, inputs_desc, ckpt
 
-  apply_fn = jax.jit(module.apply)
-  reference = _run_model(apply_fn, variables, x, int(cfg.batch_size))
+
+def _calibration_batches(cfg, module, x: np.ndarray) -> list[np.ndarray]:
+  calib = x if module.kind == "image_to_image" else inputs_lib.latents(
+      int(cfg.activations.calibration_samples), int(module.z_dim), int(cfg.inputs.seed) + 2)
+  return [calib[i:i + int(cfg.batch_size)] for i in range(0, len(calib), int(cfg.batch_size))]
+
+
+def sweep(cfg, module, variables, x: np.ndarray, reference: np.ndarray, model_desc: dict,
+          staging: str, progress: bool) -> tuple[list[dict], list]:
+  """Stage 2: every setting compressed, run, stored under ``staging/checkpoints/<setting>`` and
+  measured against the FP32 outputs ``reference``.
+
+  Returns:
+    ``(report rows, sample grid rows)``.
+  """
   scorer = _metrics_scorer(module, variables, x, cfg.metrics)
   act_cfg, calib_batches = None, None
   if cfg.activations.bits:
     act_cfg = compress.ActQuantConfig(int(cfg.activations.bits),
                                       bool(cfg.activations.symmetric))
-    calib = x if module.kind == "image_to_image" else inputs_lib.latents(
-        int(cfg.activations.calibration_samples), int(module.z_dim), int(cfg.inputs.seed) + 2)
-    calib_batches = [calib[i:i + int(cfg.batch_size)]
-                     for i in range(0, len(calib), int(cfg.batch_size))]
+    calib_batches = _calibration_batches(cfg, module, x)
   spec = models.model_spec(module)
-  model_desc = {**spec, "checkpoint": ckpt, "params": stats.count_params(variables),
-                "macs": stats.count_macs(module, variables, x[:1])}
-
-  os.makedirs(workdir, exist_ok=True)
-  staging = tempfile.mkdtemp(dir=workdir, prefix=".staging-")
-  try:
-    rows, grid = [], []
-    if module.kind == "image_to_image":
-      grid.append(("input", inputs_lib.to_uint8(x)))
-    fp32_bytes = None
-    for row in tqdm(settings(cfg), desc="compress sweep", disable=not progress, unit="setting"):
-      fq, stored = compress_variables(variables, row, cfg)
-      ckdir = os.path.join(staging, "checkpoints", row["setting"])
-      os.makedirs(ckdir)
-      if row["weight_bits"] == 32:
-        out = reference
-      elif act_cfg is not None:
-        calibration = compress.calibrate(module, fq, calib_batches, act_cfg,
-                                         method=cfg.activations.method,
-                                         percentile=float(cfg.activations.percentile))
-        compress.save_calibration(calibration, os.path.join(ckdir, "calibration.json"))
-        out = _run_model(jax.jit(lambda v, b, c=calibration: compress.apply_quantized(
-            module, v, b, act_cfg, c)), fq, x, int(cfg.batch_size))
-      else:
-        out = _run_model(apply_fn, fq, x, int(cfg.batch_size))
-      with open(os.path.join(ckdir, "spec.json"), "w") as f:
-        json.dump({**spec, "compression": row}, f, indent=2)
-      nbytes = compress.save_quantized(stored, os.path.join(ckdir, "weights.npz"))
-      fp32_bytes = fp32_bytes or nbytes
-      metrics = report_lib.image_metrics(reference, out)
-      if scorer is not None:
-        metrics.update(scorer(fq))
-      rows.append({**row, "bytes_on_disk": int(nbytes), "size_ratio": nbytes / fp32_bytes,
-                   "params": model_desc["params"], "macs": model_desc["macs"], **metrics})
-      psnr = "inf" if metrics["psnr_db"] is None else f"{metrics['psnr_db']:.1f} dB"
-      grid.append((f"{row['setting']}\nPSNR {psnr}", inputs_lib.to_uint8(out)))
-
-    report = {"model": model_desc, "inputs": inputs_desc, "rows": rows}
+  rows, grid = [], []
+  if module.kind == "image_to_image":
+    grid.append(("input", inputs_lib.to_uint8(x)))
+  fp32_bytes = None
+  for row in tqdm(settings(cfg), desc="compress sweep", disable=not progress, unit="setting"):
+    fq, stored = compress_variables(variables, row, cfg)
+    ckdir = os.path.join(staging, "checkpoints", row["setting"])
+    os.makedirs(ckdir)
+    if row["weight_bits"] == 32:
+      out = reference
+    elif act_cfg is not None:
+      calibration = compress.calibrate(module, fq, calib_batches, act_cfg,
+                                       method=cfg.activations.method,
+                                       percentile=float(cfg.activations.percentile))
+      compress.save_calibration(calibration, os.path.join(ckdir, "calibration.json"))
+      out = _run_model(lambda v, b, c=calibration: compress.apply_quantized(
+          module, v, b, act_cfg, c), fq, x, int(cfg.batch_size))
+    else:
+      out = _run_model(module.apply, fq, x, int(cfg.batch_size))
+    with open(os.path.join(ckdir, "spec.json"), "w") as f:
+      json.dump({**spec, "compression": row}, f, indent=2)
+    nbytes = compress.save_quantized(stored, os.path.join(ckdir, "weights.npz"))
+    fp32_bytes = fp32_bytes or nbytes
+    metrics = report_lib.image_metrics(reference, out)
     if scorer is not None:
-      report["metrics"] = {k: cfg.metrics[k] for k in cfg.metrics.keys()}
-    with open(os.path.join(staging, "report.json"), "w") as f:
-      json.dump(report, f, indent=2)
-    with open(os.path.join(staging, "report.md"), "w") as f:
-      f.write(markdown(report))
-    report_lib.sample_grid(grid, os.path.join(staging, "samples.png"), int(cfg.sample_cell))
-    _publish(staging, workdir)
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
-  return report
+      metrics.update(scorer(fq))
+    rows.append({**row, "bytes_on_disk": int(nbytes), "size_ratio": nbytes / fp32_bytes,
+                 "params": model_desc["params"], "macs": model_desc["macs"], **metrics})
+    psnr = "inf" if metrics["psnr_db"] is None else f"{metrics['psnr_db']:.1f} dB"
+    grid.append((f"{row['setting']}\nPSNR {psnr}", inputs_lib.to_uint8(out)))
+  return rows, grid
+
+
+def write_report(report: dict, grid: list, staging: str, cell: int) -> None:
+  """Stage 3: ``report.json``, ``report.md`` and ``samples.png`` into ``staging``."""
+  with open(os.path.join(staging, "report.json"), "w") as f:
+    json.dump(report, f, indent=2)
+  with open(os.path.join(staging, "report.md"), "w") as f:
+    f.write(markdown(report))
+  report_lib.sample_grid(grid, os.path.join(staging, "samples.png"), cell)
 
 
 def markdown(report: dict) -> str:

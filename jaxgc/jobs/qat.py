@@ -33,6 +33,7 @@ import numpy as np
 import optax
 
 from jaxgc import parallel
+from jaxgc import _fileio
 from jaxgc import compress
 from jaxgc import models
 from jaxgc import stats
@@ -201,76 +202,19 @@ def train(config: Any, workdir: str | os.PathLike, progress: bool = False
   cfg = resolve_config(config)
   qcfg = loss_config(cfg)
   workdir = check_writable_dir(workdir)
-  g_path = runs.resolve_path(cfg.generator)
-  generator, teacher_vars = load_any_model(g_path)
-  if generator.kind != "unconditional":
-    raise ValueError(f"qat needs an unconditional (latent -> image) generator; {g_path} is a "
-                     f"{generator.kind} ({type(generator).__name__})")
-  disc, disc_vars, d_path = None, None, ""
-  if cfg.discriminator:
-    d_path = runs.resolve_path(cfg.discriminator)
-    disc, disc_vars = load_any_model(d_path)
-    if disc.kind != "discriminator":
-      raise ValueError(f"config.discriminator {d_path} is a {disc.kind}, not a discriminator")
+  generator, teacher_vars, g_path, disc, disc_vars, d_path = load_models(cfg)
   quantized_paths = compress.selected_paths(teacher_vars, qcfg.include, qcfg.exclude)
-
-  mesh = parallel.data_mesh()
-  n_dev = mesh.shape["data"]
-  if cfg.batch_size % n_dev:
-    raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of the {n_dev} devices")
-  tx = optax.adam(float(cfg.learning_rate))
-  params = teacher_vars["params"]
-  frozen = {k: v for k, v in teacher_vars.items() if k != "params"}
-  state = parallel.replicate(train_lib.create_train_state(params, tx, frozen), mesh)
-  teacher = parallel.replicate(teacher_vars, mesh)
-  disc_dev = None if disc is None else parallel.replicate(disc_vars, mesh)
-
-  os.makedirs(workdir, exist_ok=True)
-  manager = train_lib.checkpoint_manager(os.path.join(workdir, runs.CHECKPOINT_DIR),
-                                         int(cfg.checkpoint_every), int(cfg.max_to_keep))
-  try:
-    runs.check_resume(os.path.join(workdir, CONFIG_FILE), cfg.to_dict(), RESUMABLE_KEYS,
-                      manager.latest_step() is not None)
-    state, start = runs.restore(manager, state, int(cfg.steps), workdir)
-    step_fn = train_lib.make_train_step(generator, qcfg, disc, mesh)
-    key = jax.random.key(int(cfg.seed))
-    batch = lambda s: parallel.shard_batch(
-        train_lib.sample_latents(key, s, int(cfg.batch_size), int(generator.z_dim)), mesh)
-    state, train_seconds = runs.run_steps(
-        step_fn, state, batch, (teacher, disc_dev), manager=manager, run_dir=workdir,
-        start=start, steps=int(cfg.steps), desc="qat", progress=progress,
-        tensorboard=bool(cfg.tensorboard))
-  finally:
-    manager.close()
-
-  # Before/after on held-out latents.
-  host_params = jax.device_get(state.params)
-  student = {"params": host_params, **jax.device_get(state.frozen)}
-  latents = np.random.default_rng((int(cfg.seed), _EVAL_STREAM)).standard_normal(
-      (int(cfg.eval_samples), int(generator.z_dim))).astype(np.float32)
-  ptq_vars = train_lib.quantized_variables(teacher_vars, qcfg)
-  qat_vars = jax.tree.map(np.asarray, train_lib.quantized_variables(student, qcfg))
-  rows = {
-      "FP32 teacher": _evaluate(generator, disc, disc_vars, teacher_vars, teacher_vars, latents),
-      "PTQ (step 0)": _evaluate(generator, disc, disc_vars, teacher_vars, ptq_vars, latents),
-      f"QAT (step {int(cfg.steps)})": _evaluate(generator, disc, disc_vars, teacher_vars,
-                                                qat_vars, latents),
-  }
-  spec = models.model_spec(generator)
+  state, start, train_seconds = train_loop(cfg, qcfg, generator, teacher_vars, disc, disc_vars,
+                                           workdir, progress)
+  student = {"params": jax.device_get(state.params), **jax.device_get(state.frozen)}
+  rows = measure(cfg, qcfg, generator, teacher_vars, student, disc, disc_vars)
   compression = {"method": "qat", "weight_bits": int(cfg.weight_bits),
                  "symmetric": bool(cfg.symmetric), "granularity": cfg.granularity,
                  "include": cfg.include, "exclude": cfg.exclude, "steps": int(cfg.steps)}
-  save_model(os.path.join(workdir, MODEL_DIR), generator, qat_vars,
-             extra={"source": g_path, "compression": compression})
-  qdir = os.path.join(workdir, QUANTIZED_DIR)
-  os.makedirs(qdir, exist_ok=True)
-  stored = compress.quantize_variables(student, qcfg.quant, qcfg.include, qcfg.exclude)
-  nbytes = compress.save_quantized(stored, os.path.join(qdir, QUANTIZED_FILE))
-  runs.write_json(os.path.join(qdir, "spec.json"), {**spec, "source": g_path,
-                                                "compression": compression})
+  nbytes = save_outputs(qcfg, generator, student, g_path, compression, workdir)
   fp32 = sum(np.asarray(x).nbytes for x in jax.tree.leaves(teacher_vars))
   report = {
-      "model": {**spec, "generator": g_path, "discriminator": d_path,
+      "model": {**models.model_spec(generator), "generator": g_path, "discriminator": d_path,
                 "params": stats.count_params(teacher_vars)},
       "config": cfg.to_dict(),
       "quantized_paths": quantized_paths,
@@ -282,9 +226,90 @@ def train(config: Any, workdir: str | os.PathLike, progress: bool = False
       "rows": rows,
   }
   runs.write_json(os.path.join(workdir, REPORT_JSON), report)
-  with open(os.path.join(workdir, REPORT_MD), "w") as f:
-    f.write(_markdown(report))
+  _fileio.atomic_write_text(os.path.join(workdir, REPORT_MD), _markdown(report))
   return state, report
+
+
+def load_models(cfg):
+  """Stage 1: ``(generator, variables, path, discriminator or None, its variables, path)``."""
+  g_path = runs.resolve_path(cfg.generator)
+  generator, teacher_vars = load_any_model(g_path)
+  if generator.kind != "unconditional":
+    raise ValueError(f"qat needs an unconditional (latent -> image) generator; {g_path} is a "
+                     f"{generator.kind} ({type(generator).__name__})")
+  disc, disc_vars, d_path = None, None, ""
+  if cfg.discriminator:
+    d_path = runs.resolve_path(cfg.discriminator)
+    disc, disc_vars = load_any_model(d_path)
+    if disc.kind != "discriminator":
+      raise ValueError(f"config.discriminator {d_path} is a {disc.kind}, not a discriminator")
+  return generator, teacher_vars, g_path, disc, disc_vars, d_path
+
+
+def train_loop(cfg, qcfg, generator, teacher_vars, disc, disc_vars, workdir, progress):
+  """Stage 2: the jitted, data-parallel QAT loop, resumed from the workdir's checkpoints.
+
+  Returns:
+    ``(final state, first step run, seconds)``.
+  """
+  mesh = parallel.data_mesh()
+  n_dev = mesh.shape["data"]
+  if cfg.batch_size % n_dev:
+    raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of the {n_dev} devices")
+  tx = optax.adam(float(cfg.learning_rate))
+  params = teacher_vars["params"]
+  frozen = {k: v for k, v in teacher_vars.items() if k != "params"}
+  state = parallel.replicate(train_lib.create_train_state(params, tx, frozen), mesh)
+  teacher = parallel.replicate(teacher_vars, mesh)
+  disc_dev = None if disc is None else parallel.replicate(disc_vars, mesh)
+  os.makedirs(workdir, exist_ok=True)
+  manager = train_lib.checkpoint_manager(os.path.join(workdir, runs.CHECKPOINT_DIR),
+                                         int(cfg.checkpoint_every), int(cfg.max_to_keep))
+  try:
+    runs.check_resume(os.path.join(workdir, CONFIG_FILE), cfg.to_dict(), RESUMABLE_KEYS,
+                      manager.latest_step() is not None)
+    state, start = runs.restore(manager, state, int(cfg.steps), workdir)
+    step_fn = train_lib.make_train_step(generator, qcfg, disc, mesh)
+    key = jax.random.key(int(cfg.seed))
+    batch = lambda s: parallel.shard_batch(  # noqa: E731
+        train_lib.sample_latents(key, s, int(cfg.batch_size), int(generator.z_dim)), mesh)
+    state, train_seconds = runs.run_steps(
+        step_fn, state, batch, (teacher, disc_dev), manager=manager, run_dir=workdir,
+        start=start, steps=int(cfg.steps), desc="qat", progress=progress,
+        tensorboard=bool(cfg.tensorboard))
+  finally:
+    manager.close()
+  return state, start, train_seconds
+
+
+def measure(cfg, qcfg, generator, teacher_vars, student, disc, disc_vars) -> dict:
+  """Stage 3: FP32, PTQ and QAT compared on held-out latents."""
+  latents = np.random.default_rng((int(cfg.seed), _EVAL_STREAM)).standard_normal(
+      (int(cfg.eval_samples), int(generator.z_dim))).astype(np.float32)
+  ptq_vars = train_lib.quantized_variables(teacher_vars, qcfg)
+  qat_vars = jax.tree.map(np.asarray, train_lib.quantized_variables(student, qcfg))
+  return {
+      "FP32 teacher": _evaluate(generator, disc, disc_vars, teacher_vars, teacher_vars, latents),
+      "PTQ (step 0)": _evaluate(generator, disc, disc_vars, teacher_vars, ptq_vars, latents),
+      f"QAT (step {int(cfg.steps)})": _evaluate(generator, disc, disc_vars, teacher_vars,
+                                                qat_vars, latents),
+  }
+
+
+def save_outputs(qcfg, generator, student, g_path, compression, workdir) -> int:
+  """Stage 4: the fake-quantized model (``model/``) and the real low-bit checkpoint
+  (``quantized/``); returns the low-bit checkpoint's bytes."""
+  qat_vars = jax.tree.map(np.asarray, train_lib.quantized_variables(student, qcfg))
+  spec = models.model_spec(generator)
+  save_model(os.path.join(workdir, MODEL_DIR), generator, qat_vars,
+             extra={"source": g_path, "compression": compression})
+  qdir = os.path.join(workdir, QUANTIZED_DIR)
+  os.makedirs(qdir, exist_ok=True)
+  stored = compress.quantize_variables(student, qcfg.quant, qcfg.include, qcfg.exclude)
+  nbytes = compress.save_quantized(stored, os.path.join(qdir, QUANTIZED_FILE))
+  runs.write_json(os.path.join(qdir, "spec.json"), {**spec, "source": g_path,
+                                                "compression": compression})
+  return nbytes
 
 
 def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:

@@ -154,52 +154,79 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   """
   cfg = resolve_config(config)
   workdir = check_writable_dir(workdir)
+  module, variables, ckpt = load_generator(cfg)
+  ref_feats, real_feats = reference_features(cfg, module, variables)
+  calib_z = inputs_lib.latents(int(cfg.batch_size) * int(cfg.calibration_batches), module.z_dim,
+                               int(cfg.calibration_seed))
+  allocation = allocate(cfg, module, variables, calib_z) if cfg.allocation_budget else None
+  rows = measure_settings(cfg, module, variables, calib_z, ref_feats, real_feats,
+                          None if allocation is None else allocation[0], progress)
+  return write_report(cfg, module, variables, ckpt, rows, allocation, workdir)
+
+
+def load_generator(cfg):
+  """Stage 1: ``(module, variables, checkpoint path)`` of an unconditional generator."""
   ckpt = inputs_lib.resolve_asset(cfg.checkpoint) if not os.path.isdir(cfg.checkpoint) \
       else cfg.checkpoint
   module, variables = load_any_model(ckpt, cfg.arch or None)
   if module.kind != "unconditional":
     raise ValueError(f"the study samples latents: it needs an unconditional generator, got "
                      f"{type(module).__name__}")
-  n, bs = int(cfg.num_samples), int(cfg.batch_size)
+  return module, variables, ckpt
 
-  def features_of(images):
-    return features_lib.extract_features(images, cfg.extractor, cfg.resize, batch_size=bs,
-                                         progress=False)
 
-  def samples(v, act_bits, calibration):
-    z = inputs_lib.latents(n, module.z_dim, int(cfg.seed))
-    if act_bits == FP32_BITS:
-      fn = lambda vv, b: module.apply(vv, b)  # noqa: E731
-    else:
-      acfg = compress.ActQuantConfig(int(act_bits))
-      fn = lambda vv, b: compress.apply_quantized(module, vv, b, acfg, calibration)  # noqa: E731
-    out = parallel.batched_apply(fn, z, bs, progress=False, variables=v)
-    return inputs_lib.to_uint8(out)
+def _features_of(cfg, images):
+  return features_lib.extract_features(images, cfg.extractor, cfg.resize,
+                                       batch_size=int(cfg.batch_size), progress=False)
 
-  ref = eval_lib.generate_images(module, variables, num_samples=n,
-                                 seed=int(cfg.reference_seed), batch_size=bs, progress=False)
-  ref_feats = features_of(ref)
+
+def reference_features(cfg, module, variables):
+  """Stage 2: features of the FP32 model's samples, and of real images when configured."""
+  ref = eval_lib.generate_images(module, variables, num_samples=int(cfg.num_samples),
+                                 seed=int(cfg.reference_seed), batch_size=int(cfg.batch_size),
+                                 progress=False)
   real_feats = None
   if cfg.real_reference.path:
     real = data_lib.load_images(inputs_lib.resolve_asset(cfg.real_reference.path),
                                 limit=int(cfg.real_reference.limit))
-    real_feats = features_lib.cached_features(real, cfg.extractor, cfg.resize, batch_size=bs,
-                                              progress=False)
-  calib_z = inputs_lib.latents(bs * int(cfg.calibration_batches), module.z_dim,
-                               int(cfg.calibration_seed))
-  calib_batches = [calib_z[i:i + bs] for i in range(0, len(calib_z), bs)]
+    real_feats = features_lib.cached_features(real, cfg.extractor, cfg.resize,
+                                              batch_size=int(cfg.batch_size), progress=False)
+  return _features_of(cfg, ref), real_feats
 
+
+def allocate(cfg, module, variables, calib_z):
+  """Stage 3 (optional): the budgeted per-layer bit allocation and its markdown report."""
+  apply_fn = jax.jit(module.apply)
+  sens = compress.layer_sensitivity(apply_fn, variables, calib_z, tuple(cfg.allocation_bits),
+                                    symmetric=bool(cfg.symmetric), progress=False)
+  assignment = compress.allocate_bits(sens, compress.layer_param_counts(variables),
+                                      float(cfg.allocation_budget), tuple(cfg.allocation_bits))
+  allocation_md = compress.allocation_report(
+      apply_fn, variables, calib_z, sens, assignment, symmetric=bool(cfg.symmetric),
+      budget_bits=float(cfg.allocation_budget))
+  return assignment, allocation_md
+
+
+def _samples(cfg, module, v, act_bits, calibration):
+  z = inputs_lib.latents(int(cfg.num_samples), module.z_dim, int(cfg.seed))
+  if act_bits == FP32_BITS:
+    fn = lambda vv, b: module.apply(vv, b)  # noqa: E731
+  else:
+    acfg = compress.ActQuantConfig(int(act_bits))
+    fn = lambda vv, b: compress.apply_quantized(module, vv, b, acfg, calibration)  # noqa: E731
+  out = parallel.batched_apply(fn, z, int(cfg.batch_size), progress=False, variables=v)
+  return inputs_lib.to_uint8(out)
+
+
+def measure_settings(cfg, module, variables, calib_z, ref_feats, real_feats, assignment,
+                     progress) -> list[dict]:
+  """Stage 4: every weight x activation bits x clipping setting (and ``auto``) quantized,
+  calibrated, sampled and compared with the FP32 samples (and the real images)."""
+  bs = int(cfg.batch_size)
+  calib_batches = [calib_z[i:i + bs] for i in range(0, len(calib_z), bs)]
   grid = [(FP32_BITS, FP32_BITS, "none")] + [
       (w, a, c) for c in cfg.clips for a in cfg.act_bits for w in cfg.weight_bits]
-  if cfg.allocation_budget:
-    apply_fn = jax.jit(module.apply)
-    sens = compress.layer_sensitivity(apply_fn, variables, calib_z, tuple(cfg.allocation_bits),
-                                      symmetric=bool(cfg.symmetric), progress=False)
-    assignment = compress.allocate_bits(sens, compress.layer_param_counts(variables),
-                                        float(cfg.allocation_budget), tuple(cfg.allocation_bits))
-    allocation_md = compress.allocation_report(
-        apply_fn, variables, calib_z, sens, assignment, symmetric=bool(cfg.symmetric),
-        budget_bits=float(cfg.allocation_budget))
+  if assignment is not None:
     grid.append(("auto", FP32_BITS, "none"))
   rows = []
   for wbits, abits, clip in tqdm(grid, desc="study", disable=not progress, unit="setting"):
@@ -218,7 +245,7 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
                                        compress.ActQuantConfig(int(abits)),
                                        method=cfg.act_calibration,
                                        percentile=float(cfg.act_percentile))
-    fake_feats = features_of(samples(v, abits, calibration))
+    fake_feats = _features_of(cfg, _samples(cfg, module, v, abits, calibration))
     row = {"weight_bits": wbits if wbits == "auto" else int(wbits), "act_bits": int(abits),
            "clip": clip,
            **eval_lib.compare(ref_feats, fake_feats, nearest_k=int(cfg.nearest_k),
@@ -228,13 +255,21 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
                                  seed=int(cfg.seed))
       row.update({f"real_{k}": v for k, v in vs_real.items()})
     rows.append(row)
+  return rows
 
+
+def write_report(cfg, module, variables, ckpt, rows, allocation, workdir) -> dict:
+  """Stage 5: ``report.json``, ``report.md`` and ``tradeoff.png``."""
+  bs = int(cfg.batch_size)
   report = {"model": {**models.model_spec(module), "checkpoint": ckpt},
-            "num_samples": n, "seed": int(cfg.seed), "reference_seed": int(cfg.reference_seed),
+            "num_samples": int(cfg.num_samples), "seed": int(cfg.seed),
+            "reference_seed": int(cfg.reference_seed),
             "extractor": cfg.extractor, "nearest_k": int(cfg.nearest_k),
-            "calibration": f"{cfg.act_calibration}, {len(calib_batches)} batches of {bs}",
+            "calibration": f"{cfg.act_calibration}, {int(cfg.calibration_batches)} batches of "
+                           f"{bs}",
             "rows": rows}
-  if cfg.allocation_budget:
+  if allocation is not None:
+    assignment, _ = allocation
     report["allocation"] = {"budget_bits": float(cfg.allocation_budget),
                             "bits": {k: int(b) for k, b in assignment.items()},
                             "average_bits": compress.average_bits(
@@ -242,8 +277,8 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   os.makedirs(workdir, exist_ok=True)
   for name, text in (("report.json", json.dumps(report, indent=2)),
                      ("report.md", markdown(report))):
-    if name == "report.md" and cfg.allocation_budget:
-      text += "\n## Automatic bit allocation (row `auto` above)\n\n" + allocation_md
+    if name == "report.md" and allocation is not None:
+      text += "\n## Automatic bit allocation (row `auto` above)\n\n" + allocation[1]
     atomic_write_text(os.path.join(workdir, name), text)
   _plot(rows, os.path.join(workdir, "tradeoff.png"),
         f"{report['model']['arch']}: post-training quantization trade-off")
