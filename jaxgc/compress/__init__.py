@@ -42,6 +42,7 @@ from jaxgc.compress.quantize import QuantConfig
 from jaxgc.compress.quantize import quantize_int
 from jaxgc.compress.rules import fake_quantize_by_rules
 from jaxgc.compress.rules import first_last_layers
+from jaxgc.compress.rules import known_recipes
 from jaxgc.compress.rules import load_recipe
 from jaxgc.compress.rules import PrecisionRule
 from jaxgc.compress.rules import Recipe

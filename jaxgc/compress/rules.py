@@ -15,13 +15,16 @@ Andreev, Fritzler and Vetrov 2021, "Quantization of Generative Adversarial Netwo
 Efficient Inference: a Methodological Study" (arXiv 2108.13996): W4A8 and W8A8 keep quality where
 lower activation precision breaks it.
 
-Recipes are ``configs/recipe_<name>.py`` files whose ``get_config()`` returns an
-``ml_collections.ConfigDict``; :func:`load_recipe` reads them into a :class:`Recipe`.
+Recipes are modules of :mod:`jaxgc.compress.recipes` (``w8a8``, ``w4a8``, ``w4a4``) or any
+``.py`` file whose ``get_config()`` returns an ``ml_collections.ConfigDict``; :func:`load_recipe`
+reads them into a :class:`Recipe`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.resources
 import importlib.util
 import os
 import pathlib
@@ -42,7 +45,7 @@ from jaxgc.compress.qconfig import has_markers
 from jaxgc.compress import selection
 
 _KERNEL = re.compile(r"^(?:params/)?(.*)/kernel$")
-_CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
+RECIPES_PACKAGE = "jaxgc.compress.recipes"
 
 
 def layer_path(param_path: str) -> str | None:
@@ -265,21 +268,34 @@ class Recipe:
     return activations.ActQuantConfig(bits, self.act_symmetric, self.act_granularity, mode)
 
 
-def _config_path(path_or_name: str | os.PathLike) -> pathlib.Path:
+def known_recipes() -> list[str]:
+  """Names of the recipes shipped in :mod:`jaxgc.compress.recipes` (found through
+  ``importlib.resources``, so any install works, editable or not)."""
+  files = importlib.resources.files(RECIPES_PACKAGE)
+  return sorted(f.name[:-3] for f in files.iterdir()
+                if f.name.endswith(".py") and not f.name.startswith("_"))
+
+
+def _recipe_module(path_or_name: str | os.PathLike):
+  """The module of a shipped recipe name, or of a ``.py`` file."""
   p = pathlib.Path(os.fspath(path_or_name))
   if p.suffix == ".py" or p.is_file():
     if not p.is_file():
       raise ValueError(f"recipe file not found: {p}")
-    return p
-  candidate = _CONFIG_DIR / f"recipe_{str(path_or_name).lower()}.py"
-  if not candidate.is_file():
-    known = sorted(q.stem[len("recipe_"):] for q in _CONFIG_DIR.glob("recipe_*.py"))
-    raise ValueError(f"unknown recipe {str(path_or_name)!r}; known: {known} (or pass a .py path)")
-  return candidate
+    spec = importlib.util.spec_from_file_location(f"_jaxgc_recipe_{p.stem}", p)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod, str(p), p.stem[len("recipe_"):] if p.stem.startswith("recipe_") else p.stem
+  name = str(path_or_name).lower()
+  if name not in known_recipes():
+    raise ValueError(f"unknown recipe {str(path_or_name)!r}; known: {known_recipes()} (or pass "
+                     "a .py path)")
+  return importlib.import_module(f"{RECIPES_PACKAGE}.{name}"), name, name
 
 
 def load_recipe(path_or_name: str | os.PathLike) -> Recipe:
-  """Loads ``configs/recipe_<name>.py`` (``"w8a8"``, ``"w4a8"``, ``"w4a4"``) or a config file.
+  """Loads a shipped recipe by name (``"w8a8"``, ``"w4a8"``, ``"w4a4"``; :func:`known_recipes`)
+  or a ``.py`` config file.
 
   The file's ``get_config()`` must return a ``ConfigDict`` (or mapping) with ``name``,
   ``default_weight_bits``, ``default_act_bits``, ``rules`` (a tuple of ``(pattern, weight_bits,
@@ -289,10 +305,7 @@ def load_recipe(path_or_name: str | os.PathLike) -> Recipe:
   Raises:
     ValueError: unknown recipe name, missing file, or invalid contents.
   """
-  path = _config_path(path_or_name)
-  spec = importlib.util.spec_from_file_location(f"_jaxgc_recipe_{path.stem}", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
+  mod, path, default_name = _recipe_module(path_or_name)
   if not hasattr(mod, "get_config"):
     raise ValueError(f"recipe file {path} defines no get_config()")
   c = mod.get_config()
@@ -302,6 +315,5 @@ def load_recipe(path_or_name: str | os.PathLike) -> Recipe:
   if unknown:
     raise ValueError(f"recipe {path}: unknown key(s) {unknown}; known: {sorted(fields)}")
   c["rules"] = as_rules(c.get("rules", ()))
-  c.setdefault("name", path.stem[len("recipe_"):] if path.stem.startswith("recipe_")
-               else path.stem)
+  c.setdefault("name", default_name)
   return Recipe(**c)

@@ -2,7 +2,7 @@
 
 Below the operating points of Andreev, Fritzler and Vetrov 2021 (arXiv 2108.13996); used to
 show where quantization breaks a generator and that the metrics detect it. MSE-optimal
-activation ranges matter most at 4 bits. Load with ``jaxgc.compress.rules.load_recipe("w4a4")``.
+activation ranges matter most at 4 bits. Load with ``jaxgc.compress.load_recipe("w4a4")``.
 """
 
 import ml_collections

@@ -5,7 +5,7 @@ GAN quality when the first and last layers stay at 8 bits. ``"@first"`` / ``"@la
 first and last conv / transposed-conv / dense layers in execution order
 (``jaxgc.compress.rules.first_last_layers``): ``conv_in``/``conv_out`` in the ResNet generators,
 ``convt_0``/``convt_4`` in the DCGAN generator, ``dense_0``/``dense_2`` in the MLP GAN.
-Load with ``jaxgc.compress.rules.load_recipe("w4a8")``.
+Load with ``jaxgc.compress.load_recipe("w4a8")``.
 """
 
 import ml_collections

@@ -1,7 +1,7 @@
 """W8A8 recipe: 8-bit per-channel symmetric weights and 8-bit calibrated activations everywhere.
 
 Andreev, Fritzler and Vetrov 2021 (arXiv 2108.13996): W8A8 post-training quantization keeps the
-quality of the FP32 generator. Load with ``jaxgc.compress.rules.load_recipe("w8a8")``.
+quality of the FP32 generator. Load with ``jaxgc.compress.load_recipe("w8a8")``.
 """
 
 import ml_collections
