@@ -312,8 +312,12 @@ def test_jit_does_not_retrace():
   y1 = run(v, z, calib)
   y2 = run(v, z + 0.1, jax.tree.map(lambda a: a * 1.1, calib))
   assert len(traces) == 1
-  np.testing.assert_allclose(y1, A.apply_quantized(m, v, z, A.ActQuantConfig(8), calib),
-                             atol=1e-6)
+  # float32: jit may round a hidden value an ulp differently, and one within an ulp of a .5 code
+  # boundary (~1e-5 chance per value, 8 x 32 values) then moves by one 8-bit step: every sample
+  # within 1e-6 but at most one, which stays within the 8-bit error (0.05, as above).
+  eager = np.asarray(A.apply_quantized(m, v, z, A.ActQuantConfig(8), calib))
+  assert np.sum(np.max(np.abs(np.asarray(y1) - eager), axis=(1, 2, 3)) > 1e-6) <= 1
+  np.testing.assert_allclose(y1, eager, atol=0.05)
   assert not np.allclose(y1, y2)
 
 

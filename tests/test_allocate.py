@@ -189,7 +189,11 @@ def test_layer_sensitivity_matches_direct_computation_and_compiles_once():
                                 kernel=quantize.fake_quant(variables["params"][layer]["kernel"],
                                                            bits))
       want = np.mean((np.asarray(tiny_apply(q, x), np.float64) - ref) ** 2)
-      np.testing.assert_allclose(sens[f"params/{layer}/kernel"][bits], want, rtol=1e-6)
+      # float32, jitted vs eager: each output in [-1, 1] (dots of <= 8 terms, tanh) is off by
+      # <= delta = 1e-6 (~8 ulp; 2e-7 seen vs float64), so the MSE by <= 2 * sqrt(MSE) * delta:
+      # 4.5e-4 relative at 8 bits (a one-step code error moves it by ~9% in the median).
+      np.testing.assert_allclose(sens[f"params/{layer}/kernel"][bits], want, rtol=1e-6,
+                                 atol=2e-6 * np.sqrt(want))
     row = sens[f"params/{layer}/kernel"]
     assert row[2] > row[4] > row[8] > 0
   # The input tree is not modified.

@@ -633,4 +633,7 @@ def test_compress_with_calibrated_activations(assets, tmp_path, capsys):
   ref = np.asarray(module.apply(fp32, z))
   out = np.asarray(compress.apply_quantized(module, stored, z, compress.ActQuantConfig(8),
                                             calibration))
-  assert report_lib.image_metrics(ref, out)["psnr_db"] == pytest.approx(row["psnr_db"], abs=1e-6)
+  # float32: the job's jitted batches vs this eager call (ulp-level outputs: ~5e-4 dB at 34 dB), and
+  # an 8-bit activation within an ulp of a .5 boundary may round one step the other way (~1e-3
+  # dB each); a wrong or missing calibration moves PSNR by far more than 0.01 dB.
+  assert report_lib.image_metrics(ref, out)["psnr_db"] == pytest.approx(row["psnr_db"], abs=1e-2)

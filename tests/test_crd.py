@@ -216,7 +216,9 @@ def test_jit_matches_eager_and_traces_once():
   s, t = _rng_images(7, (2, 8, 8, 3)), _rng_images(8, (2, 8, 8, 3))
   total, terms = jitted(s, t)
   eager, eager_terms = crd.crd_loss(s, t, patch_size=4)
-  np.testing.assert_allclose(float(total), float(eager), rtol=1e-6)
+  # float32, jit may reorder sums of ~1e3 Huber terms (sqrt(n) * eps ~ 4e-6): RTOL, the bound
+  # both sides already meet against float64 (seen: 3e-7 there).
+  np.testing.assert_allclose(float(total), float(eager), rtol=RTOL)
   assert set(terms) == set(eager_terms) == {
       f"{n}{x}" for n in crd.SLICINGS for x in ("", "_distance", "_angle")}
   jitted(s + 0.5, t)

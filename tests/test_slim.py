@@ -1,6 +1,6 @@
 """Physical channel slimming (jaxgc.compress.slim) and the MAC counter's XLA cross-check.
 
-Every slimmed model is checked against the masked one it came from (max abs <= 1e-5) on
+Every slimmed model is checked against the masked one it came from (max abs <= 1e-4) on
 random variables, for every supported architecture at 50% and 75% sparsity, and on the real
 horse->zebra generator when JAXGC_ASSETS is set.
 """
@@ -27,7 +27,10 @@ from jaxgc.stats import count_macs
 from jaxgc.stats import count_params
 from jaxgc.stats import xla_flops
 
-TOL = 1e-5
+# float32: dropping zeroed channels reorders conv sums (fan-in K <= ~400) in ~10-25 normalised
+# layers of unit-scale activations: L * sqrt(K) * eps * 4 ~ 1e-4 (seen: 4e-6). A wrong channel
+# gives O(0.1); the tests also require pruning itself to move the output by > 1e-3.
+TOL = 1e-4
 
 ARCHS = {
     "resnet": lambda: models.ResnetGenerator(ngf=8, n_blocks=2),
