@@ -8,7 +8,7 @@ adversarial term (Yu and Pool's distillation half only). Report: MACs, params, C
 PSNR/SSIM against the teacher on four held-out photos at 256 x 256. About 6 minutes on 2 CPU
 cores; add "unstructured" to `granularities` to compare with masks of the same sparsity.
 
-  JAXGC_ASSETS=../shared/assets jaxgc train --config configs/selfsup_h2z.py \
+  JAXGC_ASSETS=../shared/assets jaxgc selfsup --config configs/selfsup_h2z.py \
       --workdir runs/selfsup_h2z
 """
 

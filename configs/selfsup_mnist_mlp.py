@@ -9,7 +9,7 @@ Quality: PSNR against the teacher on 1000 held-out latents, and FID / precision 
 1000 student samples against 1000 teacher samples in MNIST LeNet-5 feature space. About 5
 minutes on 2 CPU cores.
 
-  JAXGC_ASSETS=../shared/assets jaxgc train --config configs/selfsup_mnist_mlp.py \
+  JAXGC_ASSETS=../shared/assets jaxgc selfsup --config configs/selfsup_mnist_mlp.py \
       --workdir runs/selfsup_mnist_mlp
 
 Rerunning the same command resumes (finished settings are kept).

@@ -1,25 +1,72 @@
 """The ``jaxgc`` command line.
 
   jaxgc convert CHECKPOINT OUTDIR [--arch NAME]
-  jaxgc compress --config configs/NAME.py --workdir DIR [--config.KEY=VALUE ...]
-  jaxgc evaluate --config configs/NAME.py --workdir DIR [--config.KEY=VALUE ...]
-  jaxgc qat --config configs/NAME.py --workdir DIR [--config.KEY=VALUE ...]
-  jaxgc study --config configs/NAME.py --workdir DIR [--config.KEY=VALUE ...]
-  jaxgc distill --config configs/NAME.py --workdir DIR [--config.KEY=VALUE ...]
+  jaxgc compress --config CONFIG --workdir DIR [--config.KEY=VALUE ...]
+  jaxgc evaluate --config CONFIG --workdir DIR [--config.KEY=VALUE ...]
+  jaxgc qat --config CONFIG --workdir DIR [--config.KEY=VALUE ...]
+  jaxgc study --config CONFIG --workdir DIR [--config.KEY=VALUE ...]
+  jaxgc selfsup --config CONFIG --workdir DIR [--config.KEY=VALUE ...]   (alias: train)
+  jaxgc distill --config CONFIG --workdir DIR [--config.KEY=VALUE ...]
+  jaxgc --version
 
-Errors are one line on stderr (``jaxgc: error: ...``) with exit status 2.
+``CONFIG`` is a path to a Python file defining ``get_config()`` (``configs/NAME.py``) or the
+name of a config shipped with jaxgc (``cyclegan_h2z_ptq``: see ``configs/``). Errors are one
+line on stderr (``jaxgc: error: ...``) with exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import importlib
+import importlib.resources
 import importlib.util
 import os
 import sys
 from typing import Any, Sequence
 
 import ml_collections
+
+import jaxgc
+
+CONFIGS_PACKAGE = "jaxgc.configs"
+# command -> (module of jaxgc.jobs, one-line help)
+JOBS = {
+    "compress": ("compress", "post-training quantization sweep of a PyTorch GAN, with a report"),
+    "evaluate": ("evaluate", "FID/KID, k-NN and LSH precision/recall against a reference"),
+    "qat": ("qat", "quantization-aware training with distillation and a frozen D"),
+    "study": ("study", "weight bits x activation bits x clipping trade-off study"),
+    "selfsup": ("selfsup", "prune, then recover by self-supervised compression"),
+    "train": ("selfsup", "alias of selfsup, its old name"),
+    "distill": ("distill", "CRD distillation into a narrower generator, online D"),
+}
+
+
+def shipped_configs() -> list[str]:
+  """Names of the job configs shipped with jaxgc (``jaxgc.configs``)."""
+  try:
+    files = importlib.resources.files(CONFIGS_PACKAGE)
+  except ModuleNotFoundError:
+    return []
+  return sorted(f.name[:-3] for f in files.iterdir()
+                if f.name.endswith(".py") and not f.name.startswith("_"))
+
+
+@contextlib.contextmanager
+def _config_file(path: str):
+  """The file of ``path``: itself when it exists, else a shipped config of that name."""
+  if os.path.isfile(path):
+    yield path
+    return
+  name = path[:-3] if path.endswith(".py") else path
+  if os.sep not in path and "/" not in path and name in shipped_configs():
+    with importlib.resources.as_file(
+        importlib.resources.files(CONFIGS_PACKAGE) / f"{name}.py") as f:
+      yield str(f)
+    return
+  raise FileNotFoundError(f"config file not found: {path} (shipped configs: "
+                          f"{', '.join(shipped_configs()) or 'none'})")
 
 
 def load_config(path: str | None, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
@@ -28,21 +75,23 @@ def load_config(path: str | None, overrides: Sequence[str] = ()) -> ml_collectio
 
   Values are read as Python literals (``--config.sweep.weight_bits=8,4``) or else strings.
 
+  ``path`` may also name a config shipped with jaxgc (:func:`shipped_configs`), without a
+  folder or ``.py``: ``"cyclegan_h2z_ptq"``.
+
   Raises:
-    FileNotFoundError: no such file.
+    FileNotFoundError: no such file and no shipped config of that name.
     ValueError: the file has no ``get_config``, or a malformed override.
   """
   if path is None:
     cfg = ml_collections.ConfigDict()
-  elif not os.path.isfile(path):
-    raise FileNotFoundError(f"config file not found: {path}")
   else:
-    spec = importlib.util.spec_from_file_location("jaxgc_user_config", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    if not hasattr(mod, "get_config"):
-      raise ValueError(f"config file {path} defines no get_config()")
-    cfg = mod.get_config()
+    with _config_file(path) as file:
+      spec = importlib.util.spec_from_file_location("jaxgc_user_config", file)
+      mod = importlib.util.module_from_spec(spec)
+      spec.loader.exec_module(mod)
+      if not hasattr(mod, "get_config"):
+        raise ValueError(f"config file {path} defines no get_config()")
+      cfg = mod.get_config()
   if not isinstance(cfg, ml_collections.ConfigDict):
     cfg = ml_collections.ConfigDict(cfg)
   for item in overrides:
@@ -96,38 +145,38 @@ def _evaluate(args, overrides) -> int:
 
 def _training_job(name: str, args, overrides) -> int:
   """Runs ``jaxgc.jobs.<name>.run`` and prints its ``report.md``."""
+  if args.command == "train":
+    print("jaxgc: note: `jaxgc train` is an alias of `jaxgc selfsup` (self-supervised "
+          "compression); use that name", file=sys.stderr)
   job = importlib.import_module(f"jaxgc.jobs.{name}")
   job.run(load_config(args.config, overrides), args.workdir, progress=not args.no_progress)
   print(open(os.path.join(args.workdir, getattr(job, "REPORT_MD", "report.md"))).read())
   return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="jaxgc", description=__doc__.split("\n")[0])
-  sub = parser.add_subparsers(dest="command", required=True)
-  p = sub.add_parser("convert", help="PyTorch checkpoint -> orbax checkpoint + JSON spec")
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="jaxgc", description="Compress pretrained GANs in JAX/Flax and measure honestly "
+      "what compression costs.", epilog="`jaxgc COMMAND --help` for a command's options.")
+  parser.add_argument("--version", action="version", version=f"jaxgc {jaxgc.__version__}")
+  sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                              title="commands")
+  p = sub.add_parser("convert", help="PyTorch checkpoint -> Flax model folder (orbax + spec)")
   p.add_argument("checkpoint")
   p.add_argument("outdir")
   p.add_argument("--arch", default=None, help="architecture name; inferred when omitted")
   resumable = "output folder; rerunning with the same one resumes from its checkpoints"
-  for name, help_, config_help, workdir_help in (
-      ("compress", "post-training compression sweep and report", None, "output folder"),
-      ("evaluate", "FID/KID, k-NN and LSH precision/recall vs a reference",
-       "configs/NAME.py defining get_config(); or give every key as --config.KEY=VALUE flags",
-       "output folder for metrics.json/md"),
-      ("qat", "quantization-aware training of a generator (distillation to FP32 + frozen "
-       "discriminator)", None, resumable),
-      ("train", "prune a generator (unstructured, N:M, channel) and recover it by "
-       "self-supervised compression (distillation + frozen discriminator)", None, resumable),
-      ("study", "weight bits x activation bits x clipping trade-off study", None,
-       "output folder for report.md, tradeoff.png"),
-      ("distill", "distill a narrower image-to-image generator with content relationship "
-       "distillation and an online discriminator", None, resumable)):
-    p = sub.add_parser(name, help=help_)
-    # Only `evaluate` runs from flags alone; every other job needs a config file.
-    p.add_argument("--config", required=config_help is None, default=None,
-                   help=config_help or "configs/NAME.py defining get_config()")
-    p.add_argument("--workdir", required=True, help=workdir_help)
+  config_help = ("a Python file defining get_config(), or the name of a shipped config "
+                 f"({', '.join(shipped_configs())})")
+  workdir_help = {"compress": "output folder", "evaluate": "output folder for metrics.json/md",
+                  "study": "output folder for report.md, tradeoff.png"}
+  for name, (_, help_) in JOBS.items():
+    p = sub.add_parser(name, help=help_, description=help_)
+    # Only `evaluate` runs from flags alone; every other job needs a config.
+    p.add_argument("--config", required=name != "evaluate", default=None,
+                   help=config_help + ("; or give every key as --config.KEY=VALUE flags"
+                                       if name == "evaluate" else ""))
+    p.add_argument("--workdir", required=True, help=workdir_help.get(name, resumable))
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     if name == "compress":
       p.add_argument("--print-report", action="store_true", help="print report.md when done")
@@ -135,6 +184,13 @@ def main(argv: Sequence[str] | None = None) -> int:
       p.add_argument("--distributed", action="store_true",
                      help="multi-host: call jax.distributed.initialize() first (TPU pods, "
                      "SLURM, Open MPI detect their peers); run the same command on every host")
+  return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Runs the ``jaxgc`` command line on ``argv`` (default ``sys.argv[1:]``); returns the exit
+  status (0, or 2 after a one-line error on stderr)."""
+  parser = _parser()
   args, extra = parser.parse_known_args(argv)
   overrides = [a for a in extra if a.startswith("--config.")]
   rest = [a for a in extra if not a.startswith("--config.")]
@@ -150,8 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "distributed", False):
       import jax  # pylint: disable=import-outside-toplevel
       jax.distributed.initialize()
-    if args.command in ("qat", "study", "train", "distill"):
-      return _training_job(args.command, args, overrides)
+    if args.command != "compress":
+      return _training_job(JOBS[args.command][0], args, overrides)
     return _compress(args, overrides)
   except (CheckpointError, ValueError, FileNotFoundError, PermissionError, ImportError,
           FloatingPointError) as e:

@@ -53,6 +53,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.sweep.granularities = GRANULARITIES
   c.sweep.clip = (False, True)                 # without and with clipping
   c.sweep.symmetric = True                     # symmetric (zero point 0) or asymmetric
+  # Mixed-precision recipes, one row each after the sweep: shipped names (w8a8, w4a8, w4a4;
+  # jaxgc.compress.known_recipes()) or .py files. Weights and calibrated activations get the
+  # bits of the recipe's rules (first match wins; '@first'/'@last' = the first/last layer).
+  c.sweep.recipes = ()
   c.clip = ml_collections.ConfigDict()
   c.clip.mode = "percentile"                   # absolute | percentile | std
   c.clip.value = 99.9
@@ -105,6 +109,8 @@ def resolve_config(user: Any) -> ml_collections.ConfigDict:
     compress.QuantConfig(8, True, g)
   if True in tuple(cfg.sweep.clip):
     compress.ClipConfig(cfg.clip.mode, float(cfg.clip.value), "per_tensor")
+  for recipe in cfg.sweep.recipes:
+    compress.load_recipe(recipe)
   if cfg.inputs.num_samples < 1 or cfg.inputs.size < 4 or cfg.inputs.size % 4:
     raise ValueError(f"inputs need num_samples >= 1 and a size that is a positive multiple of 4, "
                      f"got num_samples={cfg.inputs.num_samples}, size={cfg.inputs.size}")
@@ -136,7 +142,36 @@ def settings(cfg) -> list[dict[str, Any]]:
         rows.append({"setting": name, "weight_bits": int(bits), "act_bits": abits,
                      "clip": clip_desc,
                      "granularity": g})
+  for path_or_name in cfg.sweep.recipes:
+    r = compress.load_recipe(path_or_name)
+    rows.append({"setting": f"recipe_{r.name}", "weight_bits": r.default_weight_bits or 32,
+                 "act_bits": r.default_act_bits or 32, "clip": None,
+                 "granularity": r.weight_granularity, "recipe": str(path_or_name)})
   return rows
+
+
+def recipe_setting(module, variables, recipe, x: np.ndarray, calib_batches, batch_size: int):
+  """One recipe's row: weights fake-quantized and stored at the bits of the recipe's rules,
+  activations calibrated on ``calib_batches`` and quantized per the rules.
+
+  Returns:
+    ``(fake-quantized variables, stored tree, outputs on x, calibration)``.
+  """
+  first_last = compress.first_last_layers(module, variables, x[:1])
+  bits = compress.resolve_rules(variables, recipe.rules, recipe.default_weight_bits,
+                                recipe.default_act_bits, first_last)
+  assignment = {f"params/{layer}/kernel": wb for layer, (wb, _) in bits.items() if wb is not None}
+  fq = compress.apply_allocation(variables, assignment, recipe.weight_symmetric,
+                                 recipe.weight_granularity)
+  stored = compress.quantize_allocation(variables, assignment, recipe.weight_symmetric,
+                                        recipe.weight_granularity)
+  act_cfg = recipe.act_config()
+  calibration = compress.calibrate(module, fq, calib_batches, act_cfg,
+                                   method=recipe.calibration_method)
+  act_rules = compress.act_rules(recipe.rules, recipe.default_act_bits)
+  out = _run_model(lambda v, b: compress.apply_quantized(module, v, b, act_cfg, calibration,
+                                                         rules=act_rules), fq, x, batch_size)
+  return fq, stored, out, calibration
 
 
 def _run_model(apply_fn, variables, x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -233,30 +268,37 @@ def sweep(cfg, module, variables, x: np.ndarray, reference: np.ndarray, model_de
   """
   scorer = _metrics_scorer(module, variables, x, cfg.metrics)
   act_cfg, calib_batches = None, None
+  if cfg.activations.bits or cfg.sweep.recipes:
+    calib_batches = _calibration_batches(cfg, module, x)
   if cfg.activations.bits:
     act_cfg = compress.ActQuantConfig(int(cfg.activations.bits),
                                       bool(cfg.activations.symmetric))
-    calib_batches = _calibration_batches(cfg, module, x)
   spec = models.model_spec(module)
   rows, grid = [], []
   if module.kind == "image_to_image":
     grid.append(("input", inputs_lib.to_uint8(x)))
   fp32_bytes = None
   for row in tqdm(settings(cfg), desc="compress sweep", disable=not progress, unit="setting"):
-    fq, stored = compress_variables(variables, row, cfg)
     ckdir = os.path.join(staging, "checkpoints", row["setting"])
     os.makedirs(ckdir)
-    if row["weight_bits"] == 32:
-      out = reference
-    elif act_cfg is not None:
-      calibration = compress.calibrate(module, fq, calib_batches, act_cfg,
-                                       method=cfg.activations.method,
-                                       percentile=float(cfg.activations.percentile))
+    if row.get("recipe"):
+      fq, stored, out, calibration = recipe_setting(
+          module, variables, compress.load_recipe(row["recipe"]), x, calib_batches,
+          int(cfg.batch_size))
       compress.save_calibration(calibration, os.path.join(ckdir, "calibration.json"))
-      out = _run_model(lambda v, b, c=calibration: compress.apply_quantized(
-          module, v, b, act_cfg, c), fq, x, int(cfg.batch_size))
     else:
-      out = _run_model(module.apply, fq, x, int(cfg.batch_size))
+      fq, stored = compress_variables(variables, row, cfg)
+      if row["weight_bits"] == 32:
+        out = reference
+      elif act_cfg is not None:
+        calibration = compress.calibrate(module, fq, calib_batches, act_cfg,
+                                         method=cfg.activations.method,
+                                         percentile=float(cfg.activations.percentile))
+        compress.save_calibration(calibration, os.path.join(ckdir, "calibration.json"))
+        out = _run_model(lambda v, b, c=calibration: compress.apply_quantized(
+            module, v, b, act_cfg, c), fq, x, int(cfg.batch_size))
+      else:
+        out = _run_model(module.apply, fq, x, int(cfg.batch_size))
     with open(os.path.join(ckdir, "spec.json"), "w") as f:
       json.dump({**spec, "compression": row}, f, indent=2)
     nbytes = compress.save_quantized(stored, os.path.join(ckdir, "weights.npz"))

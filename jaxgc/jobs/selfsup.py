@@ -1,4 +1,4 @@
-"""``jaxgc train``: prune a generator and recover it by self-supervised compression.
+"""``jaxgc selfsup`` (old name ``jaxgc train``): prune a generator and recover it by self-supervised compression.
 
 For every pruning granularity x sparsity of the config, the original (teacher) generator is
 pruned once (magnitude scores by default) and the pruned student is trained with the
@@ -70,7 +70,7 @@ _EVAL_STREAM = 1
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """Every key ``jaxgc train`` understands, with its default. Configs override these."""
+  """Every key ``jaxgc selfsup`` understands, with its default. Configs override these."""
   c = ml_collections.ConfigDict()
   c.generator = ""            # teacher: .pth/.ckpt (absolute or relative to $JAXGC_ASSETS) or a
                               # `jaxgc convert` directory
@@ -312,7 +312,7 @@ def _markdown(report: dict) -> str:
   m, c = report["teacher"], report["config"]
   has_fid = any(r["quality"].get("fid") is not None for r in report["rows"])
   lines = [
-      f"# jaxgc train: {m['arch']}, pruned and recovered by self-supervised compression",
+      f"# jaxgc selfsup: {m['arch']}, pruned and recovered by self-supervised compression",
       "",
       f"- teacher: `{m['generator']}`: {m['params']:,} params, {m['macs'] / 1e6:,.2f} M MACs "
       f"per sample, {m['latency_s'] * 1e3:.2f} ms per batch of {c['latency_batch']} (CPU, "
@@ -403,7 +403,7 @@ def load_models(cfg):
   g_path = runs.resolve_path(cfg.generator)
   module, teacher_vars = load_any_model(g_path)
   if module.kind not in ("unconditional", "image_to_image"):
-    raise ValueError(f"train needs a generator; {g_path} is a {module.kind} "
+    raise ValueError(f"selfsup needs a generator; {g_path} is a {module.kind} "
                      f"({type(module).__name__})")
   teacher_vars = jax.tree.map(np.asarray, teacher_vars)
   disc, disc_vars, d_path = None, None, ""
