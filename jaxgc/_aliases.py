@@ -21,7 +21,7 @@ MOVED = {
     "jaxgc.eval.data": "jaxgc.data.reference",
     "jaxgc.eval.evaluate": "jaxgc.eval.scoring",
     "jaxgc.eval.features": "jaxgc.eval.extractors",
-    "jaxgc.eval.inception": "jaxgc.eval.inception_features",
+    "jaxgc.eval.inception": "jaxgc.eval.fid_inception",
     "jaxgc.jobs.inputs": "jaxgc.data.inputs",
     "jaxgc.jobs.report": "jaxgc.report",
     "jaxgc.jobs.train": "jaxgc.jobs.selfsup",

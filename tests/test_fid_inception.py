@@ -9,7 +9,7 @@ import pytest
 
 from conftest import require_asset
 from jaxgc.data import reference as data_lib
-from jaxgc.eval import inception_features as inc
+from jaxgc.eval import fid_inception as inc
 from jaxgc.eval import metrics
 
 torch = pytest.importorskip("torch", reason="torch is needed for the TorchScript reference")

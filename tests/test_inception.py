@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 import pytest
 
-from jaxgc.eval import inception_features as inc
+from jaxgc.eval import fid_inception as inc
 from jaxgc.models.inception import FIDInceptionV3
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -137,7 +137,7 @@ def test_cache_loads_without_torch_and_mesh_matches(cache_dir, images, features,
       sys.modules["torch"] = None  # any import of torch now fails
       import numpy as np
       import jax
-      from jaxgc.eval import inception_features as inc
+      from jaxgc.eval import fid_inception as inc
       v = inc.load_inception(cache_dir={str(cache_dir)!r},
                              torchscript_path={str(tmp_path / "absent.pt")!r})
       x = np.load({str(tmp_path / "images.npy")!r})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -95,7 +96,12 @@ def test_non_editable_install_runs_a_recipe_job_outside_the_repository(tmp_path)
                                "['purelib'])"], check=True, capture_output=True,
                               text=True).stdout.strip()
   pathlib.Path(inner_site, "outer_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-  install = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(REPO)],
+  src = tmp_path / "src"   # a copy: pip's build/ folder must not land in the repository
+  for name in ("jaxgc", "configs"):
+    shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+  for name in ("pyproject.toml", "README.md"):
+    shutil.copy(REPO / name, src / name)
+  install = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(src)],
                            capture_output=True, text=True, timeout=600)
   assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
   run_dir = tmp_path / "elsewhere"

@@ -7,11 +7,11 @@ from jaxgc.eval.scoring import generate_images
 from jaxgc.eval.extractors import cached_features
 from jaxgc.eval.extractors import extract_features
 from jaxgc.eval.extractors import lenet5_features
-from jaxgc.eval.inception_features import RESIZE_MODES
-from jaxgc.eval.inception_features import convert_inception
-from jaxgc.eval.inception_features import inception_features
-from jaxgc.eval.inception_features import load_inception
-from jaxgc.eval.inception_features import resize_images
+from jaxgc.eval.fid_inception import RESIZE_MODES
+from jaxgc.eval.fid_inception import convert_inception
+from jaxgc.eval.fid_inception import inception_features
+from jaxgc.eval.fid_inception import load_inception
+from jaxgc.eval.fid_inception import resize_images
 from jaxgc.eval.lsh import knn_radii
 from jaxgc.eval.lsh import lsh_precision_recall
 from jaxgc.eval.metrics import feature_statistics

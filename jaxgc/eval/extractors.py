@@ -1,7 +1,7 @@
 """Feature extraction for the metrics: batched, jitted, sharded over a mesh, cached on disk.
 
 Extractors (``extractor=``):
-  * ``"inception"``: pool3 features ``[n, 2048]`` of the FID Inception (``jaxgc.eval.inception_features``).
+  * ``"inception"``: pool3 features ``[n, 2048]`` of the FID Inception (``jaxgc.eval.fid_inception``).
   * ``"lenet5"``: the ``[n, 84]`` penultimate features of the MNIST LeNet-5 in
     ``$JAXGC_ASSETS/mnist-lenet5`` (digits resized bilinearly to 32x32, scaled to [0, 1]).
   * ``"pixels"``: raw pixels in [0, 1], flattened ``[n, h * w * c]``.
@@ -22,7 +22,7 @@ from jaxgc._fileio import cache_root
 from jaxgc._fileio import give_default_mode
 from jaxgc import checkpoint as ckpt_lib
 from jaxgc.convert import load_torch_checkpoint
-from jaxgc.eval.inception_features import inception_features
+from jaxgc.eval.fid_inception import inception_features
 from jaxgc.parallel import batched_apply
 
 EXTRACTORS = ("inception", "lenet5", "pixels")

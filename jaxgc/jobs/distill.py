@@ -52,7 +52,7 @@ from jaxgc.data import inputs as inputs_lib
 from jaxgc.data import pipeline
 from jaxgc.eval import extractors
 from jaxgc.eval import metrics
-from jaxgc.eval.inception_features import load_inception
+from jaxgc.eval.fid_inception import load_inception
 from jaxgc.jobs import config as config_lib
 from jaxgc.jobs import runs
 from jaxgc.models import layers

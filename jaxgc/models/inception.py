@@ -199,7 +199,7 @@ class FIDInceptionV3(nn.Module):
 
   Input ``[batch, 299, 299, 3]`` float32 RGB, already scaled as ``(pixel - 128) / 128`` with
   pixels in [0, 255] (so values in [-1, 0.9921875]); no resizing is done here (see
-  ``jaxgc.eval.inception_features.inception_features``). Output ``[batch, 2048]`` float32, the
+  ``jaxgc.eval.fid_inception.inception_features``). Output ``[batch, 2048]`` float32, the
   non-negative average of the last 8x8 feature map. Inference only: the batch norms always use
   their running statistics, so ``apply`` needs ``{"params", "batch_stats"}`` and nothing mutable.
 

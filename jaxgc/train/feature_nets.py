@@ -71,7 +71,7 @@ def inception(variables: dict[str, Any], taps: Sequence[str] = DEFAULT_INCEPTION
   ``pixel = (x + 1) * 127.5`` (no resizing: any side >= 75 works).
 
   Args:
-    variables: FID Inception variables (:func:`jaxgc.eval.inception_features.load_inception`).
+    variables: FID Inception variables (:func:`jaxgc.eval.fid_inception.load_inception`).
     taps: stage names of :data:`jaxgc.models.inception.STAGES`.
 
   Raises:
