@@ -19,8 +19,8 @@ import orbax.checkpoint as ocp
 
 from jaxgc import convert
 from jaxgc import models
-from jaxgc.compress import storage
 from jaxgc._fileio import give_default_mode
+from jaxgc.compress import storage
 
 SPEC_FILE = "spec.json"
 VARIABLES_DIR = "variables"

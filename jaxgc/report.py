@@ -22,8 +22,8 @@ from PIL import Image
 from PIL import ImageDraw
 
 from jaxgc import stats
-from jaxgc.models import registry
 from jaxgc._fileio import give_default_mode
+from jaxgc.models import registry
 
 
 def image_metrics(reference: np.ndarray, outputs: np.ndarray) -> dict[str, float | None]:

@@ -34,10 +34,10 @@ from jaxgc import cli
 from jaxgc import compress
 from jaxgc import convert
 from jaxgc import models
-from jaxgc.checkpoint import load_model
-from jaxgc.jobs import compress as job
-from jaxgc.data import inputs as inputs_lib
 from jaxgc import report as report_lib
+from jaxgc.checkpoint import load_model
+from jaxgc.data import inputs as inputs_lib
+from jaxgc.jobs import compress as job
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CONFIGS = sorted((REPO / "configs").glob("*_ptq.py"))          # jaxgc compress configs
@@ -397,8 +397,8 @@ import sys
 sys.modules["torch"] = None  # any "import torch" now raises ImportError
 import json
 import numpy as np
-from jaxgc.checkpoint import load_model
 from jaxgc import cli
+from jaxgc.checkpoint import load_model
 
 dirs, x_path, out_path, ckpt = json.loads(sys.argv[1])
 xs = np.load(x_path)

@@ -13,10 +13,10 @@ import pytest
 from conftest import require_asset
 from conftest import run_on_fake_devices
 from jaxgc import compress
+from jaxgc import report as report_lib
 from jaxgc import train
 from jaxgc.checkpoint import load_model
 from jaxgc.jobs import qat as job
-from jaxgc import report as report_lib
 
 G_CKPT = "mnist-mlpgan/G--300.ckpt"
 D_CKPT = "mnist-mlpgan/D--300.ckpt"

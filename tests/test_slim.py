@@ -17,11 +17,11 @@ from conftest import require_asset
 from jaxgc import models
 from jaxgc.checkpoint import load_model
 from jaxgc.checkpoint import save_model
+from jaxgc.compress.prune import apply_masks
 from jaxgc.compress.slim import channel_groups
 from jaxgc.compress.slim import channel_masks
 from jaxgc.compress.slim import slim
 from jaxgc.compress.slim import slim_to_macs
-from jaxgc.compress.prune import apply_masks
 from jaxgc.models import layers
 from jaxgc.stats import count_macs
 from jaxgc.stats import count_params

@@ -45,12 +45,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgc._fileio import atomic_write_text
-from jaxgc.compress import quantize
 from jaxgc.compress import qconfig
-from jaxgc.compress.qconfig import METHODS
-from jaxgc.compress.qconfig import ActQuantConfig
-from jaxgc.compress.qconfig import check_act_bits
+from jaxgc.compress import quantize
 from jaxgc.compress import selection
+from jaxgc.compress.qconfig import ActQuantConfig
+from jaxgc.compress.qconfig import METHODS
+from jaxgc.compress.qconfig import check_act_bits
 from jaxgc.models import layers
 
 # The layers whose inputs are quantized. ``layers.conv``/``layers.dense`` build nn.Conv/nn.Dense.

@@ -11,15 +11,15 @@ import jax.numpy as jnp
 import optax
 
 from jaxgc.compress.prune_config import PruneConfig
+from jaxgc.compress.prune_masks import _check_channels
+from jaxgc.compress.prune_masks import _check_masks
+from jaxgc.compress.prune_masks import _map_masked
+from jaxgc.compress.prune_masks import compute_masks
 from jaxgc.compress.prune_schedules import _selected_leaves
 from jaxgc.compress.prune_schedules import _targets
 from jaxgc.compress.prune_schedules import is_update_step
 from jaxgc.compress.prune_schedules import sparsity_at
 from jaxgc.compress.prune_scores import _to_tree
-from jaxgc.compress.prune_masks import _check_channels
-from jaxgc.compress.prune_masks import _check_masks
-from jaxgc.compress.prune_masks import _map_masked
-from jaxgc.compress.prune_masks import compute_masks
 
 class PruneState(NamedTuple):
   """State of :func:`pruning`.

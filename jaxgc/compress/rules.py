@@ -37,12 +37,12 @@ import jax
 
 from jaxgc.compress import activations
 from jaxgc.compress import quantize
+from jaxgc.compress import selection
 from jaxgc.compress.qconfig import PrecisionRule
 from jaxgc.compress.qconfig import as_rules
 from jaxgc.compress.qconfig import expand_markers
 from jaxgc.compress.qconfig import first_match
 from jaxgc.compress.qconfig import has_markers
-from jaxgc.compress import selection
 
 _KERNEL = re.compile(r"^(?:params/)?(.*)/kernel$")
 RECIPES_PACKAGE = "jaxgc.compress.recipes"

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from jaxgc import checkpoint as ckpt_lib
 from jaxgc._fileio import cache_root
 from jaxgc._fileio import give_default_mode
-from jaxgc import checkpoint as ckpt_lib
 from jaxgc.convert import load_torch_checkpoint
 from jaxgc.eval.fid_inception import inception_features
 from jaxgc.parallel import batched_apply

@@ -38,10 +38,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxgc._fileio import cache_root
 from jaxgc._fileio import atomic_savez
-from jaxgc.models.inception import FIDInceptionV3
+from jaxgc._fileio import cache_root
 from jaxgc.models.inception import FEATURES
+from jaxgc.models.inception import FIDInceptionV3
 from jaxgc.models.inception import INPUT_SIZE
 from jaxgc.parallel import batched_apply
 

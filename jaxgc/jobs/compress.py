@@ -28,12 +28,12 @@ from jaxgc import compress
 from jaxgc import convert
 from jaxgc import models
 from jaxgc import parallel
+from jaxgc import report as report_lib
 from jaxgc import stats
 from jaxgc.checkpoint import check_writable_dir
-from jaxgc.jobs import config as config_lib
 from jaxgc.data import inputs as inputs_lib
 from jaxgc.eval import scoring as eval_lib
-from jaxgc import report as report_lib
+from jaxgc.jobs import config as config_lib
 
 GRANULARITIES = ("per_tensor", "per_channel")
 

@@ -19,11 +19,11 @@ import numpy as np
 from jaxgc._fileio import atomic_write_text
 from jaxgc.checkpoint import check_writable_dir
 from jaxgc.checkpoint import load_any_model
-from jaxgc.data import reference as data_lib
-from jaxgc.eval import scoring as eval_lib
-from jaxgc.eval import extractors as features_lib
-from jaxgc.jobs import config as config_lib
 from jaxgc.data import inputs as inputs_lib
+from jaxgc.data import reference as data_lib
+from jaxgc.eval import extractors as features_lib
+from jaxgc.eval import scoring as eval_lib
+from jaxgc.jobs import config as config_lib
 
 
 def default_config() -> ml_collections.ConfigDict:

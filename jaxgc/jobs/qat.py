@@ -32,10 +32,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxgc import parallel
 from jaxgc import _fileio
 from jaxgc import compress
 from jaxgc import models
+from jaxgc import parallel
+from jaxgc import report as report_lib
 from jaxgc import stats
 from jaxgc import train as train_lib
 from jaxgc.checkpoint import QUANTIZED_FILE
@@ -43,7 +44,6 @@ from jaxgc.checkpoint import check_writable_dir
 from jaxgc.checkpoint import load_any_model
 from jaxgc.checkpoint import save_model
 from jaxgc.jobs import config as config_lib
-from jaxgc import report as report_lib
 from jaxgc.jobs import runs
 
 CONFIG_FILE = "qat_config.json"

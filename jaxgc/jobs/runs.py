@@ -19,9 +19,9 @@ import jax
 from tqdm.auto import tqdm
 
 from jaxgc import _fileio
+from jaxgc import parallel
 from jaxgc import train as train_lib
 from jaxgc.data import inputs as inputs_lib
-from jaxgc import parallel
 
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"

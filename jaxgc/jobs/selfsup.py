@@ -39,19 +39,19 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from jaxgc import parallel
 from jaxgc import _fileio
 from jaxgc import compress
+from jaxgc import parallel
+from jaxgc import report as report_lib
 from jaxgc import train as train_lib
 from jaxgc.checkpoint import check_writable_dir
 from jaxgc.checkpoint import load_any_model
 from jaxgc.checkpoint import save_model
 from jaxgc.compress import prune
 from jaxgc.compress import slim as slim_lib
-from jaxgc.jobs import config as config_lib
 from jaxgc.data import inputs as inputs_lib
 from jaxgc.eval import scoring as eval_lib
-from jaxgc import report as report_lib
+from jaxgc.jobs import config as config_lib
 from jaxgc.jobs import runs
 
 CONFIG_FILE = "train_config.json"

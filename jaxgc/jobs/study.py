@@ -20,18 +20,18 @@ import jax
 import ml_collections
 from tqdm.auto import tqdm
 
-from jaxgc import parallel
-from jaxgc import report as report_lib
 from jaxgc import compress
 from jaxgc import models
+from jaxgc import parallel
+from jaxgc import report as report_lib
 from jaxgc._fileio import atomic_write_text
 from jaxgc.checkpoint import check_writable_dir
 from jaxgc.checkpoint import load_any_model
-from jaxgc.data import reference as data_lib
-from jaxgc.eval import scoring as eval_lib
-from jaxgc.eval import extractors as features_lib
-from jaxgc.jobs import config as config_lib
 from jaxgc.data import inputs as inputs_lib
+from jaxgc.data import reference as data_lib
+from jaxgc.eval import extractors as features_lib
+from jaxgc.eval import scoring as eval_lib
+from jaxgc.jobs import config as config_lib
 
 FP32_BITS = 32  # "no quantization" in the bits columns
 

@@ -44,9 +44,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxgc import parallel
 from jaxgc.train import crd_losses as crd_lib
 from jaxgc.train import feature_nets as features_lib
-from jaxgc import parallel
 from jaxgc.train import gan_losses
 from jaxgc.train.state import TrainState
 from jaxgc.train.state import create_train_state
