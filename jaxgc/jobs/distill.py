@@ -419,16 +419,6 @@ def load_models(cfg) -> _Models:
   return m
 
 
-def data_mesh(cfg) -> jax.sharding.Mesh:
-  """Stage 2: the data-parallel mesh; the batch must split over its devices and processes."""
-  mesh = parallel.data_mesh()
-  n_dev, n_proc = mesh.shape["data"], jax.process_count()
-  if cfg.batch_size % n_dev or cfg.batch_size % n_proc:
-    raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of the {n_dev} devices "
-                     f"and {n_proc} processes")
-  return mesh
-
-
 def train_batches(cfg, m: _Models, mesh):
   """Stage 3: ``(source, step -> sharded batch)`` from the grain pipeline (this process's
   share)."""
@@ -569,7 +559,7 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   cfg = resolve_config(config)
   workdir = check_writable_dir(workdir)
   m = load_models(cfg)
-  mesh = data_mesh(cfg)
+  mesh = runs.batch_mesh(int(cfg.batch_size))
   source, batch = train_batches(cfg, m, mesh)
   os.makedirs(workdir, exist_ok=True)
   samples = held_out_samples(cfg, m)

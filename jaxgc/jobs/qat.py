@@ -41,7 +41,6 @@ from jaxgc import stats
 from jaxgc import train as train_lib
 from jaxgc.checkpoint import QUANTIZED_FILE
 from jaxgc.checkpoint import check_writable_dir
-from jaxgc.checkpoint import load_any_model
 from jaxgc.checkpoint import save_model
 from jaxgc.jobs import config as config_lib
 from jaxgc.jobs import runs
@@ -232,18 +231,8 @@ def train(config: Any, workdir: str | os.PathLike, progress: bool = False
 
 def load_models(cfg):
   """Stage 1: ``(generator, variables, path, discriminator or None, its variables, path)``."""
-  g_path = runs.resolve_path(cfg.generator)
-  generator, teacher_vars = load_any_model(g_path)
-  if generator.kind != "unconditional":
-    raise ValueError(f"qat needs an unconditional (latent -> image) generator; {g_path} is a "
-                     f"{generator.kind} ({type(generator).__name__})")
-  disc, disc_vars, d_path = None, None, ""
-  if cfg.discriminator:
-    d_path = runs.resolve_path(cfg.discriminator)
-    disc, disc_vars = load_any_model(d_path)
-    if disc.kind != "discriminator":
-      raise ValueError(f"config.discriminator {d_path} is a {disc.kind}, not a discriminator")
-  return generator, teacher_vars, g_path, disc, disc_vars, d_path
+  return runs.load_generator_and_discriminator(cfg.generator, cfg.discriminator, "qat",
+                                               ("unconditional",), ("discriminator",))
 
 
 def train_loop(cfg, qcfg, generator, teacher_vars, disc, disc_vars, workdir, progress):
@@ -252,10 +241,7 @@ def train_loop(cfg, qcfg, generator, teacher_vars, disc, disc_vars, workdir, pro
   Returns:
     ``(final state, first step run, seconds)``.
   """
-  mesh = parallel.data_mesh()
-  n_dev = mesh.shape["data"]
-  if cfg.batch_size % n_dev:
-    raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of the {n_dev} devices")
+  mesh = runs.batch_mesh(int(cfg.batch_size))
   tx = optax.adam(float(cfg.learning_rate))
   params = teacher_vars["params"]
   frozen = {k: v for k, v in teacher_vars.items() if k != "params"}

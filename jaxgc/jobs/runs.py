@@ -16,9 +16,11 @@ import time
 from typing import Any, Callable
 
 import jax
+import numpy as np
 from tqdm.auto import tqdm
 
 from jaxgc import _fileio
+from jaxgc import checkpoint
 from jaxgc import parallel
 from jaxgc import train as train_lib
 from jaxgc.data import inputs as inputs_lib
@@ -158,3 +160,52 @@ def run_steps(step_fn: Callable, state, batch_fn: Callable[[int], Any], args: tu
   seconds = time.perf_counter() - t0
   train_lib.save_state(manager, state, force=True)
   return state, seconds
+
+
+def batch_mesh(batch_size: int) -> jax.sharding.Mesh:
+  """The data-parallel mesh over every device (:func:`jaxgc.parallel.data_mesh`), checked: a
+  training job's global ``batch_size`` must split evenly over its devices and processes.
+
+  Raises:
+    ValueError: ``batch_size`` is not a multiple of the device and process counts.
+  """
+  mesh = parallel.data_mesh()
+  n_dev, n_proc = mesh.shape[parallel.DATA_AXIS], jax.process_count()
+  if batch_size % n_dev or batch_size % n_proc:
+    raise ValueError(f"batch_size {batch_size} is not a multiple of the {n_dev} devices "
+                     f"and {n_proc} processes")
+  return mesh
+
+
+def load_generator_and_discriminator(generator: str, discriminator: str, job: str,
+                                     generator_kinds: tuple[str, ...],
+                                     discriminator_kinds: tuple[str, ...]):
+  """A training job's generator and optional frozen discriminator, checked by kind.
+
+  Args:
+    generator: a PyTorch checkpoint, ``jaxgc convert`` folder or compressed checkpoint folder,
+      absolute or relative to ``$JAXGC_ASSETS``.
+    discriminator: the same for the discriminator, or ``""`` for none.
+    job: the job's name, for the error messages.
+    generator_kinds, discriminator_kinds: the ``kind`` values the job accepts.
+
+  Returns:
+    ``(generator, its variables (numpy), its path, discriminator or None, its variables or
+    None, its path or "")``.
+
+  Raises:
+    ValueError: a model of another kind.
+    FileNotFoundError, CheckpointError: as :func:`jaxgc.checkpoint.load_any_model`.
+  """
+  g_path = resolve_path(generator)
+  module, variables = checkpoint.load_any_model(g_path)
+  if module.kind not in generator_kinds:
+    raise ValueError(f"{job} needs a generator of kind {' or '.join(generator_kinds)}; {g_path} "
+                     f"is a {module.kind} ({type(module).__name__})")
+  disc, disc_vars, d_path = None, None, ""
+  if discriminator:
+    d_path = resolve_path(discriminator)
+    disc, disc_vars = checkpoint.load_any_model(d_path)
+    if disc.kind not in discriminator_kinds:
+      raise ValueError(f"config.discriminator {d_path} is a {disc.kind}, not a discriminator")
+  return module, jax.tree.map(np.asarray, variables), g_path, disc, disc_vars, d_path

@@ -382,7 +382,7 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   cfg = resolve_config(config)
   workdir = check_writable_dir(workdir)
   module, teacher_vars, g_path, disc, disc_vars, d_path = load_models(cfg)
-  mesh = data_mesh(cfg)
+  mesh = runs.batch_mesh(int(cfg.batch_size))
   eval_x, eval_desc = held_out_inputs(cfg, module)
   os.makedirs(workdir, exist_ok=True)
   runs.check_resume(os.path.join(workdir, CONFIG_FILE), cfg.to_dict(), RESUMABLE_KEYS,
@@ -400,28 +400,9 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
 
 def load_models(cfg):
   """Stage 1: ``(generator, variables, path, discriminator or None, its variables, path)``."""
-  g_path = runs.resolve_path(cfg.generator)
-  module, teacher_vars = load_any_model(g_path)
-  if module.kind not in ("unconditional", "image_to_image"):
-    raise ValueError(f"selfsup needs a generator; {g_path} is a {module.kind} "
-                     f"({type(module).__name__})")
-  teacher_vars = jax.tree.map(np.asarray, teacher_vars)
-  disc, disc_vars, d_path = None, None, ""
-  if cfg.discriminator:
-    d_path = runs.resolve_path(cfg.discriminator)
-    disc, disc_vars = load_any_model(d_path)
-    if disc.kind not in ("discriminator", "patch_discriminator"):
-      raise ValueError(f"config.discriminator {d_path} is a {disc.kind}, not a discriminator")
-  return module, teacher_vars, g_path, disc, disc_vars, d_path
-
-
-def data_mesh(cfg):
-  """Stage 2: the data-parallel mesh; the batch must split over its devices."""
-  mesh = parallel.data_mesh()
-  n_dev = mesh.shape["data"]
-  if cfg.batch_size % n_dev:
-    raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of the {n_dev} devices")
-  return mesh
+  return runs.load_generator_and_discriminator(
+      cfg.generator, cfg.discriminator, "selfsup", ("unconditional", "image_to_image"),
+      ("discriminator", "patch_discriminator"))
 
 
 def held_out_inputs(cfg, module) -> tuple[np.ndarray, str]:
