@@ -87,7 +87,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str | Non
 
 
 def model_facts(module, variables: Any, example: np.ndarray,
-                latency_repeats: int = 0) -> dict[str, Any]:
+                latency_repeats: int | None = 10) -> dict[str, Any]:
   """The facts a report gives of a model, measured one way for every job.
 
   Args:
@@ -95,7 +95,8 @@ def model_facts(module, variables: Any, example: np.ndarray,
     variables: its variables.
     example: an input batch ``[batch, ...]``; MACs are counted on its first sample, latency is
       timed on the whole batch.
-    latency_repeats: jitted forward passes to time (median); 0 skips the latency.
+    latency_repeats: jitted forward passes to time (median, at least 1); ``None`` skips the
+      latency.
 
   Returns:
     ``{"arch", "spec", "params", "nonzero_params", "macs", "bytes"[, "latency_s"]}``: the zoo
@@ -110,7 +111,7 @@ def model_facts(module, variables: Any, example: np.ndarray,
                                      for x in jax.tree.leaves(params))),
            "macs": stats.count_macs(module, variables, jnp.asarray(example[:1])),
            "bytes": int(sum(np.asarray(x).nbytes for x in jax.tree.leaves(variables)))}
-  if latency_repeats:
+  if latency_repeats is not None:
     facts["latency_s"] = stats.latency(module, variables, example, int(latency_repeats))
   return facts
 
