@@ -4,7 +4,7 @@ Four models, from GAN Compression's released horse->zebra generator:
   * ``original``: as released (2.5G MACs).
   * ``masked_4x``: the same architecture with the channel masks of ``slimmed_4x`` applied
     (pruned weights zeroed): the zeros are still computed, so no speed-up is expected.
-  * ``slimmed_2x`` / ``slimmed_4x``: ``jaxgc.compress.slim_to_macs`` with MAC ratios 2 and 4
+  * ``slimmed_2x`` / ``slimmed_4x``: ``jaxgc.compress.slim.slim_to_macs`` with MAC ratios 2 and 4
     (uniform channel sparsity, L1 filter scores, residual trunk included), every width rounded
     to a multiple of ``--multiple-of`` (8: the float32 lanes of an AVX2 register).
   * ``slimmed_4x_unaligned``: ratio 4 with widths not rounded (``multiple_of=1``), to show

@@ -35,6 +35,20 @@ MOVED = {
     "jaxgc.train.selfsup": "jaxgc.train.selfsup_step",
 }
 
+# Public names of an old module that now live elsewhere: old module -> {name: (module, name)}.
+RENAMED = {
+    "jaxgc.jobs.report": {"markdown": ("jaxgc.jobs.compress", "markdown")},
+    "jaxgc.train.distill": {
+        "discriminator_gan_loss": ("jaxgc.train.gan_losses", "discriminator_loss"),
+        "generator_gan_loss": ("jaxgc.train.gan_losses", "generator_loss"),
+    },
+    "jaxgc.train.qat": {"generate": ("jaxgc.parallel", "generate")},
+    "jaxgc.train.selfsup": {
+        "ADV_EPS": ("jaxgc.train.gan_losses", "PROB_EPS"),
+        "adversarial_loss": ("jaxgc.train.gan_losses", "generator_loss"),
+    },
+}
+
 
 class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
   """Finds the old paths of :data:`MOVED` and loads each as a thin re-export of its new home."""
@@ -54,6 +68,8 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     target = importlib.import_module(new)
     module.__doc__ = f"Deprecated alias of {new}."
     module.__dict__.update({k: v for k, v in vars(target).items() if not k.startswith("__")})
+    for name, (home, new_name) in RENAMED.get(module.__name__, {}).items():
+      setattr(module, name, getattr(importlib.import_module(home), new_name))
 
 
 def install() -> None:

@@ -13,6 +13,7 @@ step is a ``jax.jit`` whose in/out shardings say so (no ``pmap``).
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -137,6 +138,14 @@ def _jitted(fn: Callable[..., Any], mesh: jax.sharding.Mesh | None) -> Callable[
   return jax.jit(fn, in_shardings=(NamedSharding(mesh, P()), data), out_shardings=data)
 
 
+def _is_stable(fn) -> bool:
+  """Whether ``fn`` is worth caching: a module-level function, a bound method or a callable
+  object, not a lambda or a closure (new objects at every call)."""
+  if inspect.ismethod(fn):
+    return True
+  return getattr(fn, "__closure__", None) is None and getattr(fn, "__name__", "") != "<lambda>"
+
+
 def _call_without_variables(fn):
   return lambda _, batch: fn(batch)
 
@@ -149,9 +158,10 @@ def batched_apply(fn: Callable[..., jax.Array], x: np.ndarray, batch_size: int,
 
   One compiled function serves every batch. With ``mesh``, every batch is sharded over the
   mesh's ``"data"`` axis (the batch size is rounded up to a multiple of its size) and
-  ``variables`` are replicated, so each device computes its slice. When ``variables`` is given,
-  the jitted ``fn`` is cached per ``(fn, mesh)``: calling again with new variables of the same
-  shapes reuses its compilation.
+  ``variables`` are replicated, so each device computes its slice. When ``variables`` is given
+  and ``fn`` is a module-level function or a bound method (not a lambda or closure), the jitted
+  ``fn`` is cached per ``(fn, mesh)``: calling again with new variables of the same shapes
+  reuses its compilation.
 
   Args:
     fn: ``fn(batch)``, or ``fn(variables, batch)`` when ``variables`` is given; maps
@@ -175,10 +185,12 @@ def batched_apply(fn: Callable[..., jax.Array], x: np.ndarray, batch_size: int,
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
   n = len(x)
   check_mesh(mesh)
-  if variables is not None:
-    jfn = _jitted(fn, mesh)
-  else:
+  if variables is None:
     jfn = _jitted.__wrapped__(_call_without_variables(fn), mesh)
+  elif _is_stable(fn):
+    jfn = _jitted(fn, mesh)
+  else:  # a lambda or closure is new at every call: caching it would only hold memory
+    jfn = _jitted.__wrapped__(fn, mesh)
   if mesh is not None:
     batch_size = round_up(min(batch_size, n), data_axis_size(mesh))
     variables = jax.device_put(variables, NamedSharding(mesh, P()))
@@ -196,13 +208,6 @@ def batched_apply(fn: Callable[..., jax.Array], x: np.ndarray, batch_size: int,
       outs.append(np.asarray(jfn(variables, put(chunk, mesh, P(DATA_AXIS))))[:m])
       bar.update(m)
   return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
-
-
-@functools.lru_cache(maxsize=32)
-def jitted_apply(module: nn.Module) -> Callable[..., Any]:
-  """``jax.jit(module.apply)``, one per (equal) module, so repeated calls reuse its compilations
-  (a new ``jax.jit`` of a bound method would compile again)."""
-  return jax.jit(module.apply)
 
 
 def generate(module: nn.Module, variables: Any, inputs: np.ndarray, batch_size: int = 256,
@@ -230,10 +235,5 @@ def generate(module: nn.Module, variables: Any, inputs: np.ndarray, batch_size: 
   Raises:
     ValueError: ``batch_size < 1`` or a mesh without a ``'data'`` axis.
   """
-  return batched_apply(_apply_fn(module), np.asarray(inputs), batch_size, mesh, progress, desc,
+  return batched_apply(module.apply, np.asarray(inputs), batch_size, mesh, progress, desc,
                        variables=variables)
-
-
-@functools.lru_cache(maxsize=32)
-def _apply_fn(module: nn.Module) -> Callable[..., Any]:
-  return lambda variables, batch: module.apply(variables, batch)

@@ -534,7 +534,7 @@ def test_compress_samples_png(compress_run, assets):
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   with Image.open(png) as im:
     im.verify()
-  cell, pad, label_w = 128, 2, 210  # default sample_cell; jobs.report.sample_grid's layout
+  cell, pad, label_w = 128, 2, 210  # default sample_cell; jaxgc.report.sample_grid's layout
   n_rows = len(report["rows"])  # unconditional: no input row
   n_cols = report["inputs"]["shape"][0]
   with Image.open(png) as im:

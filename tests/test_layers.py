@@ -38,7 +38,11 @@ def _is_module(root: pathlib.Path, dotted: str) -> bool:
 
 
 def imports_of(root: pathlib.Path, path: pathlib.Path) -> set[str]:
-  """The package's own modules that ``path`` imports (anywhere in the file)."""
+  """The package's own modules that ``path`` imports (anywhere in the file).
+
+  Importing ``a.b.c`` also runs the ``__init__`` of the package ``a.b``: that package counts as
+  imported too, unless it encloses ``path`` itself (its ``__init__`` is already running then).
+  """
   name = module_name(root, path)
   package = name if path.name == "__init__.py" else name.rpartition(".")[0]
   found = set()
@@ -54,7 +58,10 @@ def imports_of(root: pathlib.Path, path: pathlib.Path) -> set[str]:
       for alias in node.names:
         sub = f"{mod}.{alias.name}"
         found.add(sub if _is_module(root, sub) else mod)
-  return {m for m in found if m == root.name or m.startswith(root.name + ".")}
+  own = {m for m in found if m == root.name or m.startswith(root.name + ".")}
+  enclosing = {name.rsplit(".", k)[0] for k in range(1, name.count(".") + 1)} | {name}
+  parents = {m.rsplit(".", k)[0] for m in own for k in range(1, m.count(".") + 1)}
+  return own | {p for p in parents if p not in enclosing}
 
 
 def rank_of(module: str, ranks: dict[str, int]) -> int | None:
@@ -140,6 +147,11 @@ def _write(root: pathlib.Path, files: dict[str, str]) -> pathlib.Path:
       "mid/a.py": "from pkg import mid\nx = 1\n", "low.py": "", "high.py": ""},
      "import cycle: pkg.mid -> pkg.mid.a"),
     ({"__init__.py": "", "stray.py": ""}, "pkg.stray has no rank"),
+    # A cycle through a package __init__: importing pkg.mid.a runs pkg/mid/__init__.py, which
+    # imports pkg.high, which imports pkg.mid.a.
+    ({"__init__.py": "", "mid/__init__.py": "from pkg import high\n", "mid/a.py": "",
+      "high.py": "def f():\n  import pkg.mid.a\n", "low.py": ""},
+     "import cycle: pkg.high -> pkg.mid"),
 ])
 def test_the_checker_finds_upward_imports_cycles_and_unranked_modules(tmp_path, files, expected):
   root = _write(tmp_path, files)

@@ -68,12 +68,31 @@ def test_train_is_an_alias_of_selfsup(tmp_path, capsys):
   assert rc == 2 and "alias of `jaxgc selfsup`" in err and "config file not found" in err
 
 
+def _forget(*names):
+  """Forgets old aliases imported earlier in this process, so importing them warns again."""
+  for name in names:
+    sys.modules.pop(name, None)
+    parent, _, child = name.rpartition(".")
+    if parent in sys.modules and hasattr(sys.modules[parent], child):
+      delattr(sys.modules[parent], child)
+
+
 def test_old_module_paths_warn_and_reexport():
+  _forget("jaxgc.train.selfsup", "jaxgc.train.distill")
   with pytest.warns(DeprecationWarning, match="jaxgc.train.selfsup is deprecated; import "
                     "jaxgc.train.selfsup_step"):
     from jaxgc.train import selfsup  # pylint: disable=import-outside-toplevel
+  from jaxgc.train import gan_losses  # pylint: disable=import-outside-toplevel
   from jaxgc.train import selfsup_step  # pylint: disable=import-outside-toplevel
   assert selfsup.make_train_step is selfsup_step.make_train_step
+  # Names that moved to another module are still found under the old one.
+  assert selfsup.adversarial_loss is gan_losses.generator_loss
+  with pytest.warns(DeprecationWarning):
+    from jaxgc.train import distill  # pylint: disable=import-outside-toplevel
+  assert distill.discriminator_gan_loss is gan_losses.discriminator_loss
+  import jaxgc.train  # pylint: disable=import-outside-toplevel
+  with pytest.warns(DeprecationWarning, match="jaxgc.train.generator_loss"):
+    assert jaxgc.train.adversarial_loss is gan_losses.generator_loss
 
 
 def _venv_python(venv: pathlib.Path) -> pathlib.Path:

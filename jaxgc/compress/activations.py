@@ -49,7 +49,10 @@ from jaxgc.compress import qconfig
 from jaxgc.compress import quantize
 from jaxgc.compress import selection
 from jaxgc.compress.qconfig import ActQuantConfig
+from jaxgc.compress.qconfig import ACT_MAX_BITS  # noqa: F401  (re-exported)
+from jaxgc.compress.qconfig import ACT_MIN_BITS  # noqa: F401  (re-exported)
 from jaxgc.compress.qconfig import METHODS
+from jaxgc.compress.qconfig import MODES  # noqa: F401  (re-exported)
 from jaxgc.compress.qconfig import check_act_bits
 from jaxgc.models import layers
 

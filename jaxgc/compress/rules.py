@@ -38,6 +38,9 @@ import jax
 from jaxgc.compress import activations
 from jaxgc.compress import quantize
 from jaxgc.compress import selection
+from jaxgc.compress.qconfig import FIRST  # noqa: F401  (re-exported)
+from jaxgc.compress.qconfig import LAST  # noqa: F401  (re-exported)
+from jaxgc.compress.qconfig import MARKERS  # noqa: F401  (re-exported)
 from jaxgc.compress.qconfig import PrecisionRule
 from jaxgc.compress.qconfig import as_rules
 from jaxgc.compress.qconfig import expand_markers

@@ -228,10 +228,16 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   model_desc = {**models.model_spec(module), "checkpoint": ckpt,
                 "params": stats.count_params(variables),
                 "macs": stats.count_macs(module, variables, x[:1])}
+  # Everything that can fail on bad input (extractor weights, calibration data) before the
+  # workdir is touched.
+  scorer = _metrics_scorer(module, variables, x, cfg.metrics)
+  calib_batches = (_calibration_batches(cfg, module, x)
+                   if cfg.activations.bits or cfg.sweep.recipes else None)
   os.makedirs(workdir, exist_ok=True)
   staging = tempfile.mkdtemp(dir=workdir, prefix=".staging-")
   try:
-    rows, grid = sweep(cfg, module, variables, x, reference, model_desc, staging, progress)
+    rows, grid = sweep(cfg, module, variables, x, reference, model_desc, scorer, calib_batches,
+                       staging, progress)
     report = {"model": model_desc, "inputs": inputs_desc, "rows": rows}
     if cfg.metrics.enabled:
       report["metrics"] = {k: cfg.metrics[k] for k in cfg.metrics.keys()}
@@ -259,17 +265,15 @@ def _calibration_batches(cfg, module, x: np.ndarray) -> list[np.ndarray]:
 
 
 def sweep(cfg, module, variables, x: np.ndarray, reference: np.ndarray, model_desc: dict,
-          staging: str, progress: bool) -> tuple[list[dict], list]:
+          scorer, calib_batches, staging: str, progress: bool) -> tuple[list[dict], list]:
   """Stage 2: every setting compressed, run, stored under ``staging/checkpoints/<setting>`` and
-  measured against the FP32 outputs ``reference``.
+  measured against the FP32 outputs ``reference`` (and by ``scorer``, when given; activation
+  ranges are calibrated on ``calib_batches``).
 
   Returns:
     ``(report rows, sample grid rows)``.
   """
-  scorer = _metrics_scorer(module, variables, x, cfg.metrics)
-  act_cfg, calib_batches = None, None
-  if cfg.activations.bits or cfg.sweep.recipes:
-    calib_batches = _calibration_batches(cfg, module, x)
+  act_cfg = None
   if cfg.activations.bits:
     act_cfg = compress.ActQuantConfig(int(cfg.activations.bits),
                                       bool(cfg.activations.symmetric))

@@ -420,7 +420,7 @@ def load_models(cfg) -> _Models:
 
 
 def train_batches(cfg, m: _Models, mesh):
-  """Stage 3: ``(source, step -> sharded batch)`` from the grain pipeline (this process's
+  """Stage 2: ``(source, step -> sharded batch)`` from the grain pipeline (this process's
   share)."""
   source = _source(cfg, "train")
   ds = _dataset(cfg, source, int(cfg.batch_size) // jax.process_count(), int(cfg.seed),
@@ -431,7 +431,7 @@ def train_batches(cfg, m: _Models, mesh):
 
 
 def held_out_samples(cfg, m: _Models) -> _Samples:
-  """Stage 4: held-out inputs and the teacher's outputs on them."""
+  """Stage 3: held-out inputs and the teacher's outputs on them."""
   eval_x, fid_x, desc = _eval_inputs(cfg)
   teacher_eval = generate(m.teacher, m.teacher_vars, eval_x, batch_size=4)
   grid_x = eval_x[:8]
@@ -440,15 +440,14 @@ def held_out_samples(cfg, m: _Models) -> _Samples:
 
 
 def train(cfg, m: _Models, batch, samples: _Samples, mesh, workdir: str, progress: bool):
-  """Stage 5: the jitted, data-parallel distillation loop, resumed from the workdir's
-  checkpoints; sample grids every ``sample_every`` steps.
+  """Stage 4: the jitted, data-parallel distillation loop, resumed from the workdir's
+  checkpoints (whose config :func:`run` has checked); sample grids every ``sample_every``
+  steps.
 
   Returns:
     ``(final student variables (numpy), first step run, seconds)``.
   """
   ckpt_dir = os.path.join(workdir, runs.CHECKPOINT_DIR)
-  runs.check_resume(os.path.join(workdir, CONFIG_FILE), cfg.to_dict(), RESUMABLE_KEYS,
-                    os.path.isdir(ckpt_dir) and bool(os.listdir(ckpt_dir)))
   os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
 
   def on_step(step, state):
@@ -484,7 +483,7 @@ def train(cfg, m: _Models, batch, samples: _Samples, mesh, workdir: str, progres
 
 
 def measure(cfg, m: _Models, final: dict, samples: _Samples, progress: bool) -> dict:
-  """Stage 6: PSNR / SSIM of the student before and after training against the teacher, and
+  """Stage 5: PSNR / SSIM of the student before and after training against the teacher, and
   FID / KID against the teacher's translations (and the real target images when the data
   has them)."""
   before_eval = generate(m.student, m.student_vars, samples.eval_x, batch_size=4)
@@ -511,7 +510,7 @@ def measure(cfg, m: _Models, final: dict, samples: _Samples, progress: bool) -> 
 
 def write_report(cfg, m: _Models, final: dict, samples: _Samples, quality: dict, training: dict,
                  workdir: str) -> dict:
-  """Stage 7: ``report.json``, ``report.md`` and ``samples.png``."""
+  """Stage 6: ``report.json``, ``report.md`` and ``samples.png``."""
   outputs = quality.pop("_outputs")
   lat_x = samples.eval_x[:1]
   repeats = int(cfg.latency_repeats)
@@ -558,10 +557,13 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   """
   cfg = resolve_config(config)
   workdir = check_writable_dir(workdir)
-  m = load_models(cfg)
   mesh = runs.batch_mesh(int(cfg.batch_size))
+  m = load_models(cfg)
   source, batch = train_batches(cfg, m, mesh)
   os.makedirs(workdir, exist_ok=True)
+  ckpt_dir = os.path.join(workdir, runs.CHECKPOINT_DIR)
+  runs.check_resume(os.path.join(workdir, CONFIG_FILE), cfg.to_dict(), RESUMABLE_KEYS,
+                    os.path.isdir(ckpt_dir) and bool(os.listdir(ckpt_dir)))
   samples = held_out_samples(cfg, m)
   final, start, seconds = train(cfg, m, batch, samples, mesh, workdir, progress)
   save_model(os.path.join(workdir, STUDENT_DIR), m.student, final,

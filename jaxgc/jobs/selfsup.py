@@ -406,7 +406,7 @@ def load_models(cfg):
 
 
 def held_out_inputs(cfg, module) -> tuple[np.ndarray, str]:
-  """Stage 3: the held-out inputs every setting is measured on, and their description."""
+  """Stage 2: the held-out inputs every setting is measured on, and their description."""
   if module.kind == "unconditional":
     eval_x = np.random.default_rng((int(cfg.seed), _EVAL_STREAM)).standard_normal(
         (int(cfg.eval_samples), int(module.z_dim))).astype(np.float32)
@@ -418,7 +418,7 @@ def held_out_inputs(cfg, module) -> tuple[np.ndarray, str]:
 
 def train_and_measure(cfg, module, teacher_vars, disc, disc_vars, eval_x, mesh, workdir,
                       progress):
-  """Stage 4: every setting pruned, recovered (resumable) and measured against the teacher.
+  """Stage 3: every setting pruned, recovered (resumable) and measured against the teacher.
 
   Returns:
     ``(rows, sample grid rows, the teacher's own quality)``.
@@ -444,7 +444,7 @@ def train_and_measure(cfg, module, teacher_vars, disc, disc_vars, eval_x, mesh, 
 
 
 def write_report(report: dict, grid: list, workdir: str) -> None:
-  """Stage 5: ``report.json``, ``samples.png``, ``tradeoff.png`` and ``report.md``."""
+  """Stage 4: ``report.json``, ``samples.png``, ``tradeoff.png`` and ``report.md``."""
   rows, teacher_quality = report["rows"], report["teacher_quality"]
   runs.write_json(os.path.join(workdir, REPORT_JSON), report)
   report_lib.sample_grid(grid, os.path.join(workdir, "samples.png"))

@@ -26,3 +26,12 @@ from jaxgc.train.selfsup_step import make_train_step as make_selfsup_step
 from jaxgc.train.selfsup_step import selfsup_loss
 from jaxgc.train.state import TrainState
 from jaxgc.train.state import create_train_state
+
+
+def __getattr__(name):
+  if name == "adversarial_loss":   # the 0.1 name of generator_loss
+    import warnings  # pylint: disable=import-outside-toplevel
+    warnings.warn("jaxgc.train.adversarial_loss is deprecated; use "
+                  "jaxgc.train.generator_loss", DeprecationWarning, stacklevel=2)
+    return generator_loss
+  raise AttributeError(f"module 'jaxgc.train' has no attribute {name!r}")
