@@ -46,6 +46,7 @@ from jaxgc.compress.qconfig import as_rules
 from jaxgc.compress.qconfig import expand_markers
 from jaxgc.compress.qconfig import first_match
 from jaxgc.compress.qconfig import has_markers
+from jaxgc.models import registry
 
 _KERNEL = re.compile(r"^(?:params/)?(.*)/kernel$")
 RECIPES_PACKAGE = "jaxgc.compress.recipes"
@@ -94,7 +95,6 @@ def first_last_layers(module: nn.Module, variables: Any, x: Any = None,
   if x is None:
     if not hasattr(module, "kind"):
       raise ValueError(f"pass an example input x for {type(module).__name__}")
-    from jaxgc.models import registry  # pylint: disable=g-import-not-at-top
     x = registry.example_input(module)
   order = activations.execution_order(module, variables, x, **apply_kwargs)
   if not order:

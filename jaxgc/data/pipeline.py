@@ -34,6 +34,8 @@ import grain
 import numpy as np
 from PIL import Image
 
+from jaxgc.data import inputs
+
 # Upstream ``data/image_folder.py: IMG_EXTENSIONS``, matched case-insensitively.
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff")
 # ``resize_and_crop``, ``crop``: upstream ``--preprocess``; ``scale_crop``: random-scale square
@@ -216,7 +218,6 @@ class PhotoCrops:
   preprocess = "scale_crop"
 
   def __init__(self, names: Sequence[str] | None = None, *, copies: int | None = None):
-    from jaxgc.data import inputs  # pylint: disable=import-outside-toplevel
     self.names = tuple(inputs.TRAIN_PHOTOS if names is None else names)
     if not self.names:
       raise ValueError("PhotoCrops needs at least one photo name, got none")

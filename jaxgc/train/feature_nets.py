@@ -31,6 +31,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgc.models.inception import FIDInceptionV3
+from jaxgc.models.inception import STAGES
+from jaxgc.models.resnet import encoder_of
+
 FEATURE_NETS = ("none", "teacher_encoder", "inception")
 DEFAULT_INCEPTION_TAPS = ("pool1", "mixed_2")
 
@@ -58,7 +62,6 @@ def teacher_encoder(module: nn.Module, variables: dict[str, Any]) -> FeatureNet:
   Raises:
     ValueError: the teacher is not one of the zoo's ResNet generators.
   """
-  from jaxgc.models.resnet import encoder_of  # pylint: disable=import-outside-toplevel
   enc, enc_vars = encoder_of(module, variables)
   return FeatureNet("teacher_encoder", enc.apply, enc_vars)
 
@@ -77,7 +80,6 @@ def inception(variables: dict[str, Any], taps: Sequence[str] = DEFAULT_INCEPTION
   Raises:
     ValueError: an unknown tap name, or no taps.
   """
-  from jaxgc.models.inception import FIDInceptionV3, STAGES  # pylint: disable=import-outside-toplevel
   taps = tuple(taps)
   bad = [t for t in taps if t not in STAGES or t == "pool3"]
   if not taps or bad:
