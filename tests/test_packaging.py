@@ -93,6 +93,7 @@ def test_old_module_paths_warn_and_reexport():
   import jaxgc.train  # pylint: disable=import-outside-toplevel
   with pytest.warns(DeprecationWarning, match="jaxgc.train.generator_loss"):
     assert jaxgc.train.adversarial_loss is gan_losses.generator_loss
+  _forget("jaxgc.train.selfsup", "jaxgc.train.distill")   # no alias leaks into later tests
 
 
 def _venv_python(venv: pathlib.Path) -> pathlib.Path:

@@ -13,6 +13,7 @@ import pytest
 from conftest import require_asset
 from conftest import run_on_fake_devices
 from jaxgc import compress
+from jaxgc import parallel
 from jaxgc import report as report_lib
 from jaxgc import train
 from jaxgc.checkpoint import load_model
@@ -53,7 +54,7 @@ def test_one_step_smoke(mlp_pair):
   step = train.make_train_step(gen, cfg, disc)
   z = train.sample_latents(jax.random.key(0), 0, 16, gen.z_dim)
   state, metrics = step(state, z, g_vars, d_vars)
-  assert set(metrics) == set(train.selfsup.METRIC_NAMES)
+  assert set(metrics) == set(train.selfsup_step.METRIC_NAMES)
   assert all(np.isfinite(float(v)) for v in metrics.values()), metrics
   assert float(metrics["adv"]) > 0 and float(metrics["distill"]) > 0
   np.testing.assert_allclose(metrics["loss"], metrics["distill"] + 0.01 * metrics["adv"],
@@ -152,7 +153,7 @@ def test_resumed_run_matches_uninterrupted(tmp_path, monkeypatch):
 
   # Killed during step 8 (last checkpoint: 6): the rerun redoes steps 7 and 8.
   calls = {"n": 0}
-  real_host_metrics = train.parallel.host_metrics
+  real_host_metrics = parallel.host_metrics
 
   def dying(metrics):
     calls["n"] += 1
@@ -160,10 +161,10 @@ def test_resumed_run_matches_uninterrupted(tmp_path, monkeypatch):
       raise KeyboardInterrupt("killed")
     return real_host_metrics(metrics)
 
-  monkeypatch.setattr(train.parallel, "host_metrics", dying)
+  monkeypatch.setattr(parallel, "host_metrics", dying)
   with pytest.raises(KeyboardInterrupt):
     job.train(_job_config(steps=10, checkpoint_every=3), killed_dir)
-  monkeypatch.setattr(train.parallel, "host_metrics", real_host_metrics)
+  monkeypatch.setattr(parallel, "host_metrics", real_host_metrics)
   # Orbax also keeps the first save of a fresh directory (step 1).
   assert sorted(os.listdir(killed_dir / job.CHECKPOINT_DIR), key=int) == ["1", "3", "6"]
   killed, report_k = job.train(_job_config(steps=10, checkpoint_every=3), killed_dir)

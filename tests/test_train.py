@@ -1,4 +1,4 @@
-"""Self-supervised compression of pruned generators: the loss, the sharded step, `jaxgc train`."""
+"""Self-supervised compression of pruned generators: the loss, the sharded step, `jaxgc selfsup`."""
 
 import json
 import os
@@ -12,6 +12,7 @@ from conftest import require_asset
 from conftest import run_on_fake_devices
 from jaxgc import cli
 from jaxgc import models
+from jaxgc import parallel
 from jaxgc import train
 from jaxgc.checkpoint import load_model
 from jaxgc.jobs import selfsup as job
@@ -114,7 +115,7 @@ def test_mnist_job_prunes_trains_reports_and_resumes(tmp_path, monkeypatch):
   # Killed during step 5 of the second setting (last checkpoint: 3), then rerun.
   killed = tmp_path / "killed"
   calls = {"n": 0}
-  real = train.parallel.host_metrics
+  real = parallel.host_metrics
 
   def dying(metrics):
     calls["n"] += 1
@@ -122,11 +123,11 @@ def test_mnist_job_prunes_trains_reports_and_resumes(tmp_path, monkeypatch):
       raise KeyboardInterrupt("killed")
     return real(metrics)
 
-  monkeypatch.setattr(train.parallel, "host_metrics", dying)
+  monkeypatch.setattr(parallel, "host_metrics", dying)
   two = _mnist_config(granularities=("unstructured", "n:m"))
   with pytest.raises(KeyboardInterrupt):
     job.run(two, killed, progress=False)
-  monkeypatch.setattr(train.parallel, "host_metrics", real)
+  monkeypatch.setattr(parallel, "host_metrics", real)
   resumed = job.run(two, killed, progress=False)
   assert [r["resumed_from"] for r in resumed["rows"]] == [0, 3]
   for r in report["rows"][:2]:
@@ -168,7 +169,7 @@ def test_bad_input_one_line_error(tmp_path, capsys, override, message):
   cfg = _mnist_config(**override)
   cfg_file.write_text("def get_config():\n  return " + repr(cfg) + "\n")
   workdir = tmp_path / "w"
-  assert cli.main(["train", "--config", str(cfg_file), "--workdir", str(workdir),
+  assert cli.main(["selfsup", "--config", str(cfg_file), "--workdir", str(workdir),
                    "--no-progress"]) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith("jaxgc: error:") and message in err[0], err
