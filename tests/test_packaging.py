@@ -126,7 +126,7 @@ def test_non_editable_install_runs_a_recipe_job_outside_the_repository(tmp_path)
   assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
   run_dir = tmp_path / "elsewhere"
   run_dir.mkdir()
-  env = {**os.environ, "JAXGC_ASSETS": str(ckpt.parents[1]), "PYTHONPATH": ""}
+  env = {**os.environ, "JAXGC_ASSETS": str(ckpt.parents[1].resolve()), "PYTHONPATH": ""}
   where = subprocess.run(
       [str(py), "-c", "import jaxgc, jaxgc.configs, jaxgc.compress.recipes as r; "
        "print(jaxgc.__file__); print(jaxgc.configs.__file__); print(r.__file__)"],
