@@ -21,10 +21,38 @@ from jaxgc import convert
 from jaxgc import models
 from jaxgc._fileio import give_default_mode
 from jaxgc.compress import storage
+from jaxgc.convert import CheckpointError
 
 SPEC_FILE = "spec.json"
 VARIABLES_DIR = "variables"
 QUANTIZED_FILE = "weights.npz"  # written by `jaxgc compress`: low-bit storage
+CALIBRATION_FILE = "calibration.json"  # written by `jaxgc compress` with activation bits
+# Everything a model folder written by jaxgc may hold; a folder with anything else is not ours.
+MODEL_ENTRIES = frozenset({SPEC_FILE, VARIABLES_DIR, QUANTIZED_FILE, CALIBRATION_FILE})
+
+
+def check_replaceable(path: str | os.PathLike) -> None:
+  """Raises unless ``path`` is absent, an empty folder, or a model folder jaxgc wrote.
+
+  jaxgc replaces only what it wrote: a folder holding anything but ``spec.json``,
+  ``variables/``, ``weights.npz`` and ``calibration.json`` (or a file, or a link) is the user's.
+
+  Raises:
+    FileExistsError: ``path`` is a file or link, or a folder holding something jaxgc did not
+      write (named).
+  """
+  path = os.fspath(path)
+  if not os.path.lexists(path):
+    return
+  if os.path.islink(path) or not os.path.isdir(path):
+    raise FileExistsError(f"output path {path} exists and is not a folder: refusing to "
+                          "replace it; choose another path")
+  entries = sorted(os.listdir(path))
+  foreign = [e for e in entries if e not in MODEL_ENTRIES]
+  if foreign or (entries and SPEC_FILE not in entries):
+    raise FileExistsError(f"output folder {path} is not a jaxgc model folder (it holds "
+                          f"{(foreign or entries)[0]!r}): refusing to replace it; choose a new "
+                          "or empty folder")
 
 
 def check_writable_dir(path: str | os.PathLike) -> str:
@@ -56,15 +84,21 @@ def save_model(path: str | os.PathLike, module: nn.Module, variables: dict[str, 
   when complete, so an interrupted save leaves no half-written model.
 
   Args:
-    path: target directory; replaced if it exists.
+    path: target directory; replaced if it exists and is an empty folder or a model folder
+      jaxgc wrote (:func:`check_replaceable`), refused otherwise.
     module: a ``jaxgc.models`` zoo module.
     variables: its variables, a nested dict of arrays.
     extra: JSON-serialisable metadata stored in ``spec.json`` (e.g. the source checkpoint).
 
   Returns:
     The absolute path written.
+
+  Raises:
+    FileExistsError: ``path`` holds something jaxgc did not write (nothing is changed).
+    PermissionError: the parent folder is not writable.
   """
   path = os.path.abspath(os.fspath(path))
+  check_replaceable(path)
   parent = os.path.dirname(path)
   try:
     os.makedirs(parent, exist_ok=True)
@@ -96,6 +130,7 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
 
   Raises:
     FileNotFoundError: ``path`` has no ``spec.json`` or ``variables/``.
+    CheckpointError: NaN or Inf in the weights (naming the first tensor).
   """
   path = os.path.abspath(os.fspath(path))
   spec_path = os.path.join(path, SPEC_FILE)
@@ -111,7 +146,22 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     variables = ocp.PyTreeCheckpointer().restore(os.path.join(path, VARIABLES_DIR))
   else:
     variables = storage.dequantize_variables(storage.load_quantized(quantized))
-  return module, jax.tree.map(np.asarray, variables)
+  variables = jax.tree.map(np.asarray, variables)
+  bad = nonfinite_leaves(variables)
+  if bad:
+    raise CheckpointError(f"model folder {path} has NaN or Inf weights in {len(bad)} "
+                          f"tensor(s), first {bad[0]}: refusing to load a broken model")
+  return module, variables
+
+
+def nonfinite_leaves(variables: Any) -> list[str]:
+  """Paths (``params/conv_in/kernel``) of the float leaves holding NaN or Inf, in tree order."""
+  bad = []
+  for keypath, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
+    a = np.asarray(leaf)
+    if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
+      bad.append("/".join(str(getattr(k, "key", k)) for k in keypath))
+  return bad
 
 
 def load_any_model(path: str | os.PathLike, arch: str | None = None

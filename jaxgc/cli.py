@@ -86,14 +86,13 @@ def load_config(path: str | None, overrides: Sequence[str] = ()) -> ml_collectio
     cfg = ml_collections.ConfigDict()
   else:
     with _config_file(path) as file:
-      spec = importlib.util.spec_from_file_location("jaxgc_user_config", file)
-      mod = importlib.util.module_from_spec(spec)
-      spec.loader.exec_module(mod)
-      if not hasattr(mod, "get_config"):
-        raise ValueError(f"config file {path} defines no get_config()")
-      cfg = mod.get_config()
+      cfg = _run_config_file(file, path)
   if not isinstance(cfg, ml_collections.ConfigDict):
-    cfg = ml_collections.ConfigDict(cfg)
+    try:
+      cfg = ml_collections.ConfigDict(cfg)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(f"config file {path}: get_config() returned {type(cfg).__name__}, "
+                       f"expected a ConfigDict or dict ({e})") from None
   for item in overrides:
     key, sep, raw = item[len("--config."):].partition("=")
     if not sep or not key:
@@ -113,6 +112,46 @@ def load_config(path: str | None, overrides: Sequence[str] = ()) -> ml_collectio
         del node[parts[-1]]
       node[parts[-1]] = value
   return cfg
+
+
+def _error_line(file: str, e: BaseException) -> int | None:
+  """The line of ``file`` where ``e`` was raised (its innermost frame in that file)."""
+  if isinstance(e, SyntaxError) and e.filename == file:
+    return e.lineno
+  line = None
+  tb = e.__traceback__
+  while tb is not None:
+    if tb.tb_frame.f_code.co_filename == file:
+      line = tb.tb_lineno
+    tb = tb.tb_next
+  return line
+
+
+def _run_config_file(file: str, shown: str) -> Any:
+  """Executes a config file and returns ``get_config()``; any error in it is one ValueError
+  naming the file and line."""
+  spec = importlib.util.spec_from_file_location("jaxgc_user_config", file)
+  mod = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(mod)
+    if not hasattr(mod, "get_config"):
+      raise ValueError(f"config file {shown} defines no get_config()")
+    return mod.get_config()
+  except ValueError as e:
+    if str(e).startswith(f"config file {shown}"):
+      raise
+    where = _error_line(file, e)
+    raise ValueError(f"config file {shown}" + (f", line {where}" if where else "")
+                     + f": {type(e).__name__}: {_first_line(e)}") from None
+  except Exception as e:  # pylint: disable=broad-except
+    where = _error_line(file, e)
+    raise ValueError(f"config file {shown}" + (f", line {where}" if where else "")
+                     + f": {type(e).__name__}: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e.msg if isinstance(e, SyntaxError) else e).strip()
+  return text.splitlines()[0] if text else type(e).__name__
 
 
 def _convert(args) -> int:
@@ -159,25 +198,36 @@ def _parser() -> argparse.ArgumentParser:
       prog="jaxgc", description="Compress pretrained GANs in JAX/Flax and measure honestly "
       "what compression costs.", epilog="`jaxgc COMMAND --help` for a command's options.")
   parser.add_argument("--version", action="version", version=f"jaxgc {jaxgc.__version__}")
+  parser.add_argument("--debug", action="store_true",
+                      help="show the full traceback of an error (also JAXGC_DEBUG=1)")
   sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                               title="commands")
   p = sub.add_parser("convert", help="PyTorch checkpoint -> Flax model folder (orbax + spec)")
   p.add_argument("checkpoint")
   p.add_argument("outdir")
   p.add_argument("--arch", default=None, help="architecture name; inferred when omitted")
+  p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                 help="show the full traceback of an error (also JAXGC_DEBUG=1)")
   resumable = "output folder; rerunning with the same one resumes from its checkpoints"
   config_help = ("a Python file defining get_config(), or the name of a shipped config "
                  f"({', '.join(shipped_configs())})")
   workdir_help = {"compress": "output folder", "evaluate": "output folder for metrics.json/md",
                   "study": "output folder for report.md, tradeoff.png"}
   for name, (_, help_) in JOBS.items():
-    p = sub.add_parser(name, help=help_, description=help_)
+    p = sub.add_parser(
+        name, help=help_, description=help_,
+        epilog="Any key of the config can be overridden with --config.KEY=VALUE (VALUE is read "
+        "as a Python literal, else a string), e.g. --config.batch_size=8 "
+        "--config.sweep.weight_bits='(8,4)'. Unknown keys and values of the wrong type are "
+        "errors.")
     # Only `evaluate` runs from flags alone; every other job needs a config.
     p.add_argument("--config", required=name != "evaluate", default=None,
                    help=config_help + ("; or give every key as --config.KEY=VALUE flags"
                                        if name == "evaluate" else ""))
     p.add_argument("--workdir", required=True, help=workdir_help.get(name, resumable))
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the full traceback of an error (also JAXGC_DEBUG=1)")
     if name == "compress":
       p.add_argument("--print-report", action="store_true", help="print report.md when done")
     if name == "distill":
@@ -197,7 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   if rest or (overrides and args.command == "convert"):
     parser.error(f"unrecognized arguments: {' '.join(rest or overrides)}")
 
-  from jaxgc.convert import CheckpointError  # pylint: disable=import-outside-toplevel
+  debug = bool(getattr(args, "debug", False)) or os.environ.get("JAXGC_DEBUG", "") not in (
+      "", "0")
+  _quiet_libraries()
   try:
     if args.command == "convert":
       return _convert(args)
@@ -209,11 +261,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "compress":
       return _training_job(JOBS[args.command][0], args, overrides)
     return _compress(args, overrides)
-  except (CheckpointError, ValueError, FileNotFoundError, PermissionError, ImportError,
-          FloatingPointError) as e:
-    print(f"jaxgc: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
-          file=sys.stderr)
+  except KeyboardInterrupt:
+    if debug:
+      raise
+    print("jaxgc: error: interrupted (Ctrl-C); rerun the same command to resume from the last "
+          "checkpoint", file=sys.stderr)
+    return 130
+  except Exception as e:  # pylint: disable=broad-except  # the one error boundary
+    if debug:
+      raise
+    print(f"jaxgc: error: {_describe(e)}", file=sys.stderr)
     return 2
+
+
+# Errors whose message already says what went wrong, in jaxgc's words.
+_PLAIN = (ValueError, FileNotFoundError, FileExistsError, PermissionError, FloatingPointError,
+          ImportError)
+
+
+def _describe(e: BaseException) -> str:
+  """One line for any exception: its message, prefixed with its type unless it is one of the
+  errors jaxgc raises on bad input; the path for OS errors; a hint to see the traceback."""
+  from jaxgc.convert import CheckpointError  # pylint: disable=import-outside-toplevel
+  text = _first_line(e)
+  if isinstance(e, OSError) and e.filename and str(e.filename) not in text:
+    text = f"{text} ({e.filename})"
+  if isinstance(e, (CheckpointError,) + _PLAIN):
+    return text
+  return f"{type(e).__name__}: {text} (run with --debug or JAXGC_DEBUG=1 for the traceback)"
+
+
+def _quiet_libraries() -> None:
+  """Library logging below warnings (absl / orbax checkpoint chatter) stays out of the way."""
+  import logging  # pylint: disable=import-outside-toplevel
+  for name in ("absl", "orbax", "jax._src.xla_bridge"):
+    logging.getLogger(name).setLevel(logging.WARNING)
 
 
 if __name__ == "__main__":

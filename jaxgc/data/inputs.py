@@ -144,5 +144,17 @@ def default_inputs(module, cfg) -> tuple[np.ndarray, dict]:
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
   """``[-1, 1]`` float images ``[n, h, w, c]`` -> uint8 as pytorch-CycleGAN's ``tensor2im``
-  (``(y + 1) / 2 * 255``, truncated)."""
+  (``(y + 1) / 2 * 255``, truncated).
+
+  Raises:
+    FloatingPointError: NaN or Inf in ``images`` (naming the first bad image): they would
+      otherwise become arbitrary but valid-looking pixels.
+  """
+  images = np.asarray(images)
+  finite = np.isfinite(images).reshape(len(images), -1).all(axis=1) if images.size else []
+  if not np.all(finite):
+    first = int(np.argmin(finite))
+    raise FloatingPointError(f"{int(np.sum(~np.asarray(finite)))} of {len(images)} images hold "
+                             f"NaN or Inf (first: image {first}): the model's outputs are "
+                             "broken, refusing to turn them into pixels")
   return ((np.clip(images, -1.0, 1.0) + 1.0) / 2.0 * 255.0).astype(np.uint8)

@@ -30,6 +30,7 @@ from jaxgc import models
 from jaxgc import parallel
 from jaxgc import report as report_lib
 from jaxgc import stats
+from jaxgc.checkpoint import check_replaceable
 from jaxgc.checkpoint import check_writable_dir
 from jaxgc.data import inputs as inputs_lib
 from jaxgc.eval import scoring as eval_lib
@@ -223,6 +224,7 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   """
   cfg = resolve_config(config)
   workdir = check_writable_dir(workdir)
+  check_outputs_replaceable(workdir)
   module, variables, x, inputs_desc, ckpt = load_inputs(cfg)
   reference = _run_model(module.apply, variables, x, int(cfg.batch_size))
   model_desc = {**models.model_spec(module), "checkpoint": ckpt,
@@ -246,6 +248,36 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   finally:
     shutil.rmtree(staging, ignore_errors=True)
   return report
+
+
+def check_outputs_replaceable(workdir: str) -> None:
+  """Refuses, before any work, a workdir whose outputs jaxgc would replace but did not write:
+  ``checkpoints/`` must hold only model folders, the report names must not be folders.
+
+  Raises:
+    FileExistsError: naming the foreign file or folder.
+  """
+  ck = os.path.join(workdir, "checkpoints")
+  if os.path.lexists(ck):
+    if os.path.islink(ck) or not os.path.isdir(ck):
+      raise FileExistsError(f"{ck} exists and is not a folder of jaxgc checkpoints: refusing "
+                            "to replace it; choose another --workdir")
+    for entry in sorted(os.listdir(ck)):
+      try:
+        check_replaceable(os.path.join(ck, entry))
+      except FileExistsError:
+        raise FileExistsError(f"{ck} holds {entry!r}, which jaxgc did not write: refusing to "
+                              "replace checkpoints/; move it or choose another --workdir"
+                              ) from None
+      if not os.path.isdir(os.path.join(ck, entry)):
+        raise FileExistsError(f"{ck} holds the file {entry!r}, which jaxgc did not write: "
+                              "refusing to replace checkpoints/; move it or choose another "
+                              "--workdir")
+  for name in ("report.json", "report.md", "samples.png"):
+    p = os.path.join(workdir, name)
+    if os.path.isdir(p) or os.path.islink(p):
+      raise FileExistsError(f"{p} is a folder or link, not a report jaxgc wrote: refusing to "
+                            "replace it; choose another --workdir")
 
 
 def load_inputs(cfg):

@@ -9,13 +9,22 @@ import ml_collections
 
 def coerce(key: str, old: Any, value: Any) -> Any:
   """``value`` in the type of the default ``old``: a scalar given for a tuple becomes a
-  1-tuple, an int for a float a float.
+  1-tuple, an int for a float a float; the items of a tuple must have the type of the
+  default's items when those share one scalar type.
 
   Raises:
     ValueError: the types cannot be reconciled, naming the key and the value.
   """
   if isinstance(old, tuple):
-    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    new = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    kinds = {type(x) for x in old}
+    if len(kinds) == 1 and kinds <= {bool, int, float, str}:  # a tuple of one scalar type
+      kind = kinds.pop()
+      for x in new:
+        if not _is_a(x, kind):
+          raise ValueError(f"config key {key!r} must be a tuple of {kind.__name__}, got "
+                           f"{value!r}")
+    return new
   if isinstance(old, bool) != isinstance(value, bool):
     raise ValueError(f"config key {key!r} must be a {type(old).__name__}, got {value!r}")
   if isinstance(old, float) and isinstance(value, int):
@@ -23,6 +32,15 @@ def coerce(key: str, old: Any, value: Any) -> Any:
   if isinstance(old, (int, float, str)) and not isinstance(value, type(old)):
     raise ValueError(f"config key {key!r} must be a {type(old).__name__}, got {value!r}")
   return value
+
+
+def _is_a(x: Any, kind: type) -> bool:
+  """``x`` has the scalar type ``kind`` (an int passes for a float; a bool never for a number)."""
+  if kind is bool or isinstance(x, bool):
+    return kind is bool and isinstance(x, bool)
+  if kind is float:
+    return isinstance(x, (int, float))
+  return isinstance(x, kind)
 
 
 def _merge_into(defaults: ml_collections.ConfigDict, user: Any, prefix: str = "") -> None:

@@ -1,0 +1,165 @@
+"""Never lose a user's file, never score a broken model, one line for every failure (issue 13).
+
+Each test runs the real command line in-process on a real temporary file system and checks the
+exit status, the single ``jaxgc: error:`` line on stderr and that every file jaxgc did not write
+is still there byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import require_asset
+
+from jaxgc import cli
+from jaxgc.checkpoint import load_model
+from jaxgc.checkpoint import save_model
+from jaxgc.convert import CheckpointError
+from jaxgc.data import inputs
+from jaxgc.models import MLPGenerator
+
+
+def _digest(root: pathlib.Path) -> dict[str, str]:
+  return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+          for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _one_error_line(capsys, argv, *needles, status=2) -> str:
+  capsys.readouterr()
+  rc = cli.main(argv)
+  out, err = capsys.readouterr()
+  lines = err.splitlines()
+  assert rc == status, err
+  assert len(lines) == 1 and lines[0].startswith("jaxgc: error: "), err
+  for needle in needles:
+    assert needle in lines[0], (needle, lines[0])
+  assert out == ""
+  return lines[0]
+
+
+def _small_generator(tmp_path: pathlib.Path, nan: bool = False) -> pathlib.Path:
+  g = MLPGenerator(z_dim=8, hidden=(16,), image_shape=(4, 4, 1))
+  v = jax.tree.map(np.array, g.init(jax.random.key(0), np.zeros((1, 8), np.float32)))
+  if nan:
+    v["params"]["dense_1"]["kernel"][0, 0] = np.nan
+  out = tmp_path / ("nan_model" if nan else "model")
+  save_model(out, g, v)
+  return out
+
+
+def test_convert_refuses_a_folder_holding_user_files(tmp_path, capsys):
+  ckpt = require_asset("mnist-mlpgan/G--300.ckpt")
+  pytest.importorskip("torch", reason="torch reads the PyTorch checkpoint")
+  project = tmp_path / "project"
+  project.mkdir()
+  (project / "notes.txt").write_text("mine")
+  (project / "data").mkdir()
+  (project / "data" / "x.bin").write_bytes(b"\x00\x01")
+  before = _digest(project)
+  _one_error_line(capsys, ["convert", str(ckpt), str(project), "--arch", "mlp_generator"],
+                  "is not a jaxgc model folder", "it holds 'data'")
+  assert _digest(project) == before
+  # A model folder jaxgc wrote is replaced; an existing file is refused.
+  out = tmp_path / "model"
+  assert cli.main(["convert", str(ckpt), str(out), "--arch", "mlp_generator"]) == 0
+  assert cli.main(["convert", str(ckpt), str(out), "--arch", "mlp_generator"]) == 0
+  (tmp_path / "afile").write_text("keep")
+  _one_error_line(capsys, ["convert", str(ckpt), str(tmp_path / "afile")],
+                  "exists and is not a folder")
+  assert (tmp_path / "afile").read_text() == "keep"
+
+
+def test_compress_refuses_foreign_files_in_its_checkpoints_folder(tmp_path, capsys):
+  workdir = tmp_path / "wd"
+  (workdir / "checkpoints" / "mine").mkdir(parents=True)
+  (workdir / "checkpoints" / "mine" / "weights.bin").write_bytes(b"user data")
+  (workdir / "checkpoints" / "readme.txt").write_text("user notes")
+  before = _digest(workdir)
+  _one_error_line(capsys, ["compress", "--config", "mnist_mlp_ptq", "--workdir", str(workdir),
+                           "--no-progress"], "which jaxgc did not write", "mine")
+  assert _digest(workdir) == before
+
+
+def test_a_model_folder_with_nan_weights_is_refused(tmp_path, capsys):
+  path = _small_generator(tmp_path, nan=True)
+  with pytest.raises(CheckpointError, match=r"NaN or Inf weights .* params/dense_1/kernel"):
+    load_model(path)
+  line = _one_error_line(
+      capsys, ["evaluate", "--workdir", str(tmp_path / "out"), f"--config.generators=('{path}',)",
+               "--config.reference.kind=generator", f"--config.reference.path={path}",
+               "--config.extractor=pixels", "--config.num_samples=16", "--no-progress"],
+      "NaN or Inf", "params/dense_1/kernel")
+  assert str(path) in line
+  assert not (tmp_path / "out").exists()
+  load_model(_small_generator(tmp_path))   # a finite one loads
+
+
+def test_nan_outputs_never_become_pixels():
+  x = np.zeros((3, 2, 2, 1), np.float32)
+  x[1, 0, 0, 0] = np.nan
+  with pytest.raises(FloatingPointError, match=r"1 of 3 images hold NaN or Inf \(first: image 1\)"):
+    inputs.to_uint8(x)
+  assert inputs.to_uint8(np.zeros((2, 2, 2, 1), np.float32)).dtype == np.uint8
+
+
+@pytest.mark.parametrize("body, needles", [
+    ("def get_config(:\n  pass\n", ["line 1", "SyntaxError"]),
+    ("import ml_collections\n\n\ndef get_config():\n  return 1 / 0\n",
+     ["line 5", "ZeroDivisionError: division by zero"]),
+    ("def get_config():\n  return 3\n", ["get_config() returned int"]),
+    ("x = 1\n", ["defines no get_config()"]),
+])
+def test_config_file_errors_name_the_file_and_line(tmp_path, capsys, body, needles):
+  cfg = tmp_path / "bad_config.py"
+  cfg.write_text(body)
+  _one_error_line(capsys, ["compress", "--config", str(cfg), "--workdir", str(tmp_path / "w")],
+                  str(cfg), *needles)
+  assert not (tmp_path / "w").exists()
+
+
+def test_unexpected_errors_are_one_line_unless_debugging(tmp_path, capsys, monkeypatch):
+  from jaxgc.jobs import compress as job  # pylint: disable=import-outside-toplevel
+
+  def broken(*args, **kwargs):
+    raise RuntimeError("something deep broke\nsecond line")
+
+  monkeypatch.setattr(job, "run", broken)
+  argv = ["compress", "--config", "mnist_mlp_ptq", "--workdir", str(tmp_path / "w")]
+  _one_error_line(capsys, argv, "RuntimeError: something deep broke", "--debug")
+  with pytest.raises(RuntimeError, match="something deep broke"):
+    cli.main(argv + ["--debug"])
+  monkeypatch.setenv("JAXGC_DEBUG", "1")
+  with pytest.raises(RuntimeError):
+    cli.main(argv)
+  monkeypatch.delenv("JAXGC_DEBUG")
+
+  def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(job, "run", interrupted)
+  _one_error_line(capsys, argv, "interrupted", status=130)
+
+
+def test_every_job_documents_config_overrides(capsys):
+  for name in cli.JOBS:
+    with pytest.raises(SystemExit):
+      cli.main([name, "--help"])
+    assert "--config.KEY=VALUE" in capsys.readouterr().out, name
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("--config.sweep.weight_bits=None", "'sweep.weight_bits' must be a tuple of int, got None"),
+    ("--config.sweep.weight_bits=[[8, 4]]", "must be a tuple of int, got [[8, 4]]"),
+    ("--config.batch_size=abc", "'batch_size' must be a int, got 'abc'"),
+    ("--config.sweep.clip=(1,)", "'sweep.clip' must be a tuple of bool"),
+])
+def test_overrides_of_the_wrong_type_name_the_key(tmp_path, capsys, override, needle):
+  _one_error_line(capsys, ["compress", "--config", "mnist_mlp_ptq", "--workdir",
+                           str(tmp_path / "w"), override], needle)
+  assert not (tmp_path / "w").exists()
