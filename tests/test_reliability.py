@@ -163,3 +163,91 @@ def test_overrides_of_the_wrong_type_name_the_key(tmp_path, capsys, override, ne
   _one_error_line(capsys, ["compress", "--config", "mnist_mlp_ptq", "--workdir",
                            str(tmp_path / "w"), override], needle)
   assert not (tmp_path / "w").exists()
+
+
+def test_a_truncated_or_corrupt_image_is_named(tmp_path):
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from jaxgc.data import reference  # pylint: disable=import-outside-toplevel
+  folder = tmp_path / "imgs"
+  folder.mkdir()
+  for i in range(3):
+    Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(folder / f"{i}.png")
+  good = (folder / "1.png").read_bytes()
+  (folder / "1.png").write_bytes(good[:len(good) // 2])        # truncated
+  with pytest.raises(ValueError, match=r"cannot decode image .*1\.png"):
+    reference.load_images(str(folder))
+  (folder / "1.png").write_bytes(b"not a png at all")            # corrupt
+  with pytest.raises(ValueError, match=r"cannot decode image .*1\.png"):
+    reference.load_images(str(folder))
+
+
+def test_a_folder_larger_than_the_open_file_limit_loads(tmp_path):
+  """300 images under ``ulimit -n 256``: one file is open at a time."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  folder = tmp_path / "many"
+  folder.mkdir()
+  for i in range(300):
+    Image.fromarray(np.full((4, 4), i % 256, np.uint8)).save(folder / f"{i:03d}.png")
+  code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)); "
+          "from jaxgc.data import reference; x = reference.load_images(sys.argv[1]); "
+          "print(x.shape, int(x[299, 0, 0, 0]))")
+  proc = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True,
+                        text=True, timeout=300,
+                        env={**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parents[1])})
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.strip() == "(300, 4, 4, 1) 43"
+
+
+def test_a_config_rejected_late_does_not_block_the_corrected_rerun(tmp_path, capsys):
+  """selfsup finds an N:M group that does not divide a layer only when it prunes: the rejected
+  run must not leave a workdir that refuses the corrected config."""
+  g = require_asset("mnist-mlpgan/G--300.ckpt")
+  pytest.importorskip("torch", reason="torch reads the PyTorch checkpoint")
+  workdir = tmp_path / "w"
+  base = ["selfsup", "--config", "selfsup_mnist_mlp", "--workdir", str(workdir),
+          f"--config.generator={g}", "--config.discriminator=", "--config.adv_weight=0.0",
+          "--config.granularities=('n:m',)", "--config.sparsities=(0.75,)",
+          "--config.steps=1", "--config.eval_samples=8", "--config.batch_size=8",
+          "--config.checkpoint_every=1", "--config.sample_every=0", "--config.latency_repeats=1",
+          "--config.latency_batch=1", "--config.metrics.extractor=none", "--no-progress"]
+  _one_error_line(capsys, base + ["--config.nm_group=7"], "7")
+  assert cli.main(base + ["--config.nm_group=8"]) == 0
+
+
+def _small_compress(workdir) -> list[str]:
+  return ["compress", "--config", "mnist_mlp_ptq", "--workdir", str(workdir),
+          "--config.sweep.weight_bits=(8,)", "--config.sweep.granularities=('per_channel',)",
+          "--config.sweep.clip=(False,)", "--config.metrics.enabled=False", "--no-progress"]
+
+
+def test_workdir_lock_refuses_a_live_holder_and_takes_over_a_stale_one(tmp_path, capsys):
+  import socket  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  require_asset("mnist-mlpgan/G--300.ckpt")
+  pytest.importorskip("torch", reason="torch reads the PyTorch checkpoint")
+  workdir = tmp_path / "wd"
+  workdir.mkdir()
+  lock = workdir / ".jaxgc.lock"
+  host = socket.gethostname()
+  live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    lock.write_text(f"{host} {live.pid}\n")
+    _one_error_line(capsys, _small_compress(workdir), "is in use by another jaxgc job",
+                    f"pid {live.pid} on host {host}")
+    lock.write_text(f"some-other-host {live.pid}\n")
+    _one_error_line(capsys, _small_compress(workdir), "on host some-other-host")
+  finally:
+    live.kill()
+    live.wait()
+  # The holder is gone: its lock is stale and taken over; a killed run's staging folder goes.
+  lock.write_text(f"{host} {live.pid}\n")
+  (workdir / ".staging-killed").mkdir()
+  (workdir / ".staging-killed" / "partial.npz").write_bytes(b"half")
+  (workdir / "mine.txt").write_text("user file")
+  assert cli.main(_small_compress(workdir)) == 0
+  assert sorted(os.listdir(workdir)) == ["checkpoints", "mine.txt", "report.json", "report.md",
+                                         "samples.png"]
+  assert (workdir / "mine.txt").read_text() == "user file"

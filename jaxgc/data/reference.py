@@ -43,6 +43,24 @@ def _subset(n: int, limit: int | None, seed: int) -> np.ndarray:
   return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
 
 
+def _read_image(path: str, mode: str | None = None):
+  """The PIL mode of the image at ``path`` (``mode=None``), or its pixels converted to ``mode``
+  as a uint8 array; the file is closed on return.
+
+  Raises:
+    ValueError: a corrupt or truncated image, naming the file.
+  """
+  try:
+    with Image.open(path) as im:
+      if mode is None:
+        return im.mode
+      im.load()
+      return np.asarray(im.convert(mode))
+  except (OSError, SyntaxError, ValueError) as e:   # what PIL raises for broken files
+    raise ValueError(f"cannot decode image {path}: {str(e).splitlines()[0] if str(e) else e!r}"
+                     ) from None
+
+
 def load_images(path: str, limit: int | None = None, key: str | None = None,
                 seed: int = 0) -> np.ndarray:
   """Loads a reference set as uint8 ``[n, height, width, channels]``.
@@ -58,7 +76,8 @@ def load_images(path: str, limit: int | None = None, key: str | None = None,
 
   Raises:
     FileNotFoundError: no such path.
-    ValueError: an empty set, an unknown format, mixed image sizes, or non-uint8 arrays.
+    ValueError: an empty set, an unknown format, mixed image sizes, non-uint8 arrays, or a
+      corrupt or truncated image file (named).
   """
   if not os.path.exists(path):
     raise FileNotFoundError(f"reference set not found: {path}")
@@ -67,9 +86,10 @@ def load_images(path: str, limit: int | None = None, key: str | None = None,
     names = [names[i] for i in _subset(len(names), limit, seed)]
     if not names:
       raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
-    imgs = [Image.open(os.path.join(path, n)) for n in names]
-    gray = all(im.mode in ("L", "1", "I;16") for im in imgs)
-    arrays = [np.asarray(im.convert("L" if gray else "RGB")) for im in imgs]
+    files = [os.path.join(path, n) for n in names]
+    # One file open at a time (folders may hold more images than the open-file limit).
+    gray = all(_read_image(f) in ("L", "1", "I;16") for f in files)
+    arrays = [_read_image(f, "L" if gray else "RGB") for f in files]
     if len({a.shape for a in arrays}) != 1:
       raise ValueError(f"images in {path} have different sizes: "
                        f"{sorted({a.shape for a in arrays})[:3]}")

@@ -35,6 +35,7 @@ from jaxgc.checkpoint import check_writable_dir
 from jaxgc.data import inputs as inputs_lib
 from jaxgc.eval import scoring as eval_lib
 from jaxgc.jobs import config as config_lib
+from jaxgc.jobs import runs
 
 GRANULARITIES = ("per_tensor", "per_channel")
 
@@ -204,6 +205,7 @@ def _metrics_scorer(module, variables, x, mcfg):
       inputs=x if module.kind == "image_to_image" else None, batch_size=int(mcfg.batch_size))
 
 
+@runs.locked_workdir
 def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
   """Runs the compression sweep of ``config`` and writes its report into ``workdir``.
 
@@ -225,6 +227,7 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   cfg = resolve_config(config)
   workdir = check_writable_dir(workdir)
   check_outputs_replaceable(workdir)
+  runs.remove_stale_staging(workdir)   # left by a killed run; we hold the workdir's lock
   module, variables, x, inputs_desc, ckpt = load_inputs(cfg)
   reference = _run_model(module.apply, variables, x, int(cfg.batch_size))
   model_desc = {**models.model_spec(module), "checkpoint": ckpt,

@@ -535,6 +535,7 @@ def write_report(cfg, m: _Models, final: dict, samples: _Samples, quality: dict,
   return report
 
 
+@runs.locked_workdir
 def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
   """Trains (or resumes) the student of ``config`` in ``workdir`` and writes the report.
 

@@ -24,6 +24,7 @@ from jaxgc.data import reference as data_lib
 from jaxgc.eval import extractors as features_lib
 from jaxgc.eval import scoring as eval_lib
 from jaxgc.jobs import config as config_lib
+from jaxgc.jobs import runs
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -123,6 +124,7 @@ def markdown(result: dict[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
+@runs.locked_workdir
 def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
   """Evaluates ``config.generators`` against ``config.reference``; writes metrics.json/md.
 

@@ -173,6 +173,7 @@ def _markdown(report: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
+@runs.locked_workdir
 def train(config: Any, workdir: str | os.PathLike, progress: bool = False
           ) -> tuple[train_lib.TrainState, dict[str, Any]]:
   """Runs (or resumes) QAT of ``config`` in ``workdir`` and writes every output.

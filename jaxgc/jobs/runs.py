@@ -9,9 +9,12 @@ an uninterrupted run.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import shutil
+import socket
 import time
 from typing import Any, Callable
 
@@ -59,6 +62,116 @@ def check_resume(path: str, current: dict[str, Any], resumable_keys: tuple[str, 
         raise ValueError(f"{os.path.dirname(path)} holds checkpoints of a run with {key}={old!r}, "
                          f"but the config says {key}={new!r}; use a fresh workdir to start over")
   write_json(path, current)
+
+
+LOCK_FILE = ".jaxgc.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def _take_lock(workdir: str) -> str:
+  """Creates ``workdir/.jaxgc.lock`` (``host pid``) exclusively; takes over a stale one (same
+  host, process gone).
+
+  Raises:
+    ValueError: another live jaxgc process holds the lock (naming host and PID).
+  """
+  path = os.path.join(workdir, LOCK_FILE)
+  me = f"{socket.gethostname()} {os.getpid()}"
+  for _ in range(3):
+    try:
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+      try:
+        with open(path) as f:
+          host, _, pid = f.read().strip().partition(" ")
+      except FileNotFoundError:
+        continue   # released meanwhile: try again
+      if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
+        try:
+          os.remove(path)   # stale: the job that held it is gone
+        except FileNotFoundError:
+          pass
+        continue
+      raise ValueError(f"workdir {workdir} is in use by another jaxgc job (pid {pid or '?'} on "
+                       f"host {host or '?'}); wait for it to finish, or delete {path} if that "
+                       "job is gone") from None
+    with os.fdopen(fd, "w") as f:
+      f.write(me + "\n")
+    return path
+  raise ValueError(f"could not take the lock {path}; retry")
+
+
+def locked_workdir(run: Callable[..., Any]) -> Callable[..., Any]:
+  """Decorates a job's ``run(config, workdir, ...)``: one job per workdir at a time.
+
+  The workdir is created if needed and locked (``.jaxgc.lock``: host and PID, taken over when
+  stale); the lock is released when ``run`` returns or raises. A workdir this call created is
+  removed again if ``run`` fails before writing anything else into it, so a rejected config
+  leaves nothing behind. In a multi-process run only process 0 takes the lock.
+
+  Raises:
+    ValueError: the workdir is locked by a live job.
+    PermissionError: the workdir cannot be created.
+  """
+
+  @functools.wraps(run)
+  def wrapper(config, workdir, *args, **kwargs):
+    workdir = checkpoint.check_writable_dir(workdir)
+    if jax.process_index() != 0:
+      return run(config, workdir, *args, **kwargs)
+    created = not os.path.exists(workdir)
+    try:
+      os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+      raise PermissionError(f"workdir {workdir} cannot be created: {e.strerror or e}") from None
+    try:
+      lock = _take_lock(workdir)
+    except BaseException:
+      if created and not os.listdir(workdir):
+        os.rmdir(workdir)
+      raise
+    try:
+      return run(config, workdir, *args, **kwargs)
+    finally:
+      try:
+        os.remove(lock)
+      except FileNotFoundError:
+        pass
+      if created and os.path.isdir(workdir) and not os.listdir(workdir):
+        os.rmdir(workdir)
+
+  return wrapper
+
+
+def remove_stale_staging(workdir: str, prefix: str = ".staging-") -> None:
+  """Removes the staging folders (``prefix*``) a killed run of this job left in ``workdir``;
+  call it only while holding the workdir's lock."""
+  for name in os.listdir(workdir):
+    p = os.path.join(workdir, name)
+    if name.startswith(prefix) and os.path.isdir(p) and not os.path.islink(p):
+      shutil.rmtree(p, ignore_errors=True)
+
+
+def holds_progress(root: str) -> bool:
+  """Whether ``root`` holds the work of an earlier run: an orbax step folder under some
+  ``checkpoints/``, or a finished ``result.json`` (a run that failed validation left neither)."""
+  if not os.path.isdir(root):
+    return False
+  for folder, dirs, files in os.walk(root):
+    if "result.json" in files:
+      return True
+    if os.path.basename(folder) == CHECKPOINT_DIR and any(d.isdigit() for d in dirs):
+      return True
+  return False
 
 
 def rewind_metrics(path: str, start: int) -> None:

@@ -359,6 +359,7 @@ def _markdown(report: dict) -> str:
   return "\n".join(lines)
 
 
+@runs.locked_workdir
 def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
   """Runs (or resumes) every setting of ``config`` in ``workdir`` and writes the report.
 
@@ -386,7 +387,7 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   eval_x, eval_desc = held_out_inputs(cfg, module)
   os.makedirs(workdir, exist_ok=True)
   runs.check_resume(os.path.join(workdir, CONFIG_FILE), cfg.to_dict(), RESUMABLE_KEYS,
-                    os.path.isdir(os.path.join(workdir, "runs")))
+                    runs.holds_progress(os.path.join(workdir, "runs")))
   teacher = {**report_lib.model_facts(module, teacher_vars, _latency_inputs(cfg, eval_x),
                                       int(cfg.latency_repeats)),
              "generator": g_path, "discriminator": d_path}

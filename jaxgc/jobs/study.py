@@ -32,6 +32,7 @@ from jaxgc.data import reference as data_lib
 from jaxgc.eval import extractors as features_lib
 from jaxgc.eval import scoring as eval_lib
 from jaxgc.jobs import config as config_lib
+from jaxgc.jobs import runs
 
 FP32_BITS = 32  # "no quantization" in the bits columns
 
@@ -145,6 +146,7 @@ def markdown(report: dict) -> str:
   return "\n".join(lines)
 
 
+@runs.locked_workdir
 def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
   """Runs the sweep of ``config``; writes report.json, report.md and tradeoff.png.
 
