@@ -139,19 +139,47 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
   if not os.path.isfile(spec_path) or not (has_vars or os.path.isfile(quantized)):
     raise FileNotFoundError(f"not a jaxgc model directory (no {SPEC_FILE}, or neither "
                             f"{VARIABLES_DIR}/ nor {QUANTIZED_FILE}): {path}")
-  with open(spec_path) as f:
-    spec = json.load(f)
-  module = models.build(spec["arch"], **spec["kwargs"])
-  if has_vars:
-    variables = ocp.PyTreeCheckpointer().restore(os.path.join(path, VARIABLES_DIR))
-  else:
-    variables = storage.dequantize_variables(storage.load_quantized(quantized))
+  try:
+    with open(spec_path) as f:
+      spec = json.load(f)
+    module = models.build(spec["arch"], **spec["kwargs"])
+  except Exception as e:  # pylint: disable=broad-except
+    raise CheckpointError(f"cannot read the model spec {spec_path}: {type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''}") from None
+  source = os.path.join(path, VARIABLES_DIR) if has_vars else quantized
+  try:
+    if has_vars:
+      variables = ocp.PyTreeCheckpointer().restore(source)
+    else:
+      variables = storage.dequantize_variables(storage.load_quantized(quantized))
+  except Exception as e:  # pylint: disable=broad-except
+    raise CheckpointError(f"cannot read the weights {source} (truncated or corrupt?): "
+                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                          ) from None
   variables = jax.tree.map(np.asarray, variables)
+  _check_matches_spec(module, variables, spec_path, source)
   bad = nonfinite_leaves(variables)
   if bad:
     raise CheckpointError(f"model folder {path} has NaN or Inf weights in {len(bad)} "
                           f"tensor(s), first {bad[0]}: refusing to load a broken model")
   return module, variables
+
+
+def _check_matches_spec(module: nn.Module, variables: Any, spec_path: str, source: str) -> None:
+  """Raises CheckpointError unless ``variables`` have the paths and shapes ``module`` makes."""
+  try:
+    want = jax.eval_shape(module.init, jax.random.key(0), models.example_input(module))
+  except Exception:  # pylint: disable=broad-except  # no abstract init: nothing to compare
+    return
+  want = {"/".join(str(getattr(k, "key", k)) for k in kp): tuple(v.shape)
+          for kp, v in jax.tree_util.tree_flatten_with_path(want)[0]}
+  got = {"/".join(str(getattr(k, "key", k)) for k in kp): tuple(np.shape(v))
+         for kp, v in jax.tree_util.tree_flatten_with_path(variables)[0]}
+  for p in sorted(set(want) | set(got)):
+    if want.get(p) != got.get(p):
+      raise CheckpointError(f"{source} does not match {spec_path}: {p} is "
+                            f"{got.get(p, 'missing')} in the weights, "
+                            f"{want.get(p, 'absent')} in the model the spec describes")
 
 
 def nonfinite_leaves(variables: Any) -> list[str]:

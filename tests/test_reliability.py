@@ -251,3 +251,31 @@ def test_workdir_lock_refuses_a_live_holder_and_takes_over_a_stale_one(tmp_path,
   assert sorted(os.listdir(workdir)) == ["checkpoints", "mine.txt", "report.json", "report.md",
                                          "samples.png"]
   assert (workdir / "mine.txt").read_text() == "user file"
+
+
+def test_truncated_weights_and_a_mismatched_spec_name_the_files(tmp_path):
+  import json  # pylint: disable=import-outside-toplevel
+  from jaxgc import compress  # pylint: disable=import-outside-toplevel
+  g = MLPGenerator(z_dim=8, hidden=(16,), image_shape=(4, 4, 1))
+  v = g.init(jax.random.key(0), np.zeros((1, 8), np.float32))
+  folder = tmp_path / "q"
+  folder.mkdir()
+  (folder / "spec.json").write_text(json.dumps(
+      {"arch": "mlp_generator", "kind": "unconditional",
+       "kwargs": {"z_dim": 8, "hidden": [16], "image_shape": [4, 4, 1]}}))
+  compress.save_quantized(compress.quantize_variables(v, compress.QuantConfig(8)),
+                          folder / "weights.npz")
+  load_model(folder)                                             # intact: loads
+  data = (folder / "weights.npz").read_bytes()
+  (folder / "weights.npz").write_bytes(data[:len(data) // 2])     # truncated
+  with pytest.raises(CheckpointError, match=r"cannot read the weights .*weights\.npz"):
+    load_model(folder)
+  (folder / "weights.npz").write_bytes(data)
+  (folder / "spec.json").write_text(json.dumps(
+      {"arch": "mlp_generator", "kind": "unconditional",
+       "kwargs": {"z_dim": 8, "hidden": [32], "image_shape": [4, 4, 1]}}))   # wrong width
+  with pytest.raises(CheckpointError, match=r"does not match .*spec\.json: params/dense_0"):
+    load_model(folder)
+  (folder / "spec.json").write_text("{not json")
+  with pytest.raises(CheckpointError, match=r"cannot read the model spec .*spec\.json"):
+    load_model(folder)
