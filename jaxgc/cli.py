@@ -239,7 +239,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the ``jaxgc`` command line on ``argv`` (default ``sys.argv[1:]``); returns the exit
-  status (0, or 2 after a one-line error on stderr)."""
+  status: 0, 2 after a one-line ``jaxgc: error: ...`` on stderr for any failure, 130 after
+  Ctrl-C. With ``--debug`` or ``JAXGC_DEBUG=1`` the exception propagates with its traceback."""
   parser = _parser()
   args, extra = parser.parse_known_args(argv)
   overrides = [a for a in extra if a.startswith("--config.")]
