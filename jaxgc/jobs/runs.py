@@ -110,12 +110,36 @@ def _take_lock(workdir: str) -> str:
   raise ValueError(f"could not take the lock {path}; retry")
 
 
+def _first_missing(path: str) -> str | None:
+  """The topmost folder of ``path`` (itself or an ancestor) that does not exist yet."""
+  top = None
+  while not os.path.exists(path):
+    top, parent = path, os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  return top
+
+
+def _remove_if_empty(workdir: str, created: str | None) -> None:
+  """Removes ``workdir`` and its ancestors up to ``created`` (the folders this process made)
+  while they are empty."""
+  if created is None:
+    return
+  path = workdir
+  while os.path.isdir(path) and not os.listdir(path):
+    os.rmdir(path)
+    if path == created:
+      break
+    path = os.path.dirname(path)
+
+
 def locked_workdir(run: Callable[..., Any]) -> Callable[..., Any]:
   """Decorates a job's ``run(config, workdir, ...)``: one job per workdir at a time.
 
   The workdir is created if needed and locked (``.jaxgc.lock``: host and PID, taken over when
-  stale); the lock is released when ``run`` returns or raises. A workdir this call created is
-  removed again if ``run`` fails before writing anything else into it, so a rejected config
+  stale); the lock is released when ``run`` returns or raises. The folders this call created
+  (the workdir and any missing parents) are removed again while empty, so a rejected config
   leaves nothing behind. In a multi-process run only process 0 takes the lock.
 
   Raises:
@@ -128,7 +152,7 @@ def locked_workdir(run: Callable[..., Any]) -> Callable[..., Any]:
     workdir = checkpoint.check_writable_dir(workdir)
     if jax.process_index() != 0:
       return run(config, workdir, *args, **kwargs)
-    created = not os.path.exists(workdir)
+    created = _first_missing(workdir)   # the top folder this call creates, or None
     try:
       os.makedirs(workdir, exist_ok=True)
     except OSError as e:
@@ -136,8 +160,7 @@ def locked_workdir(run: Callable[..., Any]) -> Callable[..., Any]:
     try:
       lock = _take_lock(workdir)
     except BaseException:
-      if created and not os.listdir(workdir):
-        os.rmdir(workdir)
+      _remove_if_empty(workdir, created)
       raise
     try:
       return run(config, workdir, *args, **kwargs)
@@ -146,8 +169,7 @@ def locked_workdir(run: Callable[..., Any]) -> Callable[..., Any]:
         os.remove(lock)
       except FileNotFoundError:
         pass
-      if created and os.path.isdir(workdir) and not os.listdir(workdir):
-        os.rmdir(workdir)
+      _remove_if_empty(workdir, created)
 
   return wrapper
 
