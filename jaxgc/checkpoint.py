@@ -19,6 +19,7 @@ import orbax.checkpoint as ocp
 
 from jaxgc import convert
 from jaxgc import models
+from jaxgc import ownership
 from jaxgc._fileio import give_default_mode
 from jaxgc.compress import storage
 from jaxgc.convert import CheckpointError
@@ -28,14 +29,18 @@ VARIABLES_DIR = "variables"
 QUANTIZED_FILE = "weights.npz"  # written by `jaxgc compress`: low-bit storage
 CALIBRATION_FILE = "calibration.json"  # written by `jaxgc compress` with activation bits
 # Everything a model folder written by jaxgc may hold; a folder with anything else is not ours.
-MODEL_ENTRIES = frozenset({SPEC_FILE, VARIABLES_DIR, QUANTIZED_FILE, CALIBRATION_FILE})
+MODEL_ENTRIES = frozenset({SPEC_FILE, VARIABLES_DIR, QUANTIZED_FILE, CALIBRATION_FILE,
+                           ownership.MANIFEST})
 
 
 def check_replaceable(path: str | os.PathLike) -> None:
   """Raises unless ``path`` is absent, an empty folder, or a model folder jaxgc wrote.
 
-  jaxgc replaces only what it wrote: a folder holding anything but ``spec.json``,
-  ``variables/``, ``weights.npz`` and ``calibration.json`` (or a file, or a link) is the user's.
+  jaxgc replaces only what it wrote: a model folder is replaced as a whole, so it may hold
+  nothing its ``jaxgc-manifest.json`` does not list (:mod:`jaxgc.ownership`). A folder written by
+  an earlier jaxgc has no manifest and is recognised by its layout: ``spec.json`` and nothing
+  but ``variables/``, ``weights.npz`` and ``calibration.json``. Anything else (or a file, or a
+  link) is the user's.
 
   Raises:
     FileExistsError: ``path`` is a file or link, or a folder holding something jaxgc did not
@@ -48,7 +53,9 @@ def check_replaceable(path: str | os.PathLike) -> None:
     raise FileExistsError(f"output path {path} exists and is not a folder: refusing to "
                           "replace it; choose another path")
   entries = sorted(os.listdir(path))
-  foreign = [e for e in entries if e not in MODEL_ENTRIES]
+  foreign = ownership.foreign_entries(path)
+  if foreign is None:
+    foreign = [e for e in entries if e not in MODEL_ENTRIES]
   if foreign or (entries and SPEC_FILE not in entries):
     raise FileExistsError(f"output folder {path} is not a jaxgc model folder (it holds "
                           f"{(foreign or entries)[0]!r}): refusing to replace it; choose a new "
@@ -111,6 +118,7 @@ def save_model(path: str | os.PathLike, module: nn.Module, variables: dict[str, 
       json.dump(spec, f, indent=2)
     tree = jax.tree.map(np.asarray, variables)
     ocp.PyTreeCheckpointer().save(os.path.join(tmp, VARIABLES_DIR), tree)
+    ownership.write_folder_manifest(tmp, "save_model")
     give_default_mode(tmp)
     if os.path.exists(path):
       shutil.rmtree(path)

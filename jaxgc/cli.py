@@ -11,7 +11,8 @@
 
 ``CONFIG`` is a path to a Python file defining ``get_config()`` (``configs/NAME.py``) or the
 name of a config shipped with jaxgc (``cyclegan_h2z_ptq``: see ``configs/``). Errors are one
-line on stderr (``jaxgc: error: ...``) with exit status 2.
+line on stderr (``jaxgc: error: ...``) with exit status 2; a sweep whose settings partly failed
+writes its report, names the failed settings in one such line and exits with status 1.
 """
 
 from __future__ import annotations
@@ -172,7 +173,20 @@ def _compress(args, overrides) -> int:
   print(open(os.path.join(args.workdir, "report.md")).read() if args.print_report else
         f"wrote {len(report['rows'])} settings to {os.path.abspath(args.workdir)}: "
         "report.json, report.md, samples.png, checkpoints/")
-  return 0
+  return _failures(report, args.workdir)
+
+
+def _failures(report: Any, workdir: str, name_key: str = "setting") -> int:
+  """Exit status of a sweep: 1 after one ``jaxgc: error:`` line naming its failed settings
+  (recorded in its report, the others measured), else 0."""
+  from jaxgc.jobs import runs  # pylint: disable=import-outside-toplevel
+  failed = runs.failed_settings(report, name_key) if isinstance(report, dict) else []
+  if not failed:
+    return 0
+  print(f"jaxgc: error: {len(failed)} of {len(report['rows'])} settings failed and were not "
+        f"measured: {'; '.join(failed)} (see {os.path.join(workdir, 'report.md')})",
+        file=sys.stderr)
+  return 1
 
 
 def _evaluate(args, overrides) -> int:
@@ -188,9 +202,10 @@ def _training_job(name: str, args, overrides) -> int:
     print("jaxgc: note: `jaxgc train` is an alias of `jaxgc selfsup` (self-supervised "
           "compression); use that name", file=sys.stderr)
   job = importlib.import_module(f"jaxgc.jobs.{name}")
-  job.run(load_config(args.config, overrides), args.workdir, progress=not args.no_progress)
+  report = job.run(load_config(args.config, overrides), args.workdir,
+                   progress=not args.no_progress)
   print(open(os.path.join(args.workdir, getattr(job, "REPORT_MD", "report.md"))).read())
-  return 0
+  return _failures(report, args.workdir, getattr(job, "SETTING_KEY", "setting"))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -239,8 +254,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the ``jaxgc`` command line on ``argv`` (default ``sys.argv[1:]``); returns the exit
-  status: 0, 2 after a one-line ``jaxgc: error: ...`` on stderr for any failure, 130 after
-  Ctrl-C. With ``--debug`` or ``JAXGC_DEBUG=1`` the exception propagates with its traceback."""
+  status: 0, 2 after a one-line ``jaxgc: error: ...`` on stderr for any failure, 1 when a
+  sweep finished but some of its settings failed (named in one such line), 130 after Ctrl-C. With ``--debug`` or ``JAXGC_DEBUG=1`` the exception propagates with its traceback."""
   parser = _parser()
   args, extra = parser.parse_known_args(argv)
   overrides = [a for a in extra if a.startswith("--config.")]

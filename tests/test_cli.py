@@ -483,11 +483,13 @@ def test_compress_report(compress_run):
 
 def test_compress_workdir_contents(compress_run):
   wd, report = compress_run
-  assert sorted(os.listdir(wd)) == ["checkpoints", "report.json", "report.md", "samples.png"], \
+  assert sorted(os.listdir(wd)) == ["checkpoints", "jaxgc-manifest.json", "report.json",
+                                    "report.md", "samples.png"], \
       "leftover staging / temporary files in the workdir"
   assert sorted(os.listdir(wd / "checkpoints")) == sorted(r["setting"] for r in report["rows"])
   for r in report["rows"]:
-    assert sorted(os.listdir(wd / "checkpoints" / r["setting"])) == ["spec.json", "weights.npz"]
+    assert sorted(os.listdir(wd / "checkpoints" / r["setting"])) == [
+        "jaxgc-manifest.json", "spec.json", "weights.npz"]
 
 
 def test_compress_checkpoints_reproduce_metrics(compress_run, assets):
@@ -563,8 +565,8 @@ def test_compress_rerun_replaces_outputs(compress_run, assets, tmp_path):
   (wd / "notes.txt").write_text("mine\n")
   cfg = write_config(tmp_path / "cfg" / "small.py", str(asset_path(assets, MLP_G)))
   assert cli.main(["compress", "--config", str(cfg), "--workdir", str(wd), "--no-progress"]) == 0
-  assert sorted(os.listdir(wd)) == ["checkpoints", "notes.txt", "report.json", "report.md",
-                                    "samples.png"]
+  assert sorted(os.listdir(wd)) == ["checkpoints", "jaxgc-manifest.json", "notes.txt",
+                                    "report.json", "report.md", "samples.png"]
   report = json.loads((wd / "report.json").read_text())
   assert [r["setting"] for r in report["rows"]] == ["fp32", "w8_per_channel", "w4_per_channel"]
   assert sorted(os.listdir(wd / "checkpoints")) == sorted(r["setting"] for r in report["rows"])

@@ -81,6 +81,13 @@ def test_compress_refuses_foreign_files_in_its_checkpoints_folder(tmp_path, caps
   (workdir / "checkpoints" / "mine" / "weights.bin").write_bytes(b"user data")
   (workdir / "checkpoints" / "readme.txt").write_text("user notes")
   before = _digest(workdir)
+  # Without a manifest, and without the layout of an earlier compress run: not jaxgc's.
+  _one_error_line(capsys, ["compress", "--config", "mnist_mlp_ptq", "--workdir", str(workdir),
+                           "--no-progress"], "was not written by jaxgc", "'checkpoints'")
+  assert _digest(workdir) == before
+  # The layout of an earlier run (checkpoints/ and report.json): checkpoints/ is checked too.
+  (workdir / "report.json").write_text("{}")
+  before = _digest(workdir)
   _one_error_line(capsys, ["compress", "--config", "mnist_mlp_ptq", "--workdir", str(workdir),
                            "--no-progress"], "which jaxgc did not write", "mine")
   assert _digest(workdir) == before
@@ -246,10 +253,13 @@ def test_workdir_lock_refuses_a_live_holder_and_takes_over_a_stale_one(tmp_path,
   lock.write_text(f"{host} {live.pid}\n")
   (workdir / ".staging-killed").mkdir()
   (workdir / ".staging-killed" / "partial.npz").write_bytes(b"half")
-  (workdir / "mine.txt").write_text("user file")
   assert cli.main(_small_compress(workdir)) == 0
-  assert sorted(os.listdir(workdir)) == ["checkpoints", "mine.txt", "report.json", "report.md",
-                                         "samples.png"]
+  # A file the user adds later to jaxgc's workdir survives reruns.
+  (workdir / "mine.txt").write_text("user file")
+  lock.write_text(f"{host} {live.pid}\n")
+  assert cli.main(_small_compress(workdir)) == 0
+  assert sorted(os.listdir(workdir)) == ["checkpoints", "jaxgc-manifest.json", "mine.txt",
+                                         "report.json", "report.md", "samples.png"]
   assert (workdir / "mine.txt").read_text() == "user file"
 
 
@@ -279,3 +289,93 @@ def test_truncated_weights_and_a_mismatched_spec_name_the_files(tmp_path):
   (folder / "spec.json").write_text("{not json")
   with pytest.raises(CheckpointError, match=r"cannot read the model spec .*spec\.json"):
     load_model(folder)
+
+
+def test_every_output_is_listed_in_a_manifest_and_old_workdirs_are_adopted(tmp_path, capsys):
+  import json  # pylint: disable=import-outside-toplevel
+  from jaxgc import ownership  # pylint: disable=import-outside-toplevel
+  from jaxgc.jobs import compress  # pylint: disable=import-outside-toplevel
+  require_asset("mnist-mlpgan/G--300.ckpt")
+  pytest.importorskip("torch", reason="torch reads the PyTorch checkpoint")
+  workdir = tmp_path / "wd"
+  assert cli.main(_small_compress(workdir)) == 0
+  manifest = json.loads((workdir / ownership.MANIFEST).read_text())
+  assert manifest["entries"] == sorted(compress.OUTPUTS)
+  assert manifest["runs"][-1]["job"] == "compress" and manifest["runs"][-1]["status"] == "ok"
+  on_disk = {k: os.path.getsize(workdir / k) for k in _digest(workdir)
+             if k != ownership.MANIFEST}
+  assert manifest["files"] == on_disk            # every file, with its bytes
+  assert any(k.startswith("checkpoints/") and k.endswith("weights.npz") for k in on_disk)
+  # Each model folder lists its own files too.
+  setting = next(p for p in (workdir / "checkpoints").iterdir())
+  assert "weights.npz" in json.loads((setting / ownership.MANIFEST).read_text())["files"]
+
+  # A workdir written before manifests existed is recognised by its layout and adopted.
+  (workdir / ownership.MANIFEST).unlink()
+  for p in (workdir / "checkpoints").glob(f"*/{ownership.MANIFEST}"):
+    p.unlink()
+  assert cli.main(_small_compress(workdir)) == 0
+  manifest = json.loads((workdir / ownership.MANIFEST).read_text())
+  assert "earlier jaxgc compress run" in manifest["adopted"]
+
+  # A folder holding the user's report.json (no manifest, not jaxgc's layout) is refused.
+  mine = tmp_path / "mine"
+  mine.mkdir()
+  (mine / "report.json").write_text('{"my": "results"}')
+  _one_error_line(capsys, _small_compress(mine), f"folder {mine} is not empty",
+                  "'report.json'")
+  assert sorted(os.listdir(mine)) == ["report.json"]
+  assert (mine / "report.json").read_text() == '{"my": "results"}'
+
+  # Another job's output name holding the user's file in jaxgc's workdir: refused, untouched.
+  (workdir / "tradeoff.png").write_bytes(b"user picture")
+  with pytest.raises(FileExistsError, match=r"tradeoff.png was not written by jaxgc"):
+    ownership.claim(str(workdir), "study", ("report.json", "report.md", "tradeoff.png"))
+  assert (workdir / "tradeoff.png").read_bytes() == b"user picture"
+
+
+def test_a_refused_job_leaves_the_folder_as_it_found_it(tmp_path, capsys):
+  from jaxgc import ownership  # pylint: disable=import-outside-toplevel
+  fresh = tmp_path / "a" / "b"
+  _one_error_line(capsys, ["compress", "--config", "mnist_mlp_ptq", "--workdir", str(fresh),
+                           "--config.sweep.weight_bits=(1,)", "--no-progress"], "sweep.weight_bits", "got 1")
+  assert not (tmp_path / "a").exists()
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  _one_error_line(capsys, ["compress", "--config", "mnist_mlp_ptq", "--workdir", str(empty),
+                           "--config.sweep.weight_bits=(1,)", "--no-progress"], "sweep.weight_bits", "got 1")
+  assert os.listdir(empty) == []
+  with pytest.raises(ValueError, match=r"cannot read the jaxgc manifest"):
+    (empty / ownership.MANIFEST).write_text("{not json")
+    ownership.read(empty)
+
+
+def test_a_sweep_records_a_broken_setting_goes_on_and_exits_1(tmp_path, capsys, monkeypatch):
+  import json  # pylint: disable=import-outside-toplevel
+  from jaxgc.jobs import compress as job  # pylint: disable=import-outside-toplevel
+  require_asset("mnist-mlpgan/G--300.ckpt")
+  pytest.importorskip("torch", reason="torch reads the PyTorch checkpoint")
+  real = job.compress_variables
+
+  def w4_is_broken(variables, row, cfg):   # a setting whose model outputs NaN
+    fq, stored = real(variables, row, cfg)
+    if row["weight_bits"] == 4:
+      fq = jax.tree.map(lambda a: np.full_like(np.asarray(a), np.nan), fq)
+    return fq, stored
+
+  monkeypatch.setattr(job, "compress_variables", w4_is_broken)
+  workdir = tmp_path / "wd"
+  argv = _small_compress(workdir)
+  argv[argv.index("--config.sweep.weight_bits=(8,)")] = "--config.sweep.weight_bits=(8,4)"
+  capsys.readouterr()
+  assert cli.main(argv) == 1
+  err = capsys.readouterr().err.splitlines()
+  assert len(err) == 1 and err[0].startswith("jaxgc: error: 1 of 3 settings failed"), err
+  assert "w4_per_channel (16 of 16 images hold NaN or Inf (first: image 0)" in err[0]
+  report = json.loads((workdir / "report.json").read_text())
+  status = {r["setting"]: r.get("status", "ok") for r in report["rows"]}
+  assert status == {"fp32": "ok", "w8_per_channel": "ok", "w4_per_channel": "failed"}
+  ok = [r for r in report["rows"] if r["setting"] == "w8_per_channel"][0]
+  assert ok["psnr_db"] > 20 and "psnr_db" not in report["rows"][-1]   # no number for NaN
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["fp32", "w8_per_channel"]
+  assert "- `w4_per_channel`: 16 of 16 images hold NaN" in (workdir / "report.md").read_text()

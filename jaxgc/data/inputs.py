@@ -150,11 +150,24 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     FloatingPointError: NaN or Inf in ``images`` (naming the first bad image): they would
       otherwise become arbitrary but valid-looking pixels.
   """
-  images = np.asarray(images)
-  finite = np.isfinite(images).reshape(len(images), -1).all(axis=1) if images.size else []
+  images = check_finite(images, "refusing to turn them into pixels")
+  return ((np.clip(images, -1.0, 1.0) + 1.0) / 2.0 * 255.0).astype(np.uint8)
+
+
+def check_finite(outputs: np.ndarray, consequence: str = "refusing to measure them"
+                 ) -> np.ndarray:
+  """``outputs`` (a model's ``[n, ...]`` float batch, as a numpy array) when every value is
+  finite.
+
+  Raises:
+    FloatingPointError: NaN or Inf in ``outputs``, naming how many samples and the first, and
+      ``consequence``.
+  """
+  outputs = np.asarray(outputs)
+  finite = np.isfinite(outputs).reshape(len(outputs), -1).all(axis=1) if outputs.size else []
   if not np.all(finite):
     first = int(np.argmin(finite))
-    raise FloatingPointError(f"{int(np.sum(~np.asarray(finite)))} of {len(images)} images hold "
+    raise FloatingPointError(f"{int(np.sum(~np.asarray(finite)))} of {len(outputs)} images hold "
                              f"NaN or Inf (first: image {first}): the model's outputs are "
-                             "broken, refusing to turn them into pixels")
-  return ((np.clip(images, -1.0, 1.0) + 1.0) / 2.0 * 255.0).astype(np.uint8)
+                             f"broken, {consequence}")
+  return outputs

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from jaxgc import compress
 from jaxgc import convert
 from jaxgc import models
+from jaxgc import ownership
 from jaxgc import parallel
 from jaxgc import report as report_lib
 from jaxgc import stats
@@ -38,6 +39,10 @@ from jaxgc.jobs import config as config_lib
 from jaxgc.jobs import runs
 
 GRANULARITIES = ("per_tensor", "per_channel")
+
+
+# Every top-level name this job writes into its workdir (jaxgc.ownership).
+OUTPUTS = ("checkpoints", "report.json", "report.md", "samples.png")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -103,16 +108,20 @@ def resolve_config(user: Any) -> ml_collections.ConfigDict:
   cfg = config_lib.merge(default_config(), user)
   if not cfg.checkpoint:
     raise ValueError("config.checkpoint is empty: name a PyTorch checkpoint")
-  for bits in cfg.sweep.weight_bits:
-    compress.QuantConfig(int(bits), bool(cfg.sweep.symmetric), "per_channel")
-    if bits != int(bits):
-      raise ValueError(f"weight bits must be integers in 2..8, got {bits!r}")
-  for g in cfg.sweep.granularities:
-    compress.QuantConfig(8, True, g)
+  with config_lib.checking("sweep.weight_bits"):
+    for bits in cfg.sweep.weight_bits:
+      compress.QuantConfig(int(bits), bool(cfg.sweep.symmetric), "per_channel")
+      if bits != int(bits):
+        raise ValueError(f"weight bits must be integers in 2..8, got {bits!r}")
+  with config_lib.checking("sweep.granularities"):
+    for g in cfg.sweep.granularities:
+      compress.QuantConfig(8, True, g)
   if True in tuple(cfg.sweep.clip):
-    compress.ClipConfig(cfg.clip.mode, float(cfg.clip.value), "per_tensor")
-  for recipe in cfg.sweep.recipes:
-    compress.load_recipe(recipe)
+    with config_lib.checking("clip"):
+      compress.ClipConfig(cfg.clip.mode, float(cfg.clip.value), "per_tensor")
+  with config_lib.checking("sweep.recipes"):
+    for recipe in cfg.sweep.recipes:
+      compress.load_recipe(recipe)
   if cfg.inputs.num_samples < 1 or cfg.inputs.size < 4 or cfg.inputs.size % 4:
     raise ValueError(f"inputs need num_samples >= 1 and a size that is a positive multiple of 4, "
                      f"got num_samples={cfg.inputs.num_samples}, size={cfg.inputs.size}")
@@ -122,7 +131,8 @@ def resolve_config(user: Any) -> ml_collections.ConfigDict:
     raise ValueError(f"unknown metrics.extractor {cfg.metrics.extractor!r}; expected "
                      "inception, lenet5 or pixels")
   if cfg.activations.bits:
-    compress.ActQuantConfig(int(cfg.activations.bits), bool(cfg.activations.symmetric))
+    with config_lib.checking("activations.bits"):
+      compress.ActQuantConfig(int(cfg.activations.bits), bool(cfg.activations.symmetric))
   if int(cfg.batch_size) < 1:
     raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
   if cfg.arch and cfg.arch not in models.ARCHS:
@@ -205,7 +215,7 @@ def _metrics_scorer(module, variables, x, mcfg):
       inputs=x if module.kind == "image_to_image" else None, batch_size=int(mcfg.batch_size))
 
 
-@runs.locked_workdir
+@runs.locked_workdir("compress", OUTPUTS, signature=("report.json", "checkpoints"))
 def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
   """Runs the compression sweep of ``config`` and writes its report into ``workdir``.
 
@@ -216,7 +226,9 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
     progress: show a tqdm bar over the settings.
 
   Returns:
-    The report: ``{"model": ..., "inputs": ..., "rows": [...]}`` as written to report.json.
+    The report: ``{"model": ..., "inputs": ..., "rows": [...]}`` as written to report.json. A
+    setting whose outputs hold NaN or Inf is a row with ``"status": "failed"`` and its
+    ``"reason"`` (no metrics, no checkpoint); the others are measured as usual.
 
   Raises:
     ValueError: bad config (unknown key, bits outside 2..8, ...).
@@ -229,7 +241,8 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   check_outputs_replaceable(workdir)
   runs.remove_stale_staging(workdir)   # left by a killed run; we hold the workdir's lock
   module, variables, x, inputs_desc, ckpt = load_inputs(cfg)
-  reference = _run_model(module.apply, variables, x, int(cfg.batch_size))
+  reference = inputs_lib.check_finite(_run_model(module.apply, variables, x, int(cfg.batch_size)),
+                                      f"refusing to compress {ckpt}")
   model_desc = {**models.model_spec(module), "checkpoint": ckpt,
                 "params": stats.count_params(variables),
                 "macs": stats.count_macs(module, variables, x[:1])}
@@ -272,10 +285,6 @@ def check_outputs_replaceable(workdir: str) -> None:
         raise FileExistsError(f"{ck} holds {entry!r}, which jaxgc did not write: refusing to "
                               "replace checkpoints/; move it or choose another --workdir"
                               ) from None
-      if not os.path.isdir(os.path.join(ck, entry)):
-        raise FileExistsError(f"{ck} holds the file {entry!r}, which jaxgc did not write: "
-                              "refusing to replace checkpoints/; move it or choose another "
-                              "--workdir")
   for name in ("report.json", "report.md", "samples.png"):
     p = os.path.join(workdir, name)
     if os.path.isdir(p) or os.path.islink(p):
@@ -320,27 +329,13 @@ def sweep(cfg, module, variables, x: np.ndarray, reference: np.ndarray, model_de
   for row in tqdm(settings(cfg), desc="compress sweep", disable=not progress, unit="setting"):
     ckdir = os.path.join(staging, "checkpoints", row["setting"])
     os.makedirs(ckdir)
-    if row.get("recipe"):
-      fq, stored, out, calibration = recipe_setting(
-          module, variables, compress.load_recipe(row["recipe"]), x, calib_batches,
-          int(cfg.batch_size))
-      compress.save_calibration(calibration, os.path.join(ckdir, "calibration.json"))
-    else:
-      fq, stored = compress_variables(variables, row, cfg)
-      if row["weight_bits"] == 32:
-        out = reference
-      elif act_cfg is not None:
-        calibration = compress.calibrate(module, fq, calib_batches, act_cfg,
-                                         method=cfg.activations.method,
-                                         percentile=float(cfg.activations.percentile))
-        compress.save_calibration(calibration, os.path.join(ckdir, "calibration.json"))
-        out = _run_model(lambda v, b, c=calibration: compress.apply_quantized(
-            module, v, b, act_cfg, c), fq, x, int(cfg.batch_size))
-      else:
-        out = _run_model(module.apply, fq, x, int(cfg.batch_size))
-    with open(os.path.join(ckdir, "spec.json"), "w") as f:
-      json.dump({**spec, "compression": row}, f, indent=2)
-    nbytes = compress.save_quantized(stored, os.path.join(ckdir, "weights.npz"))
+    try:
+      out, fq, nbytes = _compress_setting(cfg, row, module, variables, x, reference, act_cfg,
+                                          calib_batches, spec, ckdir)
+    except FloatingPointError as e:   # broken outputs: record the setting as failed, go on
+      shutil.rmtree(ckdir)
+      rows.append(runs.failed_row(row, e))
+      continue
     fp32_bytes = fp32_bytes or nbytes
     metrics = report_lib.image_metrics(reference, out)
     if scorer is not None:
@@ -350,6 +345,42 @@ def sweep(cfg, module, variables, x: np.ndarray, reference: np.ndarray, model_de
     psnr = "inf" if metrics["psnr_db"] is None else f"{metrics['psnr_db']:.1f} dB"
     grid.append((f"{row['setting']}\nPSNR {psnr}", inputs_lib.to_uint8(out)))
   return rows, grid
+
+
+def _compress_setting(cfg, row, module, variables, x, reference, act_cfg, calib_batches, spec,
+                      ckdir):
+  """One setting of the sweep: compressed, stored in ``ckdir``, run on ``x``.
+
+  Returns:
+    ``(outputs, fake-quantized variables, bytes on disk)``.
+
+  Raises:
+    FloatingPointError: the compressed model's outputs hold NaN or Inf (nothing is measured).
+  """
+  if row.get("recipe"):
+    fq, stored, out, calibration = recipe_setting(
+        module, variables, compress.load_recipe(row["recipe"]), x, calib_batches,
+        int(cfg.batch_size))
+    compress.save_calibration(calibration, os.path.join(ckdir, "calibration.json"))
+  else:
+    fq, stored = compress_variables(variables, row, cfg)
+    if row["weight_bits"] == 32:
+      out = reference
+    elif act_cfg is not None:
+      calibration = compress.calibrate(module, fq, calib_batches, act_cfg,
+                                       method=cfg.activations.method,
+                                       percentile=float(cfg.activations.percentile))
+      compress.save_calibration(calibration, os.path.join(ckdir, "calibration.json"))
+      out = _run_model(lambda v, b, c=calibration: compress.apply_quantized(
+          module, v, b, act_cfg, c), fq, x, int(cfg.batch_size))
+    else:
+      out = _run_model(module.apply, fq, x, int(cfg.batch_size))
+  inputs_lib.check_finite(out, "the setting is not measured")
+  with open(os.path.join(ckdir, "spec.json"), "w") as f:
+    json.dump({**spec, "compression": row}, f, indent=2)
+  nbytes = compress.save_quantized(stored, os.path.join(ckdir, "weights.npz"))
+  ownership.write_folder_manifest(ckdir, "compress")
+  return out, fq, nbytes
 
 
 def write_report(report: dict, grid: list, staging: str, cell: int) -> None:
@@ -380,24 +411,32 @@ def markdown(report: dict) -> str:
       "| SSIM | max abs error |",
       "|---|---:|---|---|---:|---:|---:|---:|---:|",
   ]
-  for r in report["rows"]:
+  ok = [r for r in report["rows"] if r.get("status") != runs.FAILED]
+  failed = [r for r in report["rows"] if r.get("status") == runs.FAILED]
+  for r in failed:
+    lines.append(f"| {r['setting']} | {r['weight_bits']} | {r['clip'] or 'none'} | "
+                 f"{r['granularity'] or '-'} | failed | - | - | - | - |")
+  for r in ok:
     lines.append(
         f"| {r['setting']} | {r['weight_bits']} | {r['clip'] or 'none'} | "
         f"{r['granularity'] or '-'} | {r['bytes_on_disk']:,} | {r['size_ratio']:.3f} | "
         f"{report_lib.fmt(r['psnr_db'], 'psnr')} | {r['ssim']:.4f} | {r['max_abs_error']:.4f} |")
-  if report["rows"] and "fid" in report["rows"][0]:
+  if ok and "fid" in ok[0]:
     lines += ["", "Distribution metrics against the FP32 model's samples "
               f"({report.get('metrics', {}).get('extractor', '')} features, "
               f"n = {report.get('metrics', {}).get('num_samples', '')}):", "",
               "| setting | FID | KID x 1e3 | precision | recall | density | coverage | LSH P | "
               "LSH R | LSH+kNN P | LSH+kNN R |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in report["rows"]:
+    for r in ok:
       lines.append(
           f"| {r['setting']} | {r['fid']:.3f} | {1e3 * r['kid_mean']:.3f} | "
           f"{r['precision']:.4f} | {r['recall']:.4f} | {r['density']:.4f} | "
           f"{r['coverage']:.4f} | {r['lsh_precision']:.4f} | {r['lsh_recall']:.4f} | "
           f"{r['lsh_knn_precision']:.4f} | {r['lsh_knn_recall']:.4f} |")
+  if failed:
+    lines += ["", "Failed settings (not measured, no checkpoint kept):", ""]
+    lines += [f"- `{r['setting']}`: {r['reason']}" for r in failed]
   lines += ["", "![samples](samples.png)", ""]
   return "\n".join(lines)
 

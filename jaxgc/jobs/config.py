@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import ml_collections
+
+
+@contextlib.contextmanager
+def checking(key: str) -> Iterator[None]:
+  """Validation of the config value ``key``: a ValueError inside names the key
+  (``config key 'sweep.weight_bits': weight bits must be in 2..8, got 1``)."""
+  try:
+    yield
+  except ValueError as e:
+    if f"{key!r}" in str(e) or f"config.{key}" in str(e):
+      raise
+    raise ValueError(f"config key {key!r}: {e}") from None
 
 
 def coerce(key: str, old: Any, value: Any) -> Any:

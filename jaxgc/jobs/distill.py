@@ -78,6 +78,11 @@ RESUMABLE_KEYS = ("steps", "checkpoint_every", "max_to_keep", "sample_every", "t
 _GENERATORS = (ResnetGenerator, MobileResnetGenerator, SubMobileResnetGenerator)
 
 
+# Every top-level name this job writes into its workdir (jaxgc.ownership).
+OUTPUTS = (CONFIG_FILE, REPORT_MD, REPORT_JSON, STUDENT_DIR, "checkpoints", "samples",
+           "samples.png", "curves.png", "metrics.jsonl", "tensorboard")
+
+
 def default_config() -> ml_collections.ConfigDict:
   """Every key ``jaxgc distill`` understands, with its default. Configs override these."""
   c = ml_collections.ConfigDict()
@@ -535,7 +540,7 @@ def write_report(cfg, m: _Models, final: dict, samples: _Samples, quality: dict,
   return report
 
 
-@runs.locked_workdir
+@runs.locked_workdir("distill", OUTPUTS, signature=(CONFIG_FILE,))
 def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
   """Trains (or resumes) the student of ``config`` in ``workdir`` and writes the report.
 

@@ -27,6 +27,10 @@ from jaxgc.jobs import config as config_lib
 from jaxgc.jobs import runs
 
 
+# Every top-level name this job writes into its workdir (jaxgc.ownership).
+OUTPUTS = ("metrics.json", "metrics.md")
+
+
 def default_config() -> ml_collections.ConfigDict:
   """Every key ``jaxgc evaluate`` understands, with its default."""
   c = ml_collections.ConfigDict()
@@ -124,7 +128,7 @@ def markdown(result: dict[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
-@runs.locked_workdir
+@runs.locked_workdir("evaluate", OUTPUTS, signature=("metrics.json", "metrics.md"))
 def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
   """Evaluates ``config.generators`` against ``config.reference``; writes metrics.json/md.
 
@@ -159,7 +163,11 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   results = []
   for g in gens:
     module, variables = load_any_model(g, cfg.arch or None)
-    fake_feats = feats(_samples(module, variables, cfg, int(cfg.seed), mesh, progress), False)
+    try:
+      samples = _samples(module, variables, cfg, int(cfg.seed), mesh, progress)
+    except FloatingPointError as e:
+      raise FloatingPointError(f"generator {g}: {e}") from None
+    fake_feats = feats(samples, False)
     scores = eval_lib.compare(ref_feats, fake_feats, nearest_k=int(cfg.nearest_k),
                               kid_subsets=int(cfg.kid_subsets),
                               kid_subset_size=int(cfg.kid_subset_size), seed=int(cfg.seed),

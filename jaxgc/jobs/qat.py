@@ -59,6 +59,11 @@ RESUMABLE_KEYS = ("steps", "checkpoint_every", "max_to_keep", "eval_samples", "t
 _EVAL_STREAM = 1
 
 
+# Every top-level name this job writes into its workdir (jaxgc.ownership).
+OUTPUTS = (CONFIG_FILE, METRICS_FILE, REPORT_MD, REPORT_JSON, CHECKPOINT_DIR, MODEL_DIR,
+           QUANTIZED_DIR, "tensorboard")
+
+
 def default_config() -> ml_collections.ConfigDict:
   """Every key ``jaxgc qat`` understands, with its default. Configs override these."""
   c = ml_collections.ConfigDict()
@@ -173,7 +178,7 @@ def _markdown(report: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-@runs.locked_workdir
+@runs.locked_workdir("qat", OUTPUTS, signature=(CONFIG_FILE,))
 def train(config: Any, workdir: str | os.PathLike, progress: bool = False
           ) -> tuple[train_lib.TrainState, dict[str, Any]]:
   """Runs (or resumes) QAT of ``config`` in ``workdir`` and writes every output.

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from jaxgc import _fileio
 from jaxgc import checkpoint
+from jaxgc import ownership
 from jaxgc import parallel
 from jaxgc import train as train_lib
 from jaxgc.data import inputs as inputs_lib
@@ -134,44 +135,77 @@ def _remove_if_empty(workdir: str, created: str | None) -> None:
     path = os.path.dirname(path)
 
 
-def locked_workdir(run: Callable[..., Any]) -> Callable[..., Any]:
-  """Decorates a job's ``run(config, workdir, ...)``: one job per workdir at a time.
+def locked_workdir(job: str, outputs: tuple[str, ...], signature: tuple[str, ...] = ()
+                   ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+  """Decorates a job's ``run(config, workdir, ...)``: one job per workdir, writing only what
+  jaxgc owns there.
 
   The workdir is created if needed and locked (``.jaxgc.lock``: host and PID, taken over when
-  stale); the lock is released when ``run`` returns or raises. The folders this call created
-  (the workdir and any missing parents) are removed again while empty, so a rejected config
-  leaves nothing behind. In a multi-process run only process 0 takes the lock.
+  stale), then claimed for the job's ``outputs`` (:func:`jaxgc.ownership.claim`: a non-empty
+  folder without a manifest is refused unless it has the layout of an earlier jaxgc run of this
+  job, recognised by ``signature``; an output name the user's file holds is refused). When
+  ``run`` returns or raises, the manifest records the run's status and every file it owns, and
+  the lock is released. The folders this call created (the workdir and any missing parents) are
+  removed again while empty, so a rejected config leaves nothing behind. In a multi-process run
+  only process 0 takes the lock and keeps the manifest.
+
+  Args:
+    job: the command's name, recorded in the manifest.
+    outputs: every top-level name the job may write into its workdir.
+    signature: names that together show a folder without a manifest is an earlier run of
+      this job.
 
   Raises:
     ValueError: the workdir is locked by a live job.
+    FileExistsError: the workdir holds files jaxgc did not write (named).
     PermissionError: the workdir cannot be created.
   """
 
-  @functools.wraps(run)
-  def wrapper(config, workdir, *args, **kwargs):
-    workdir = checkpoint.check_writable_dir(workdir)
-    if jax.process_index() != 0:
-      return run(config, workdir, *args, **kwargs)
-    created = _first_missing(workdir)   # the top folder this call creates, or None
-    try:
-      os.makedirs(workdir, exist_ok=True)
-    except OSError as e:
-      raise PermissionError(f"workdir {workdir} cannot be created: {e.strerror or e}") from None
-    try:
-      lock = _take_lock(workdir)
-    except BaseException:
-      _remove_if_empty(workdir, created)
-      raise
-    try:
-      return run(config, workdir, *args, **kwargs)
-    finally:
+  def decorate(run: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(run)
+    def wrapper(config, workdir, *args, **kwargs):
+      workdir = checkpoint.check_writable_dir(workdir)
+      if jax.process_index() != 0:
+        return run(config, workdir, *args, **kwargs)
+      if os.path.lexists(workdir) and not os.path.isdir(workdir):
+        raise FileExistsError(f"workdir {workdir} exists and is not a folder: refusing to "
+                              "replace it; choose another --workdir")
+      created = _first_missing(workdir)   # the top folder this call creates, or None
       try:
-        os.remove(lock)
-      except FileNotFoundError:
-        pass
-      _remove_if_empty(workdir, created)
+        os.makedirs(workdir, exist_ok=True)
+      except OSError as e:
+        raise PermissionError(f"workdir {workdir} cannot be created: {e.strerror or e}"
+                              ) from None
+      try:
+        lock = _take_lock(workdir)
+      except BaseException:
+        _remove_if_empty(workdir, created)
+        raise
+      status, claimed, previous = "failed", False, None
+      try:
+        previous = ownership.claim(workdir, job, outputs, signature, config)
+        claimed = True
+        result = run(config, workdir, *args, **kwargs)
+        status = "ok"
+        return result
+      except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+      finally:
+        try:
+          if claimed:
+            ownership.finish(workdir, status, previous)
+        finally:
+          try:
+            os.remove(lock)
+          except FileNotFoundError:
+            pass
+          _remove_if_empty(workdir, created)
 
-  return wrapper
+    wrapper.outputs = tuple(outputs)
+    return wrapper
+
+  return decorate
 
 
 def remove_stale_staging(workdir: str, prefix: str = ".staging-") -> None:
@@ -181,6 +215,22 @@ def remove_stale_staging(workdir: str, prefix: str = ".staging-") -> None:
     p = os.path.join(workdir, name)
     if name.startswith(prefix) and os.path.isdir(p) and not os.path.islink(p):
       shutil.rmtree(p, ignore_errors=True)
+
+
+FAILED = "failed"
+
+
+def failed_row(row: dict[str, Any], error: BaseException) -> dict[str, Any]:
+  """A sweep's row for a setting that failed (``status: "failed"`` and the error's first line
+  as ``reason``): the sweep records it and goes on with the other settings."""
+  text = str(error).strip().splitlines()
+  return {**row, "status": FAILED, "reason": text[0] if text else type(error).__name__}
+
+
+def failed_settings(report: dict[str, Any], name_key: str = "setting") -> list[str]:
+  """``"NAME (reason)"`` for every failed row of a sweep's report (``report["rows"]``)."""
+  return [f"{r.get(name_key, '?')} ({r.get('reason', '')})" for r in report.get("rows", ())
+          if r.get("status") == FAILED]
 
 
 def holds_progress(root: str) -> bool:

@@ -56,6 +56,7 @@ from jaxgc.jobs import runs
 
 CONFIG_FILE = "train_config.json"
 RESULT_FILE = "result.json"
+SETTING_KEY = "name"   # what names a setting in the report's rows
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 GRANULARITIES = ("unstructured", "n:m", "channel")
@@ -67,6 +68,10 @@ RESUMABLE_KEYS = ("checkpoint_every", "max_to_keep", "sample_every", "tensorboar
 # Held-out latents: numpy's generator seeded with (seed, _EVAL_STREAM); training batches come
 # from jax.random.key(seed) (latents) or numpy (seed, step) (photo crops).
 _EVAL_STREAM = 1
+
+
+# Every top-level name this job writes into its workdir (jaxgc.ownership).
+OUTPUTS = (CONFIG_FILE, "runs", REPORT_JSON, REPORT_MD, "samples.png", "tradeoff.png")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -291,6 +296,7 @@ def _latency_inputs(cfg, eval_x: np.ndarray) -> np.ndarray:
 
 
 def _plot(rows: list[dict], teacher: dict, metric: str, label: str, path: str) -> None:
+  rows = [r for r in rows if r.get("status") != runs.FAILED]
   plt = report_lib.pyplot()
   fig, ax = plt.subplots(figsize=(6, 4))
   for g in dict.fromkeys(r["granularity"] for r in rows):
@@ -310,7 +316,9 @@ def _plot(rows: list[dict], teacher: dict, metric: str, label: str, path: str) -
 
 def _markdown(report: dict) -> str:
   m, c = report["teacher"], report["config"]
-  has_fid = any(r["quality"].get("fid") is not None for r in report["rows"])
+  failed = [r for r in report["rows"] if r.get("status") == runs.FAILED]
+  rows = [r for r in report["rows"] if r not in failed]
+  has_fid = any(r["quality"].get("fid") is not None for r in rows)
   lines = [
       f"# jaxgc selfsup: {m['arch']}, pruned and recovered by self-supervised compression",
       "",
@@ -345,7 +353,7 @@ def _markdown(report: dict) -> str:
                  f"{t['macs'] / 1e6:,.2f} | {t['bytes']:,} | {t['latency_s'] * 1e3:.2f} | - | - "
                  f"| - | {report_lib.fmt(tq.get('fid'), '.2f')} | {report_lib.fmt(tq.get('precision'), '.3f')} | "
                  f"{report_lib.fmt(tq.get('recall'), '.3f')} |")
-  for r in report["rows"]:
+  for r in rows:
     q = r["quality"]
     line = (f"| {r['name']} | {r['sparsity']:.3f} | {r['params']:,} | {r['nonzero_params']:,} "
             f"| {r['macs'] / 1e6:,.2f} | {r['bytes']:,} | {r['latency_s'] * 1e3:.2f} | "
@@ -355,11 +363,14 @@ def _markdown(report: dict) -> str:
       line += (f" {report_lib.fmt(q.get('fid'), '.2f')} | {report_lib.fmt(q.get('precision'), '.3f')} | "
                f"{report_lib.fmt(q.get('recall'), '.3f')} |")
     lines.append(line)
+  if failed:
+    lines += ["", "Failed settings (training diverged; not measured):", ""]
+    lines += [f"- `{r['name']}`: {r['reason']}" for r in failed]
   lines += ["", "![quality vs sparsity](tradeoff.png)", "", "![samples](samples.png)", ""]
   return "\n".join(lines)
 
 
-@runs.locked_workdir
+@runs.locked_workdir("selfsup", OUTPUTS, signature=(CONFIG_FILE,))
 def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
   """Runs (or resumes) every setting of ``config`` in ``workdir`` and writes the report.
 
@@ -430,8 +441,12 @@ def train_and_measure(cfg, module, teacher_vars, disc, disc_vars, eval_x, mesh, 
                                                                       eval_x[:8])))]
   for row in tqdm(settings(cfg), desc="settings", disable=not progress):
     run_dir = os.path.join(workdir, "runs", row["name"].replace(":", "of"))
-    result = _train_setting(cfg, row, module, teacher_vars, disc, disc_vars, eval_x, run_dir,
-                            mesh, progress)
+    try:
+      result = _train_setting(cfg, row, module, teacher_vars, disc, disc_vars, eval_x, run_dir,
+                              mesh, progress)
+    except FloatingPointError as e:   # diverged: record the setting as failed, go on
+      rows.append(runs.failed_row(row, e))
+      continue
     student, student_vars = load_any_model(os.path.join(run_dir, "model"))
     quality = dict(result["after"])
     if scorer is not None:
@@ -450,7 +465,7 @@ def write_report(report: dict, grid: list, workdir: str) -> None:
   runs.write_json(os.path.join(workdir, REPORT_JSON), report)
   report_lib.sample_grid(grid, os.path.join(workdir, "samples.png"))
   metric, label = ("fid", "FID vs teacher samples (lower is better)") \
-      if any(r["quality"].get("fid") is not None for r in rows) \
+      if any(r.get("quality", {}).get("fid") is not None for r in rows) \
       else ("psnr_db", "PSNR vs teacher (dB, higher is better)")
   _plot(rows, teacher_quality, metric, label, os.path.join(workdir, "tradeoff.png"))
   _fileio.atomic_write_text(os.path.join(workdir, REPORT_MD), _markdown(report))

@@ -37,6 +37,10 @@ from jaxgc.jobs import runs
 FP32_BITS = 32  # "no quantization" in the bits columns
 
 
+# Every top-level name this job writes into its workdir (jaxgc.ownership).
+OUTPUTS = ("report.json", "report.md", "tradeoff.png")
+
+
 def default_config() -> ml_collections.ConfigDict:
   """Every key ``jaxgc study`` understands, with its default."""
   c = ml_collections.ConfigDict()
@@ -95,11 +99,12 @@ def resolve_config(user: Any) -> ml_collections.ConfigDict:
 
 
 def _plot(rows: list[dict], path: str, title: str) -> None:
-  rows = [r for r in rows if r["weight_bits"] != "auto"]
+  rows = [r for r in rows if r["weight_bits"] != "auto" and r.get("status") != runs.FAILED]
   plt = report_lib.pyplot()
-  acts = sorted({r["act_bits"] for r in rows if r["weight_bits"] != FP32_BITS}, reverse=True)
+  acts = sorted({r["act_bits"] for r in rows if r["weight_bits"] != FP32_BITS},
+                reverse=True) or [FP32_BITS]
   clips = list(dict.fromkeys(r["clip"] for r in rows if r["weight_bits"] != FP32_BITS))
-  fp32 = next(r for r in rows if r["weight_bits"] == FP32_BITS)
+  fp32 = next((r for r in rows if r["weight_bits"] == FP32_BITS), None)
   fig, axes = plt.subplots(1, len(acts), figsize=(5.5 * len(acts), 4.2), squeeze=False)
   for ax, a in zip(axes[0], acts):
     for i, clip in enumerate(clips):
@@ -109,8 +114,10 @@ def _plot(rows: list[dict], path: str, title: str) -> None:
       color = f"C{i}"
       ax.plot(bits, [r["precision"] for r in sel], "-o", color=color, label=f"precision, {clip}")
       ax.plot(bits, [r["recall"] for r in sel], "--s", color=color, label=f"recall, {clip}")
-    ax.axhline(fp32["precision"], color="gray", lw=0.8, ls=":", label="FP32 precision/recall")
-    ax.axhline(fp32["recall"], color="gray", lw=0.8, ls=":")
+    if fp32 is not None:
+      ax.axhline(fp32["precision"], color="gray", lw=0.8, ls=":",
+                 label="FP32 precision/recall")
+      ax.axhline(fp32["recall"], color="gray", lw=0.8, ls=":")
     ax.set_xlabel("weight bits")
     ax.set_ylabel("k-NN precision / recall vs FP32 samples")
     ax.set_title(f"activations: {'float32' if a == FP32_BITS else f'{a} bits'}")
@@ -124,7 +131,7 @@ def _plot(rows: list[dict], path: str, title: str) -> None:
 
 def markdown(report: dict) -> str:
   """``report.md``: protocol, then one row per setting."""
-  real = bool(report["rows"] and "real_fid" in report["rows"][0])
+  real = any("real_fid" in r for r in report["rows"])
   lines = [f"# jaxgc study: {report['model']['arch']}", "",
            f"- checkpoint: `{report['model']['checkpoint']}`",
            f"- {report['num_samples']} samples per setting (seed {report['seed']}) against "
@@ -136,17 +143,25 @@ def markdown(report: dict) -> str:
   head = ("| weight bits | act bits | clip | FID | precision | recall | LSH P | LSH R |"
           + (" real FID | real P | real R |" if real else ""))
   lines += [head, "|" + "---:|" * (head.count("|") - 1)]
+  failed = [r for r in report["rows"] if r.get("status") == runs.FAILED]
   for r in report["rows"]:
+    if r in failed:
+      lines.append(f"| {r['weight_bits']} | {r['act_bits']} | {r['clip']} | failed |"
+                   + " - |" * (head.count("|") - 5))
+      continue
     lines.append(
         f"| {r['weight_bits']} | {r['act_bits']} | {r['clip']} | {r['fid']:.3f} | "
         f"{r['precision']:.4f} | {r['recall']:.4f} | {r['lsh_precision']:.4f} | "
         f"{r['lsh_recall']:.4f} |" + (f" {r['real_fid']:.3f} | {r['real_precision']:.4f} | "
                                       f"{r['real_recall']:.4f} |" if real else ""))
+  if failed:
+    lines += ["", "Failed settings (not measured):", ""]
+    lines += [f"- `{r['setting']}`: {r['reason']}" for r in failed]
   lines += ["", "![trade-off](tradeoff.png)", ""]
   return "\n".join(lines)
 
 
-@runs.locked_workdir
+@runs.locked_workdir("study", OUTPUTS, signature=("report.json", "tradeoff.png"))
 def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
   """Runs the sweep of ``config``; writes report.json, report.md and tradeoff.png.
 
@@ -232,32 +247,49 @@ def measure_settings(cfg, module, variables, calib_z, ref_feats, real_feats, ass
     grid.append(("auto", FP32_BITS, "none"))
   rows = []
   for wbits, abits, clip in tqdm(grid, desc="study", disable=not progress, unit="setting"):
-    v = variables
-    if wbits == "auto":
-      v = compress.apply_allocation(variables, assignment, bool(cfg.symmetric))
-    elif wbits != FP32_BITS:
-      cc = _clip_config(clip)
-      if cc is not None:
-        v = compress.clip_weights(v, cc)
-      v = compress.fake_quantize(v, compress.QuantConfig(int(wbits), bool(cfg.symmetric),
-                                                         "per_channel"))
-    calibration = None
-    if abits != FP32_BITS:
-      calibration = compress.calibrate(module, v, calib_batches,
-                                       compress.ActQuantConfig(int(abits)),
-                                       method=cfg.act_calibration,
-                                       percentile=float(cfg.act_percentile))
-    fake_feats = _features_of(cfg, _samples(cfg, module, v, abits, calibration))
-    row = {"weight_bits": wbits if wbits == "auto" else int(wbits), "act_bits": int(abits),
-           "clip": clip,
-           **eval_lib.compare(ref_feats, fake_feats, nearest_k=int(cfg.nearest_k),
-                              seed=int(cfg.seed))}
-    if real_feats is not None:
-      vs_real = eval_lib.compare(real_feats, fake_feats, nearest_k=int(cfg.nearest_k),
-                                 seed=int(cfg.seed))
-      row.update({f"real_{k}": v for k, v in vs_real.items()})
-    rows.append(row)
+    try:
+      rows.append(_measure_setting(cfg, module, variables, calib_batches, ref_feats, real_feats,
+                                   assignment, wbits, abits, clip))
+    except FloatingPointError as e:   # broken samples: record the setting as failed, go on
+      rows.append(runs.failed_row(
+          {"setting": f"w{wbits}a{abits}_{clip}",
+           "weight_bits": wbits if wbits == "auto" else int(wbits), "act_bits": int(abits),
+           "clip": clip}, e))
   return rows
+
+
+def _measure_setting(cfg, module, variables, calib_batches, ref_feats, real_feats, assignment,
+                     wbits, abits, clip) -> dict:
+  """One row of the study: the setting quantized, calibrated, sampled and compared.
+
+  Raises:
+    FloatingPointError: its samples hold NaN or Inf.
+  """
+  v = variables
+  if wbits == "auto":
+    v = compress.apply_allocation(variables, assignment, bool(cfg.symmetric))
+  elif wbits != FP32_BITS:
+    cc = _clip_config(clip)
+    if cc is not None:
+      v = compress.clip_weights(v, cc)
+    v = compress.fake_quantize(v, compress.QuantConfig(int(wbits), bool(cfg.symmetric),
+                                                       "per_channel"))
+  calibration = None
+  if abits != FP32_BITS:
+    calibration = compress.calibrate(module, v, calib_batches,
+                                     compress.ActQuantConfig(int(abits)),
+                                     method=cfg.act_calibration,
+                                     percentile=float(cfg.act_percentile))
+  fake_feats = _features_of(cfg, _samples(cfg, module, v, abits, calibration))
+  row = {"weight_bits": wbits if wbits == "auto" else int(wbits), "act_bits": int(abits),
+         "clip": clip,
+         **eval_lib.compare(ref_feats, fake_feats, nearest_k=int(cfg.nearest_k),
+                            seed=int(cfg.seed))}
+  if real_feats is not None:
+    vs_real = eval_lib.compare(real_feats, fake_feats, nearest_k=int(cfg.nearest_k),
+                               seed=int(cfg.seed))
+    row.update({f"real_{k}": v for k, v in vs_real.items()})
+  return row
 
 
 def write_report(cfg, module, variables, ckpt, rows, allocation, workdir) -> dict:

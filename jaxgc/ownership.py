@@ -1,0 +1,216 @@
+"""Which files jaxgc may replace: the manifest every output folder carries.
+
+jaxgc replaces only what it wrote. Every output folder (a job's workdir, a model folder) holds
+``jaxgc-manifest.json``::
+
+  {"format": 1, "written_by": "jaxgc 0.2.0",
+   "entries": ["checkpoints", "report.json", ...],    # top-level names jaxgc owns here
+   "runs": [{"job": "compress", "config_sha256": "...", "started": ..., "status": "ok"}],
+   "files": {"report.json": 5120, "checkpoints/w8/spec.json": 1333, ...}}   # bytes
+
+The rules (:func:`claim`):
+
+* A folder that is absent or empty becomes jaxgc's: the manifest is created.
+* A folder with a manifest receives the job's outputs; a file or folder the manifest does not
+  list (the user put it there) is never replaced: if it has the name of an output, the job is
+  refused before any work, naming it. Other foreign files are left alone.
+* A non-empty folder without a manifest is refused, naming what it holds, unless it has the
+  layout an earlier jaxgc version wrote for this job (only the job's own output names, and all
+  of its signature names): then it is adopted (the manifest lists what is there) and
+  resuming keeps working.
+
+Hidden bookkeeping (the lock ``.jaxgc.lock``, staging folders ``.staging-*``, temporary files
+``.NAME.*.tmp``) is jaxgc's and never listed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from typing import Any, Iterable
+
+from jaxgc import _fileio
+
+MANIFEST = "jaxgc-manifest.json"
+FORMAT = 1
+_HIDDEN_PREFIXES = (".jaxgc.lock", ".staging-", ".old-")
+
+
+def _bookkeeping(name: str) -> bool:
+  """Hidden files jaxgc keeps beside its outputs: the lock, staging folders, temporary files."""
+  return name.startswith(_HIDDEN_PREFIXES) or (name.startswith(".") and ".tmp" in name)
+
+
+def _internal(name: str) -> bool:
+  """A folder's own manifest, or bookkeeping."""
+  return name == MANIFEST or _bookkeeping(name)
+
+
+def user_entries(folder: str) -> list[str]:
+  """The sorted top-level names in ``folder`` other than jaxgc's bookkeeping."""
+  return sorted(n for n in os.listdir(folder) if not _internal(n))
+
+
+def read(folder: str | os.PathLike) -> dict[str, Any] | None:
+  """The manifest of ``folder``, or None when it has none.
+
+  Raises:
+    ValueError: the manifest is not valid JSON of this format (naming the file).
+  """
+  path = os.path.join(os.fspath(folder), MANIFEST)
+  if not os.path.isfile(path):
+    return None
+  try:
+    with open(path, encoding="utf-8") as f:
+      manifest = json.load(f)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("entries"), list):
+      raise ValueError("no list of entries")
+  except (ValueError, UnicodeDecodeError) as e:
+    raise ValueError(f"cannot read the jaxgc manifest {path} ({e}); move the folder aside and "
+                     "rerun into a new one") from None
+  return manifest
+
+
+def _write(folder: str, manifest: dict[str, Any]) -> None:
+  _fileio.atomic_write_text(os.path.join(folder, MANIFEST),
+                            json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def _new(entries: Iterable[str] = ()) -> dict[str, Any]:
+  from jaxgc import __version__  # pylint: disable=import-outside-toplevel
+  return {"format": FORMAT, "written_by": f"jaxgc {__version__}",
+          "entries": sorted(set(entries)), "runs": [], "files": {}}
+
+
+def config_sha256(config: Any) -> str:
+  """SHA-256 of a config's canonical JSON (``ConfigDict``, dict, or anything ``str``-able)."""
+  obj = config.to_dict() if hasattr(config, "to_dict") else config
+  text = json.dumps(obj, sort_keys=True, default=repr)
+  return hashlib.sha256(text.encode()).hexdigest()
+
+
+def claim(folder: str | os.PathLike, job: str, outputs: Iterable[str],
+          signature: Iterable[str] = (), config: Any = None) -> str | None:
+  """Makes sure ``job`` may write ``outputs`` (top-level names) into ``folder``; records it.
+
+  Call it before any work, with the folder already created and locked.
+
+  Args:
+    folder: the output folder (it must exist).
+    job: the job's name, recorded in the manifest.
+    outputs: every top-level file or folder name the job may write into ``folder``.
+    signature: names whose presence (all of them) shows that a folder without a manifest was
+      written by an earlier jaxgc version of this job; it is adopted when it also holds nothing
+      but ``outputs``. Empty: never adopt.
+    config: the job's config, recorded as its SHA-256.
+
+  Returns:
+    The text of the manifest before this claim (None when there was none), for
+    :func:`finish` to restore if the job fails without changing a file.
+
+  Raises:
+    FileExistsError: ``folder`` holds something jaxgc did not write and would replace, or is not
+      empty and was not written by jaxgc (naming the first such entry).
+    ValueError: an unreadable manifest.
+  """
+  folder = os.fspath(folder)
+  outputs = set(outputs)
+  manifest = read(folder)
+  previous = None
+  if manifest is not None:
+    with open(os.path.join(folder, MANIFEST), encoding="utf-8") as f:
+      previous = f.read()
+  present = user_entries(folder)
+  if manifest is None:
+    foreign = [e for e in present if e not in outputs]
+    signature = set(signature)
+    if present and (foreign or not signature or not signature <= set(present)):
+      raise FileExistsError(
+          f"folder {folder} is not empty and was not written by jaxgc (it holds "
+          f"{(foreign or present)[0]!r} and no {MANIFEST}): refusing to write into it; choose "
+          "a new or empty folder")
+    manifest = _new(present)
+    if present:
+      manifest["adopted"] = f"layout of an earlier jaxgc {job} run"
+  else:
+    owned = set(manifest["entries"])
+    clash = sorted(e for e in present if e in outputs and e not in owned)
+    if clash:
+      raise FileExistsError(
+          f"{os.path.join(folder, clash[0])} was not written by jaxgc ({MANIFEST} does not "
+          "list it): refusing to replace it; move it away or choose another folder")
+  manifest["entries"] = sorted(set(manifest["entries"]) | outputs)
+  manifest.setdefault("runs", []).append(
+      {"job": job, "config_sha256": None if config is None else config_sha256(config),
+       "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": "running"})
+  manifest["files_at_claim"] = listing(folder, manifest["entries"])
+  _write(folder, manifest)
+  return previous
+
+
+def finish(folder: str | os.PathLike, status: str, previous: str | None = None) -> None:
+  """Records the end of the latest run (``status``: ``"ok"``, ``"failed"``, ...) and every file
+  now under the folder's owned entries, with its bytes.
+
+  When the run failed without changing any file, the manifest is put back as it was before
+  :func:`claim` (``previous``; removed when there was none), so a refused job leaves the folder
+  exactly as it found it (and a folder it created can be removed while empty).
+  """
+  folder = os.fspath(folder)
+  manifest = read(folder)
+  if manifest is None:
+    return
+  runs = manifest.setdefault("runs", [])
+  files = listing(folder, manifest["entries"])
+  if status != "ok" and files == manifest.pop("files_at_claim", None):
+    path = os.path.join(folder, MANIFEST)
+    if previous is None:
+      os.remove(path)
+    else:
+      _fileio.atomic_write_text(path, previous)
+    return
+  manifest.pop("files_at_claim", None)
+  if runs:
+    runs[-1]["status"] = status
+    runs[-1]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+  manifest["files"] = files
+  _write(folder, manifest)
+
+
+def listing(folder: str, entries: Iterable[str]) -> dict[str, int]:
+  """``{relative path: bytes}`` of every file under ``entries`` of ``folder`` (links are listed,
+  not followed; bookkeeping is skipped)."""
+  out = {}
+  for entry in sorted(entries):
+    top = os.path.join(folder, entry)
+    if os.path.isfile(top) or os.path.islink(top):
+      out[entry] = os.lstat(top).st_size
+      continue
+    for root, dirs, names in os.walk(top):
+      dirs[:] = sorted(d for d in dirs if not _bookkeeping(d))
+      for n in sorted(names):
+        if not _bookkeeping(n):
+          p = os.path.join(root, n)
+          out[os.path.relpath(p, folder)] = os.lstat(p).st_size
+  return out
+
+
+def write_folder_manifest(folder: str | os.PathLike, job: str) -> None:
+  """Lists everything in a folder jaxgc has just written in full (a model folder in staging):
+  all its entries are owned."""
+  folder = os.fspath(folder)
+  manifest = _new(user_entries(folder))
+  manifest["runs"].append({"job": job, "status": "ok"})
+  manifest["files"] = listing(folder, manifest["entries"])
+  _write(folder, manifest)
+
+
+def foreign_entries(folder: str | os.PathLike) -> list[str] | None:
+  """The entries of ``folder`` its manifest does not list, or None when it has no manifest."""
+  manifest = read(folder)
+  if manifest is None:
+    return None
+  owned = set(manifest["entries"])
+  return [e for e in user_entries(os.fspath(folder)) if e not in owned]
