@@ -207,6 +207,48 @@ def test_a_folder_larger_than_the_open_file_limit_loads(tmp_path):
   assert proc.stdout.strip() == "(300, 4, 4, 1) 43"
 
 
+def test_evaluate_streams_a_reference_folder_in_bounded_batches(tmp_path, monkeypatch):
+  """``jaxgc evaluate`` against a folder of 600 images, as a real subprocess under
+  ``ulimit -n 256``; images reach the extractor in batches of at most ``STREAM_CHUNK``."""
+  import json  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from jaxgc.data import reference  # pylint: disable=import-outside-toplevel
+  from jaxgc.eval import extractors  # pylint: disable=import-outside-toplevel
+  folder = tmp_path / "ref"
+  folder.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(600):
+    Image.fromarray(rng.integers(0, 256, (4, 4), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+  # In-process: the extractor never sees more than a chunk, and the result equals the whole set.
+  seen = []
+  real = extractors.extract_features
+  monkeypatch.setattr(extractors, "extract_features",
+                      lambda images, *a, **k: seen.append(len(images)) or real(images, *a, **k))
+  feats = extractors.reference_features(str(folder), "pixels", chunk=256, progress=False,
+                                        cache_dir=str(tmp_path / "cache"))
+  assert seen == [256, 256, 88]
+  np.testing.assert_array_equal(feats, extractors.pixel_features(
+      reference.load_images(str(folder))))
+  assert [len(b) for b in reference.iter_images(str(folder), limit=300, chunk=128)] == [128, 128,
+                                                                                      44]
+  # As a user runs it: a subprocess with 256 open files at most.
+  model = _small_generator(tmp_path)
+  out = tmp_path / "out"
+  argv = [sys.executable, "-m", "jaxgc", "evaluate", "--workdir", str(out),
+          f"--config.generators=('{model}',)", f"--config.reference.path={folder}",
+          "--config.extractor=pixels", "--config.num_samples=64", "--config.kid_subset_size=32",
+          "--no-progress"]
+  proc = subprocess.run(["bash", "-c", 'ulimit -n 256 && exec "$@"', "bash", *argv],
+                        capture_output=True, text=True, timeout=600,
+                        env={**os.environ, "JAXGC_CACHE": str(tmp_path / "cache2"),
+                             "PYTHONPATH": str(pathlib.Path(__file__).parents[1])})
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  metrics = json.loads((out / "metrics.json").read_text())
+  assert metrics["reference"]["n"] == 600 and metrics["results"][0]["n"] == 64
+
+
 def test_a_config_rejected_late_does_not_block_the_corrected_rerun(tmp_path, capsys):
   """selfsup finds an N:M group that does not divide a layer only when it prunes: the rejected
   run must not leave a workdir that refuses the corrected config."""

@@ -61,9 +61,79 @@ def _read_image(path: str, mode: str | None = None):
                      ) from None
 
 
+STREAM_CHUNK = 256   # images decoded and held at once when a folder is streamed
+
+
+def folder_images(path: str, limit: int | None = None, seed: int = 0) -> tuple[list[str], str]:
+  """The image files of the folder ``path`` (sorted by name; a seeded random subset of
+  ``limit`` kept in name order) and the PIL mode they load in: ``"L"`` when every one is
+  grayscale, else ``"RGB"``. Opens one file at a time, reading headers only.
+
+  Raises:
+    ValueError: no images in the folder, or a file that is not a readable image (named).
+  """
+  names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_SUFFIXES))
+  names = [names[i] for i in _subset(len(names), limit, seed)]
+  if not names:
+    raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
+  files = [os.path.join(path, n) for n in names]
+  gray = all(_read_image(f) in ("L", "1", "I;16") for f in files)
+  return files, "L" if gray else "RGB"
+
+
+def iter_images(path: str, limit: int | None = None, key: str | None = None, seed: int = 0,
+                chunk: int = STREAM_CHUNK):
+  """The reference set of :func:`load_images` as uint8 ``[<= chunk, height, width, channels]``
+  batches, in the same order: a folder is decoded lazily, ``chunk`` images at a time and one
+  file open at a time, so neither the open-file limit nor memory bounds its size (an ``.npz``
+  or IDX file is read whole and sliced).
+
+  Raises:
+    FileNotFoundError, ValueError: as :func:`load_images`; a folder's images of another size
+      than the first are named when reached.
+  """
+  if chunk < 1:
+    raise ValueError(f"chunk must be >= 1, got {chunk}")
+  if not os.path.isdir(path):
+    images = load_images(path, limit, key, seed)
+    for i in range(0, len(images), chunk):
+      yield images[i:i + chunk]
+    return
+  files, mode = folder_images(path, limit, seed)
+  shape = None
+  for i in range(0, len(files), chunk):
+    arrays = []
+    for f in files[i:i + chunk]:
+      a = _read_image(f, mode)
+      a = a[..., None] if a.ndim == 2 else a
+      if shape is None:
+        shape = a.shape
+      elif a.shape != shape:
+        raise ValueError(f"images in {path} have different sizes: {f} is "
+                         f"{a.shape[1]}x{a.shape[0]}, the first is {shape[1]}x{shape[0]}")
+      arrays.append(a)
+    yield np.stack(arrays)
+
+
+def set_fingerprint(path: str, limit: int | None = None, key: str | None = None,
+                    seed: int = 0) -> str:
+  """A cache key of a reference set that does not decode it: SHA-256 over the selected files'
+  names, sizes and modification times (a folder), or the file's (``.npz``/IDX), and the
+  selection arguments."""
+  import hashlib  # pylint: disable=import-outside-toplevel
+  h = hashlib.sha256(repr((limit, key, seed)).encode())
+  files = (folder_images(path, limit, seed)[0] if os.path.isdir(path) else [path])
+  for f in files:
+    st = os.stat(f)
+    h.update(f"{os.path.abspath(f)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+  return h.hexdigest()
+
+
 def load_images(path: str, limit: int | None = None, key: str | None = None,
                 seed: int = 0) -> np.ndarray:
   """Loads a reference set as uint8 ``[n, height, width, channels]``.
+
+  The whole set is held in memory: :func:`iter_images` streams it in bounded batches.
 
   Args:
     path: a folder of images (sorted by name; converted to RGB, or kept grayscale when every
@@ -82,19 +152,10 @@ def load_images(path: str, limit: int | None = None, key: str | None = None,
   if not os.path.exists(path):
     raise FileNotFoundError(f"reference set not found: {path}")
   if os.path.isdir(path):
-    names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_SUFFIXES))
-    names = [names[i] for i in _subset(len(names), limit, seed)]
-    if not names:
-      raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
-    files = [os.path.join(path, n) for n in names]
-    # One file open at a time (folders may hold more images than the open-file limit).
-    gray = all(_read_image(f) in ("L", "1", "I;16") for f in files)
-    arrays = [_read_image(f, "L" if gray else "RGB") for f in files]
-    if len({a.shape for a in arrays}) != 1:
-      raise ValueError(f"images in {path} have different sizes: "
-                       f"{sorted({a.shape for a in arrays})[:3]}")
-    out = np.stack(arrays)
-  elif path.endswith(".npz"):
+    # One file open at a time (folders may hold more images than the open-file limit); use
+    # iter_images to also bound the memory.
+    return np.concatenate(list(iter_images(path, limit, key, seed)))
+  if path.endswith(".npz"):
     with np.load(path, allow_pickle=False) as z:
       names = list(z.keys())
       pick = key or ("images" if "images" in names else (names[0] if len(names) == 1 else None))

@@ -22,6 +22,7 @@ from jaxgc import checkpoint as ckpt_lib
 from jaxgc._fileio import cache_root
 from jaxgc._fileio import give_default_mode
 from jaxgc.convert import load_torch_checkpoint
+from jaxgc.data import reference as reference_lib
 from jaxgc.eval.fid_inception import inception_features
 from jaxgc.parallel import batched_apply
 
@@ -133,4 +134,53 @@ def cached_features(images: np.ndarray, extractor: str = "inception", resize: st
     np.save(f, feats, allow_pickle=False)
   give_default_mode(tmp)
   os.replace(tmp, path)
+  return feats
+
+
+def reference_features(path: str, extractor: str = "inception", resize: str = "clean", *,
+                       limit: int | None = None, key: str | None = None, seed: int = 0,
+                       batch_size: int = 50, mesh=None, progress: bool = True,
+                       cache_dir: str | None = None,
+                       chunk: int = reference_lib.STREAM_CHUNK) -> np.ndarray:
+  """Features ``[n, d]`` float32 of a reference set on disk, streamed: the images are decoded
+  ``chunk`` at a time (:func:`jaxgc.data.reference.iter_images`) and each chunk goes through
+  the extractor before the next is read, so a folder of any size fits in memory and in the
+  open-file limit. Cached on disk under a key made of the selected files' names, sizes and
+  modification times (:func:`jaxgc.data.reference.set_fingerprint`), the extractor and resize.
+
+  Args:
+    path: a folder of images, an ``.npz`` or an IDX file (:func:`jaxgc.data.reference.
+      load_images`); ``limit``, ``key`` and ``seed`` select from it as there.
+    extractor, resize, batch_size, mesh: as :func:`extract_features`.
+    progress: a tqdm bar over the images.
+    cache_dir: the cache root (default ``$JAXGC_CACHE`` or ``~/.cache/jaxgc``).
+    chunk: images decoded and held at once.
+
+  Raises:
+    FileNotFoundError, ValueError: as :func:`jaxgc.data.reference.iter_images` and
+      :func:`extract_features`.
+  """
+  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+  if extractor not in EXTRACTORS:
+    raise ValueError(f"unknown extractor {extractor!r}; expected one of {EXTRACTORS}")
+  h = hashlib.sha256(json.dumps({
+      "set": reference_lib.set_fingerprint(path, limit, key, seed), "extractor": extractor,
+      "resize": resize if extractor == "inception" else None}).encode())
+  folder = os.path.join(cache_dir or cache_root(), "features")
+  cached = os.path.join(folder, "set-" + h.hexdigest() + ".npy")
+  if os.path.isfile(cached):
+    return np.load(cached, allow_pickle=False)
+  parts = []
+  with tqdm(desc=f"{extractor} features", unit="img", disable=not progress) as bar:
+    for images in reference_lib.iter_images(path, limit, key, seed, chunk):
+      parts.append(extract_features(images, extractor, resize, batch_size=batch_size, mesh=mesh,
+                                    progress=False, cache_dir=cache_dir))
+      bar.update(len(images))
+  feats = np.concatenate(parts)
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npy")
+  with os.fdopen(fd, "wb") as f:
+    np.save(f, feats, allow_pickle=False)
+  give_default_mode(tmp)
+  os.replace(tmp, cached)
   return feats

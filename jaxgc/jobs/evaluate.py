@@ -146,19 +146,19 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   ref_path = _resolve(cfg.reference.path)
   mesh = (jax.make_mesh((jax.device_count(),), ("data",))
           if cfg.shard and jax.device_count() > 1 else None)
-  feats = lambda imgs, cache: (  # noqa: E731
-      features_lib.cached_features if cache else features_lib.extract_features)(
-          imgs, cfg.extractor, cfg.resize, batch_size=int(cfg.batch_size), mesh=mesh,
-          progress=progress)
+  feats = lambda imgs: features_lib.extract_features(  # noqa: E731
+      imgs, cfg.extractor, cfg.resize, batch_size=int(cfg.batch_size), mesh=mesh,
+      progress=progress)
 
-  if cfg.reference.kind == "images":
-    ref_images = data_lib.load_images(ref_path, limit=int(cfg.reference.limit),
-                                      seed=int(cfg.reference.seed))
-    ref_feats = feats(ref_images, True)
+  if cfg.reference.kind == "images":   # streamed: a folder of any size, a bounded memory
+    ref_feats = features_lib.reference_features(
+        ref_path, cfg.extractor, cfg.resize, limit=int(cfg.reference.limit),
+        seed=int(cfg.reference.seed), batch_size=int(cfg.batch_size), mesh=mesh,
+        progress=progress)
   else:
     module, variables = load_any_model(ref_path, cfg.arch or None)
     ref_images = _samples(module, variables, cfg, int(cfg.reference.seed), mesh, progress)
-    ref_feats = feats(ref_images, False)
+    ref_feats = feats(ref_images)
 
   results = []
   for g in gens:
@@ -167,7 +167,7 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
       samples = _samples(module, variables, cfg, int(cfg.seed), mesh, progress)
     except FloatingPointError as e:
       raise FloatingPointError(f"generator {g}: {e}") from None
-    fake_feats = feats(samples, False)
+    fake_feats = feats(samples)
     scores = eval_lib.compare(ref_feats, fake_feats, nearest_k=int(cfg.nearest_k),
                               kid_subsets=int(cfg.kid_subsets),
                               kid_subset_size=int(cfg.kid_subset_size), seed=int(cfg.seed),

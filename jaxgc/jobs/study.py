@@ -28,7 +28,6 @@ from jaxgc._fileio import atomic_write_text
 from jaxgc.checkpoint import check_writable_dir
 from jaxgc.checkpoint import load_any_model
 from jaxgc.data import inputs as inputs_lib
-from jaxgc.data import reference as data_lib
 from jaxgc.eval import extractors as features_lib
 from jaxgc.eval import scoring as eval_lib
 from jaxgc.jobs import config as config_lib
@@ -204,10 +203,9 @@ def reference_features(cfg, module, variables):
                                  progress=False)
   real_feats = None
   if cfg.real_reference.path:
-    real = data_lib.load_images(inputs_lib.resolve_asset(cfg.real_reference.path),
-                                limit=int(cfg.real_reference.limit))
-    real_feats = features_lib.cached_features(real, cfg.extractor, cfg.resize,
-                                              batch_size=int(cfg.batch_size), progress=False)
+    real_feats = features_lib.reference_features(
+        inputs_lib.resolve_asset(cfg.real_reference.path), cfg.extractor, cfg.resize,
+        limit=int(cfg.real_reference.limit), batch_size=int(cfg.batch_size), progress=False)
   return _features_of(cfg, ref), real_feats
 
 
