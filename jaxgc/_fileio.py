@@ -28,7 +28,12 @@ def give_default_mode(path: str) -> None:
 
 def _atomic_write(path: str | os.PathLike, write, binary: bool) -> int:
   """Calls ``write(file)`` on a temporary file beside ``path``, fsyncs it, gives it ordinary
-  permissions and renames it over ``path``: ``path`` is never half-written. Returns its bytes."""
+  permissions and renames it over ``path``: ``path`` is never half-written. Returns its bytes.
+
+  Raises:
+    OSError: the write failed (a full disk: ``ENOSPC``), naming ``path``; the temporary file is
+      removed and ``path`` is as it was.
+  """
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
@@ -39,9 +44,11 @@ def _atomic_write(path: str | os.PathLike, write, binary: bool) -> int:
       os.fsync(f.fileno())
     give_default_mode(tmp)
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     if os.path.exists(tmp):
       os.remove(tmp)
+    if isinstance(e, OSError) and not e.filename:   # name the file a full disk refused
+      raise OSError(e.errno, e.strerror or str(e), path) from None
     raise
   return os.path.getsize(path)
 

@@ -103,6 +103,7 @@ def save_model(path: str | os.PathLike, module: nn.Module, variables: dict[str, 
   Raises:
     FileExistsError: ``path`` holds something jaxgc did not write (nothing is changed).
     PermissionError: the parent folder is not writable.
+    OSError: writing failed (a full disk), naming ``path``; nothing partial is left.
   """
   path = os.path.abspath(os.fspath(path))
   check_replaceable(path)
@@ -123,8 +124,10 @@ def save_model(path: str | os.PathLike, module: nn.Module, variables: dict[str, 
     if os.path.exists(path):
       shutil.rmtree(path)
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     shutil.rmtree(tmp, ignore_errors=True)
+    if isinstance(e, OSError) and e.errno is not None:   # a full disk: name the folder
+      raise OSError(e.errno, e.strerror or str(e), path) from None
     raise
   return path
 

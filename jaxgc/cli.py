@@ -20,16 +20,20 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import errno
 import importlib
 import importlib.resources
 import importlib.util
 import os
+import signal
 import sys
+import threading
 from typing import Any, Sequence
 
 import ml_collections
 
 import jaxgc
+from jaxgc import _signals
 
 CONFIGS_PACKAGE = "jaxgc.configs"
 # command -> (module of jaxgc.jobs, one-line help)
@@ -266,17 +270,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   debug = bool(getattr(args, "debug", False)) or os.environ.get("JAXGC_DEBUG", "") not in (
       "", "0")
   _quiet_libraries()
+  _signals.reset()
+  previous = _install_sigint()
   try:
-    if args.command == "convert":
-      return _convert(args)
-    if args.command == "evaluate":
-      return _evaluate(args, overrides)
-    if getattr(args, "distributed", False):
-      import jax  # pylint: disable=import-outside-toplevel
-      jax.distributed.initialize()
-    if args.command != "compress":
-      return _training_job(JOBS[args.command][0], args, overrides)
-    return _compress(args, overrides)
+    status = _dispatch(args, overrides)
+    _signals.check()   # a Ctrl-C that landed where Python ignores exceptions
+    return status
   except KeyboardInterrupt:
     if debug:
       raise
@@ -288,11 +287,47 @@ def main(argv: Sequence[str] | None = None) -> int:
       raise
     print(f"jaxgc: error: {_describe(e)}", file=sys.stderr)
     return 2
+  finally:
+    if previous is not None:
+      signal.signal(signal.SIGINT, previous)
+
+
+def _dispatch(args, overrides) -> int:
+  """Runs the command of ``args``; returns its exit status."""
+  if args.command == "convert":
+    return _convert(args)
+  if args.command == "evaluate":
+    return _evaluate(args, overrides)
+  if getattr(args, "distributed", False):
+    import jax  # pylint: disable=import-outside-toplevel
+    jax.distributed.initialize()
+  if args.command == "compress":
+    return _compress(args, overrides)
+  return _training_job(JOBS[args.command][0], args, overrides)
+
+
+def _install_sigint():
+  """Installs :func:`jaxgc._signals.handler` for SIGINT (main thread only) and keeps a Ctrl-C
+  that lands in a garbage-collection callback from printing "Exception ignored" (it is recorded
+  and raised at the next check); returns the previous handler, or None."""
+  if threading.current_thread() is not threading.main_thread():
+    return None
+  if not getattr(sys.unraisablehook, "_jaxgc", False):
+    default = sys.unraisablehook
+
+    def hook(unraisable):
+      if unraisable.exc_type is not KeyboardInterrupt:
+        default(unraisable)
+
+    hook._jaxgc = True  # pylint: disable=protected-access
+    sys.unraisablehook = hook
+  return signal.signal(signal.SIGINT, _signals.handler)
 
 
 # Errors whose message already says what went wrong, in jaxgc's words.
 _PLAIN = (ValueError, FileNotFoundError, FileExistsError, PermissionError, FloatingPointError,
           ImportError)
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
 
 def _describe(e: BaseException) -> str:
@@ -300,6 +335,8 @@ def _describe(e: BaseException) -> str:
   errors jaxgc raises on bad input; the path for OS errors; a hint to see the traceback."""
   from jaxgc.convert import CheckpointError  # pylint: disable=import-outside-toplevel
   text = _first_line(e)
+  if isinstance(e, OSError) and e.errno in _DISK_ERRORS:   # full disk, read-only, quota
+    return f"{e.strerror}" + (f" ({e.filename})" if e.filename else "")
   if isinstance(e, OSError) and e.filename and str(e.filename) not in text:
     text = f"{text} ({e.filename})"
   if isinstance(e, (CheckpointError,) + _PLAIN):

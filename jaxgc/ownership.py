@@ -92,7 +92,7 @@ def config_sha256(config: Any) -> str:
 
 
 def claim(folder: str | os.PathLike, job: str, outputs: Iterable[str],
-          signature: Iterable[str] = (), config: Any = None) -> str | None:
+          signature: Iterable[str] = (), config: Any = None) -> dict[str, Any]:
   """Makes sure ``job`` may write ``outputs`` (top-level names) into ``folder``; records it.
 
   Call it before any work, with the folder already created and locked.
@@ -107,8 +107,7 @@ def claim(folder: str | os.PathLike, job: str, outputs: Iterable[str],
     config: the job's config, recorded as its SHA-256.
 
   Returns:
-    The text of the manifest before this claim (None when there was none), for
-    :func:`finish` to restore if the job fails without changing a file.
+    The manifest as written.
 
   Raises:
     FileExistsError: ``folder`` holds something jaxgc did not write and would replace, or is not
@@ -118,10 +117,6 @@ def claim(folder: str | os.PathLike, job: str, outputs: Iterable[str],
   folder = os.fspath(folder)
   outputs = set(outputs)
   manifest = read(folder)
-  previous = None
-  if manifest is not None:
-    with open(os.path.join(folder, MANIFEST), encoding="utf-8") as f:
-      previous = f.read()
   present = user_entries(folder)
   if manifest is None:
     foreign = [e for e in present if e not in outputs]
@@ -147,7 +142,17 @@ def claim(folder: str | os.PathLike, job: str, outputs: Iterable[str],
        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": "running"})
   manifest["files_at_claim"] = listing(folder, manifest["entries"])
   _write(folder, manifest)
-  return previous
+  return manifest
+
+
+def snapshot(folder: str | os.PathLike) -> str | None:
+  """The text of the manifest of ``folder`` (None when it has none or does not exist): what
+  :func:`finish` puts back when a job fails without changing a file."""
+  try:
+    with open(os.path.join(os.fspath(folder), MANIFEST), encoding="utf-8") as f:
+      return f.read()
+  except (FileNotFoundError, NotADirectoryError):
+    return None
 
 
 def finish(folder: str | os.PathLike, status: str, previous: str | None = None) -> None:
@@ -155,12 +160,13 @@ def finish(folder: str | os.PathLike, status: str, previous: str | None = None) 
   now under the folder's owned entries, with its bytes.
 
   When the run failed without changing any file, the manifest is put back as it was before
-  :func:`claim` (``previous``; removed when there was none), so a refused job leaves the folder
-  exactly as it found it (and a folder it created can be removed while empty).
+  :func:`claim` (``previous``, from :func:`snapshot`; removed when there was none), so a
+  refused job leaves the folder exactly as it found it (and a folder it created can be removed
+  while empty). Nothing happens when the claim was never recorded.
   """
   folder = os.fspath(folder)
   manifest = read(folder)
-  if manifest is None:
+  if manifest is None or "files_at_claim" not in manifest:
     return
   runs = manifest.setdefault("runs", [])
   files = listing(folder, manifest["entries"])

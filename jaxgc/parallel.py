@@ -24,6 +24,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
+from jaxgc import _signals
+
 DATA_AXIS = "data"
 
 
@@ -199,6 +201,7 @@ def batched_apply(fn: Callable[..., jax.Array], x: np.ndarray, batch_size: int,
   outs = []
   with tqdm(total=n, desc=desc, disable=not progress, unit="sample") as bar:
     for start in range(0, n, batch_size):
+      _signals.check()
       chunk = x[start:start + batch_size]
       if preprocess is not None:
         chunk = preprocess(chunk)

@@ -19,7 +19,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "jaxgc"
 # itself, ``jaxgc/__init__.py``, only by its exact name).
 RANKS = {
     "jaxgc": 0, "jaxgc._fileio": 0, "jaxgc._aliases": 0, "jaxgc.stats": 0,
-    "jaxgc.ownership": 0,
+    "jaxgc.ownership": 0, "jaxgc._signals": 0,
     "jaxgc.models": 1,
     "jaxgc.convert": 2, "jaxgc.parallel": 2, "jaxgc.data": 2, "jaxgc.report": 2,
     "jaxgc.compress": 3, "jaxgc.eval": 3, "jaxgc.train": 3, "jaxgc.checkpoint": 3,

@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxgc import _signals
 from jaxgc import compress
 from jaxgc import convert
 from jaxgc import models
@@ -327,6 +328,7 @@ def sweep(cfg, module, variables, x: np.ndarray, reference: np.ndarray, model_de
     grid.append(("input", inputs_lib.to_uint8(x)))
   fp32_bytes = None
   for row in tqdm(settings(cfg), desc="compress sweep", disable=not progress, unit="setting"):
+    _signals.check()
     ckdir = os.path.join(staging, "checkpoints", row["setting"])
     os.makedirs(ckdir)
     try:

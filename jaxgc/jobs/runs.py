@@ -23,6 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxgc import _fileio
+from jaxgc import _signals
 from jaxgc import checkpoint
 from jaxgc import ownership
 from jaxgc import parallel
@@ -167,9 +168,6 @@ def locked_workdir(job: str, outputs: tuple[str, ...], signature: tuple[str, ...
       workdir = checkpoint.check_writable_dir(workdir)
       if jax.process_index() != 0:
         return run(config, workdir, *args, **kwargs)
-      if os.path.lexists(workdir) and not os.path.isdir(workdir):
-        raise FileExistsError(f"workdir {workdir} exists and is not a folder: refusing to "
-                              "replace it; choose another --workdir")
       created = _first_missing(workdir)   # the top folder this call creates, or None
       try:
         os.makedirs(workdir, exist_ok=True)
@@ -181,10 +179,9 @@ def locked_workdir(job: str, outputs: tuple[str, ...], signature: tuple[str, ...
       except BaseException:
         _remove_if_empty(workdir, created)
         raise
-      status, claimed, previous = "failed", False, None
+      status, previous = "failed", ownership.snapshot(workdir)
       try:
-        previous = ownership.claim(workdir, job, outputs, signature, config)
-        claimed = True
+        ownership.claim(workdir, job, outputs, signature, config)
         result = run(config, workdir, *args, **kwargs)
         status = "ok"
         return result
@@ -193,8 +190,7 @@ def locked_workdir(job: str, outputs: tuple[str, ...], signature: tuple[str, ...
         raise
       finally:
         try:
-          if claimed:
-            ownership.finish(workdir, status, previous)
+          ownership.finish(workdir, status, previous)
         finally:
           try:
             os.remove(lock)
@@ -229,8 +225,10 @@ def failed_row(row: dict[str, Any], error: BaseException) -> dict[str, Any]:
 
 def failed_settings(report: dict[str, Any], name_key: str = "setting") -> list[str]:
   """``"NAME (reason)"`` for every failed row of a sweep's report (``report["rows"]``)."""
-  return [f"{r.get(name_key, '?')} ({r.get('reason', '')})" for r in report.get("rows", ())
-          if r.get("status") == FAILED]
+  rows = report.get("rows")
+  return [f"{r.get(name_key, '?')} ({r.get('reason', '')})" for r in
+          (rows if isinstance(rows, list) else []) if isinstance(r, dict)
+          and r.get("status") == FAILED]
 
 
 def holds_progress(root: str) -> bool:
@@ -318,7 +316,8 @@ def run_steps(step_fn: Callable, state, batch_fn: Callable[[int], Any], args: tu
   """Steps ``start + 1 .. steps``: ``state, metrics = step_fn(state, batch_fn(s), *args)``.
 
   Every step's metrics go to :class:`MetricsLog`; the state is checkpointed at the manager's
-  interval and at the end. ``on_step(step, state)`` runs after each step (sample grids).
+  interval and at the end. Ctrl-C takes effect between steps (:func:`jaxgc._signals.deferred`),
+  never inside a step or its checkpoint. ``on_step(step, state)`` runs after each step (sample grids).
 
   Returns:
     ``(state, seconds)``: the final state and the wall time of the steps.
@@ -332,16 +331,17 @@ def run_steps(step_fn: Callable, state, batch_fn: Callable[[int], Any], args: tu
     bar = tqdm(range(start, steps), desc=desc, initial=start, total=steps,
                disable=not progress, unit="step", leave=False)
     for s in bar:
-      state, metrics = step_fn(state, batch_fn(s), *args)
-      m = parallel.host_metrics(metrics)
-      if not math.isfinite(m["loss"]):
-        raise FloatingPointError(f"{desc}: the loss is {m['loss']} at step {s + 1}; lower the "
-                                 "learning rate")
-      log.write(s + 1, m)
-      bar.set_postfix(loss=f"{m['loss']:.4g}", refresh=False)
-      train_lib.save_state(manager, state)
-      if on_step is not None:
-        on_step(s + 1, state)
+      with _signals.deferred():   # Ctrl-C takes effect between steps, checkpoints whole
+        state, metrics = step_fn(state, batch_fn(s), *args)
+        m = parallel.host_metrics(metrics)
+        if not math.isfinite(m["loss"]):
+          raise FloatingPointError(f"{desc}: the loss is {m['loss']} at step {s + 1}; lower "
+                                   "the learning rate")
+        log.write(s + 1, m)
+        bar.set_postfix(loss=f"{m['loss']:.4g}", refresh=False)
+        train_lib.save_state(manager, state)
+        if on_step is not None:
+          on_step(s + 1, state)
   seconds = time.perf_counter() - t0
   train_lib.save_state(manager, state, force=True)
   return state, seconds

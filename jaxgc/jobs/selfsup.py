@@ -40,6 +40,7 @@ import optax
 from tqdm.auto import tqdm
 
 from jaxgc import _fileio
+from jaxgc import _signals
 from jaxgc import compress
 from jaxgc import parallel
 from jaxgc import report as report_lib
@@ -440,6 +441,7 @@ def train_and_measure(cfg, module, teacher_vars, disc, disc_vars, eval_x, mesh, 
   rows, grid = [], [("teacher", inputs_lib.to_uint8(parallel.generate(module, teacher_vars,
                                                                       eval_x[:8])))]
   for row in tqdm(settings(cfg), desc="settings", disable=not progress):
+    _signals.check()
     run_dir = os.path.join(workdir, "runs", row["name"].replace(":", "of"))
     try:
       result = _train_setting(cfg, row, module, teacher_vars, disc, disc_vars, eval_x, run_dir,

@@ -20,6 +20,7 @@ import jax
 import ml_collections
 from tqdm.auto import tqdm
 
+from jaxgc import _signals
 from jaxgc import compress
 from jaxgc import models
 from jaxgc import parallel
@@ -245,6 +246,7 @@ def measure_settings(cfg, module, variables, calib_z, ref_feats, real_feats, ass
     grid.append(("auto", FP32_BITS, "none"))
   rows = []
   for wbits, abits, clip in tqdm(grid, desc="study", disable=not progress, unit="setting"):
+    _signals.check()
     try:
       rows.append(_measure_setting(cfg, module, variables, calib_batches, ref_feats, real_feats,
                                    assignment, wbits, abits, clip))
