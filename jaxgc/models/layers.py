@@ -68,17 +68,34 @@ def batch_norm(name: str | None = None, epsilon: float = 1e-5) -> nn.BatchNorm:
   return nn.BatchNorm(use_running_average=True, momentum=0.9, epsilon=epsilon, name=name)
 
 
+NORMS = ("instance", "instance_affine", "batch")
+
+
 def norm_layer(kind: str, name: str) -> nn.Module:
-  """Returns the normalisation layer named by ``kind``: ``"instance"`` or ``"batch"``.
+  """Returns the normalisation layer named by ``kind``.
+
+  Args:
+    kind: ``"instance"`` (``InstanceNorm2d(affine=False)``, no parameters),
+      ``"instance_affine"`` (``InstanceNorm2d(affine=True)``: ``scale`` and ``bias`` in
+      ``params``, no running statistics) or ``"batch"`` (inference-mode ``BatchNorm2d``).
+    name: the layer's name.
 
   Raises:
     ValueError: unknown kind.
   """
   if kind == "instance":
     return InstanceNorm(name=name)
+  if kind == "instance_affine":
+    return InstanceNorm(affine=True, name=name)
   if kind == "batch":
     return batch_norm(name=name)
-  raise ValueError(f"norm must be 'instance' or 'batch', got {kind!r}")
+  raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+
+
+def norm_has_conv_bias(kind: str) -> bool:
+  """pytorch-CycleGAN-and-pix2pix's rule: a convolution followed by a norm carries a bias
+  unless the norm is a BatchNorm (whose own bias makes it redundant)."""
+  return kind != "batch"
 
 
 class ConvTranspose(nn.Module):
