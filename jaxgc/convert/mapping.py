@@ -171,6 +171,50 @@ def patchgan_discriminator_entries(kw: dict[str, Any]) -> list[Entry]:
   return e + _conv(f"conv_{n + 1}", f"model.{3 * n + 2}")
 
 
+def unet_block_prefix(level: int) -> str:
+  """Key prefix of the ``nn.Sequential`` of skip block ``level`` (0 = outermost) of
+  pytorch-CycleGAN-and-pix2pix ``UnetGenerator``: ``model.model``, then the submodule at index 1
+  of the outermost block and at index 3 of every other, ``model.model.1.model.3.model...``."""
+  if level == 0:
+    return "model.model"
+  return "model.model.1.model" + ".3.model" * (level - 1)
+
+
+def unet_depth(sd: dict[str, np.ndarray]) -> int:
+  """Number of nested skip blocks (``num_downs``) whose keys the state_dict has."""
+  n = 0
+  while any(k.startswith(unet_block_prefix(n) + ".") for k in sd):
+    n += 1
+  return n
+
+
+def unet_entries(kw: dict[str, Any]) -> list[Entry]:
+  """Key map of pytorch-CycleGAN-and-pix2pix ``UnetGenerator`` (``models/networks.py``):
+  nested ``UnetSkipConnectionBlock``s, each an ``nn.Sequential`` ``model``.
+
+  Outermost (``model.model``): ``0`` down conv, ``1`` the next block, ``3`` up conv (always
+  with a bias). Middle blocks: ``1`` down conv, ``2`` its norm, ``3`` the next block, ``5`` up
+  conv, ``6`` its norm (``7`` a parameter-free dropout). Innermost: ``1`` down conv (no norm),
+  ``3`` up conv, ``4`` its norm. Convolutions before a norm (and the outermost down conv) have
+  biases unless the norm is a BatchNorm. Flax names: see ``jaxgc.models.unet``.
+  """
+  n = kw.get("num_downs", 8)
+  norm = kw.get("norm", "batch")
+  bias = norm != "batch"
+  e = _conv("down_0", "model.model.0", bias=bias) + _conv("up_out", "model.model.3", CONVT)
+  for i in range(1, n):
+    p = unet_block_prefix(i)
+    if i < n - 1:
+      e += _conv(f"down_{i}", f"{p}.1", bias=bias) + _norm(f"down_norm_{i}", f"{p}.2", norm)
+      e += (_conv(f"up_{i - 1}", f"{p}.5", CONVT, bias)
+            + _norm(f"up_norm_{i - 1}", f"{p}.6", norm))
+    else:
+      e += _conv(f"down_{i}", f"{p}.1", bias=bias)
+      e += (_conv(f"up_{i - 1}", f"{p}.3", CONVT, bias)
+            + _norm(f"up_norm_{i - 1}", f"{p}.4", norm))
+  return e
+
+
 def mlp_entries(kw: dict[str, Any]) -> list[Entry]:
   """``nn.Sequential`` of Linear layers at even indices 0, 2, 4, ..."""
   nh = len(kw.get("hidden", (256, 256)))
@@ -197,6 +241,8 @@ def infer_arch(sd: dict[str, np.ndarray]) -> str:
   keys = set(sd)
   if resnet_layout(sd) not in (None, "cyclegan"):
     return "resnet_generator"
+  if "model.model.0.weight" in keys and sd["model.model.0.weight"].ndim == 4:
+    return "unet_generator"
   if any(".conv_block." in k for k in keys):
     if not any(re.search(r"\.conv_block\.1\.conv\.0\.weight$", k) for k in keys):
       return "resnet_generator"
@@ -244,6 +290,14 @@ def infer_kwargs(arch: str, sd: dict[str, np.ndarray]) -> dict[str, Any]:
       else:
         kw["ngf"] = int(sd["model.1.weight"].shape[0])
         kw["n_blocks"] = n
+    elif arch == "unet_generator":
+      w0 = sd["model.model.0.weight"]
+      kw["input_nc"], kw["ngf"] = int(w0.shape[1]), int(w0.shape[0])
+      kw["output_nc"] = int(sd["model.model.3.weight"].shape[1])
+      kw["num_downs"] = unet_depth(sd)
+      norm = unet_block_prefix(1) + ".2"
+      kw["norm"] = ("batch" if f"{norm}.running_mean" in sd
+                    else "instance_affine" if f"{norm}.weight" in sd else "instance")
     elif arch == "dcgan_generator":
       convs = [i for i in _indices(sd, r"main\.(\d+)\.weight") if sd[f"main.{i}.weight"].ndim == 4]
       kw["z_dim"] = int(sd["main.0.weight"].shape[0])
@@ -286,6 +340,8 @@ def entries(arch: str, kw: dict[str, Any], sd: dict[str, np.ndarray],
                           dropout=second in sd and sd[second].ndim == 4)
   if arch in ("mobile_resnet_generator", "sub_mobile_resnet_generator"):
     return resnet_entries(kw, mobile=True)
+  if arch == "unet_generator":
+    return unet_entries(kw)
   if arch == "dcgan_generator":
     return dcgan_generator_entries(kw)
   if arch == "dcgan_discriminator":

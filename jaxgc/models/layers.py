@@ -68,6 +68,36 @@ def batch_norm(name: str | None = None, epsilon: float = 1e-5) -> nn.BatchNorm:
   return nn.BatchNorm(use_running_average=True, momentum=0.9, epsilon=epsilon, name=name)
 
 
+class BatchNorm(nn.Module):
+  """``torch.nn.BatchNorm2d`` whose statistics are chosen per call, never updated.
+
+  Variables as ``flax.linen.BatchNorm``'s: ``params`` ``scale``/``bias`` (PyTorch
+  ``weight``/``bias``), ``batch_stats`` ``mean``/``var`` (``running_mean``/``running_var``),
+  all ``[channels]``. ``batch_statistics=False`` is PyTorch's ``eval()``; True normalises with
+  the batch's own mean and biased variance over batch, height and width, as a PyTorch module
+  left in training mode computes its output (the running statistics are left as they are, so
+  the call needs no mutable collection).
+  Input and output ``[batch, height, width, channels]`` float32.
+  """
+
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x: jax.Array, batch_statistics: bool = False) -> jax.Array:
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,))
+    bias = self.param("bias", nn.initializers.zeros, (c,))
+    ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+    ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+    if batch_statistics:
+      axes = tuple(range(x.ndim - 1))
+      mean = jnp.mean(x, axis=axes)
+      var = jnp.mean(jnp.square(x - mean), axis=axes)
+    else:
+      mean, var = ra_mean.value, ra_var.value
+    return (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
+
+
 NORMS = ("instance", "instance_affine", "batch")
 
 
