@@ -27,15 +27,18 @@ SPEC_FILE = "spec.json"
 VARIABLES_DIR = "variables"
 QUANTIZED_FILE = "weights.npz"  # written by `jaxgc compress`: low-bit storage
 CALIBRATION_FILE = "calibration.json"  # written by `jaxgc compress` with activation bits
+SAMPLES_FILE = "samples.png"  # written by the conversion scripts of scripts/
 # Everything a model folder written by jaxgc may hold; a folder with anything else is not ours.
-MODEL_ENTRIES = frozenset({SPEC_FILE, VARIABLES_DIR, QUANTIZED_FILE, CALIBRATION_FILE})
+MODEL_ENTRIES = frozenset({SPEC_FILE, VARIABLES_DIR, QUANTIZED_FILE, CALIBRATION_FILE,
+                           SAMPLES_FILE})
 
 
 def check_replaceable(path: str | os.PathLike) -> None:
   """Raises unless ``path`` is absent, an empty folder, or a model folder jaxgc wrote.
 
   jaxgc replaces only what it wrote: a folder holding anything but ``spec.json``,
-  ``variables/``, ``weights.npz`` and ``calibration.json`` (or a file, or a link) is the user's.
+  ``variables/``, ``weights.npz``, ``calibration.json`` and ``samples.png`` (or a file, or a
+  link) is the user's.
 
   Raises:
     FileExistsError: ``path`` is a file or link, or a folder holding something jaxgc did not

@@ -289,3 +289,31 @@ def forward_nhwc(net: nn.Module, x: np.ndarray) -> np.ndarray:
   with torch.no_grad():
     y = net(torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)), np.float32)))
   return np.ascontiguousarray(np.transpose(y.numpy(), (0, 2, 3, 1)))
+
+
+
+def parity(y: np.ndarray, state_dict: Mapping[str, Any], x: np.ndarray,
+           arch: str | None = None) -> float:
+  """Max abs difference between a converted generator's outputs and its PyTorch reference's.
+
+  Args:
+    y: the converted generator's outputs for ``x`` (``module.apply(variables, x)``),
+      ``[batch, height, width, output_nc]`` float32.
+    state_dict: the PyTorch state_dict it was converted from.
+    x: ``[batch, height, width, input_nc]`` float32 images in [-1, 1] (sides multiples of 4,
+      of ``2**num_downs`` for a U-Net).
+    arch: the reference's architecture; None infers it from the keys.
+
+  Returns:
+    ``max |y - reference(x)|`` over every output value (outputs in [-1, 1]; the tests hold
+    1e-4).
+
+  Raises:
+    ValueError: ``y`` and the reference's output differ in shape; as ``build_reference``.
+    RuntimeError: as ``build_reference``.
+  """
+  y_ref = forward_nhwc(build_reference(state_dict, arch), x)
+  y = np.asarray(y)
+  if y.shape != y_ref.shape:
+    raise ValueError(f"outputs of shape {y.shape}, the PyTorch reference's {y_ref.shape}")
+  return float(np.max(np.abs(y.astype(np.float64) - y_ref.astype(np.float64))))
