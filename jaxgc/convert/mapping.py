@@ -52,8 +52,8 @@ def _conv(flax: str, torch: str, kind: str = CONV, bias: bool = True) -> list[En
 def _norm(flax: str, torch: str, norm: str) -> list[Entry]:
   """``InstanceNorm2d(affine=False)`` (``"instance"``): no keys; ``affine=True``
   (``"instance_affine"``): ``weight``, ``bias``; ``BatchNorm2d`` (``"batch"``): those and the
-  running statistics."""
-  if norm == "instance":
+  running statistics. Other norms (``"none"`` of the PatchGAN) have no keys either."""
+  if norm not in ("instance_affine", "batch"):
     return []
   affine = [(f"params/{flax}/scale", f"{torch}.weight", VEC),
             (f"params/{flax}/bias", f"{torch}.bias", VEC)]
