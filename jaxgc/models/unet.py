@@ -68,7 +68,8 @@ class UnetGenerator(nn.Module):
     norm: ``"batch"`` (upstream's default; no biases in the convolutions before a norm),
       ``"instance"`` or ``"instance_affine"`` (biases everywhere).
     use_dropout: ``Dropout(0.5)`` after the middle blocks' up path (pix2pix trains with it);
-      only active with ``deterministic=False``.
+      only active with ``deterministic=False``. It has no parameters, so a state_dict does
+      not show it: pass ``use_dropout=True`` to ``jaxgc.convert`` to get it.
     down: per level, the width of ``down_{i}``; None: ``default_widths``.
     up: per level ``i < num_downs - 1``, the width of ``up_{i}``; None: ``default_widths``. A
       channel-slimmed model (``jaxgc.compress.slim``) sets ``down`` and ``up``.
