@@ -25,6 +25,7 @@ from conftest import asset_path  # noqa: E402
 from jaxgc import cli  # noqa: E402
 from jaxgc import convert  # noqa: E402
 from jaxgc import models  # noqa: E402
+from jaxgc import stats  # noqa: E402
 from jaxgc.checkpoint import load_model  # noqa: E402
 from jaxgc.convert import CheckpointError  # noqa: E402
 from jaxgc.convert import torch_refs as refs  # noqa: E402
@@ -78,6 +79,9 @@ def test_vintage_generator_reproduces_its_reference_output(assets):
   print(f"\nvintage generator vs its reference output (256x256): max abs {err:.3g}")
   assert got.shape == want.shape == (256, 256, 3)
   assert err <= ATOL
+  # The size the assets README states: 11.39M params, 56.8 GMACs at 256x256 (torchprofile).
+  assert round(stats.count_params(variables) / 1e6, 2) == 11.39
+  assert round(stats.count_macs(module, variables, x) / 1e9, 1) == 56.8
 
 
 def test_vintage_generator_matches_its_torch_reference(assets):
