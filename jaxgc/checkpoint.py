@@ -28,9 +28,10 @@ SPEC_FILE = "spec.json"
 VARIABLES_DIR = "variables"
 QUANTIZED_FILE = "weights.npz"  # written by `jaxgc compress`: low-bit storage
 CALIBRATION_FILE = "calibration.json"  # written by `jaxgc compress` with activation bits
+SAMPLES_FILE = "samples.png"  # written by the conversion scripts of scripts/
 # Everything a model folder written by jaxgc may hold; a folder with anything else is not ours.
 MODEL_ENTRIES = frozenset({SPEC_FILE, VARIABLES_DIR, QUANTIZED_FILE, CALIBRATION_FILE,
-                           ownership.MANIFEST})
+                           SAMPLES_FILE, ownership.MANIFEST})
 
 
 def check_replaceable(path: str | os.PathLike) -> None:
@@ -39,8 +40,8 @@ def check_replaceable(path: str | os.PathLike) -> None:
   jaxgc replaces only what it wrote: a model folder is replaced as a whole, so it may hold
   nothing its ``jaxgc-manifest.json`` does not list (:mod:`jaxgc.ownership`). A folder written by
   an earlier jaxgc has no manifest and is recognised by its layout: ``spec.json`` and nothing
-  but ``variables/``, ``weights.npz`` and ``calibration.json``. Anything else (or a file, or a
-  link) is the user's.
+  but ``variables/``, ``weights.npz``, ``calibration.json`` and ``samples.png``. Anything else
+  (or a file, or a link) is the user's.
 
   Raises:
     FileExistsError: ``path`` is a file or link, or a folder holding something jaxgc did not

@@ -213,6 +213,22 @@ def write_folder_manifest(folder: str | os.PathLike, job: str) -> None:
   _write(folder, manifest)
 
 
+def record(folder: str | os.PathLike, names: Iterable[str]) -> None:
+  """Adds files jaxgc has just written into a folder it owns (a sample grid beside a saved
+  model) to the folder's manifest, with their bytes.
+
+  Raises:
+    ValueError: ``folder`` has no manifest (jaxgc did not write it).
+  """
+  folder = os.fspath(folder)
+  manifest = read(folder)
+  if manifest is None:
+    raise ValueError(f"{folder} has no {MANIFEST}: jaxgc did not write it")
+  manifest["entries"] = sorted(set(manifest["entries"]) | set(names))
+  manifest["files"] = listing(folder, manifest["entries"])
+  _write(folder, manifest)
+
+
 def foreign_entries(folder: str | os.PathLike) -> list[str] | None:
   """The entries of ``folder`` its manifest does not list, or None when it has no manifest."""
   manifest = read(folder)

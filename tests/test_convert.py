@@ -11,7 +11,7 @@ from jaxgc.convert import infer_arch
 from jaxgc.convert import mapping
 
 
-def _torch_like_state_dict(arch, **kw):
+def _torch_like_state_dict(arch, layout=None, **kw):
   """A random state_dict with upstream key names and PyTorch layouts, built from the key map."""
   module = models.build(arch, **kw)
   shapes = jax.eval_shape(module.init, jax.random.key(0), models.example_input(module))
@@ -19,7 +19,7 @@ def _torch_like_state_dict(arch, **kw):
           for path, leaf in jax.tree_util.tree_leaves_with_path(shapes)}
   rng = np.random.default_rng(0)
   sd = {}
-  for fpath, tkey, kind in mapping.entries(arch, kw, {}):
+  for fpath, tkey, kind in mapping.entries(arch, kw, {}, layout):
     shape = mapping.torch_shape(kind, flat[fpath])
     value = rng.standard_normal(shape).astype(np.float32)
     sd[tkey] = np.abs(value) + 0.5 if tkey.endswith("running_var") else value
@@ -36,6 +36,9 @@ CASES = [
     ("dcgan_discriminator", {"features": (8, 16, 32)}),
     ("mlp_generator", {"z_dim": 16, "hidden": (32, 32)}),
     ("mlp_discriminator", {"hidden": (32, 32)}),
+    ("resnet_generator", {"ngf": 4, "n_blocks": 2, "norm": "instance_affine"}),
+    ("unet_generator", {"num_downs": 5, "ngf": 2, "norm": "instance"}),
+    ("unet_generator", {"num_downs": 6, "ngf": 3, "norm": "batch", "input_nc": 1}),
 ]
 
 
@@ -53,6 +56,21 @@ def test_round_trip_infers_arch_and_widths(arch, kw):
   assert n_torch == n_flax
   y = module.apply(variables, models.example_input(module, batch=2, size=16))
   assert np.all(np.isfinite(np.asarray(y)))
+
+
+def test_resnet_layouts_are_read_from_the_keys():
+  """The vintage CycleGAN's ``block.N`` keys: same architecture, another row of the table."""
+  sd = _torch_like_state_dict("resnet_generator", layout="vintage", ngf=4, n_blocks=3,
+                              norm="instance_affine")
+  assert "model.12.block.5.weight" in sd and "model.2.weight" in sd
+  assert not any(".conv_block." in k for k in sd)
+  assert mapping.resnet_layout(sd) == "vintage" and infer_arch(sd) == "resnet_generator"
+  module, variables = convert_state_dict(sd)
+  assert (module.n_blocks, module.norm) == (3, "instance_affine")
+  np.testing.assert_array_equal(variables["params"]["block_2"]["norm_1"]["scale"],
+                                sd["model.12.block.6.weight"])
+  with pytest.raises(ValueError, match="unknown ResNet layout 'other'"):
+    mapping.entries("resnet_generator", {}, {}, "other")
 
 
 def test_first_conv_is_transposed_to_hwio():

@@ -39,6 +39,10 @@ ARCHS = {
     "sub_mobile": lambda: models.SubMobileResnetGenerator(stem=8, down=(16, 32), hidden=(16, 32),
                                                           up=(16, 8)),
     "dcgan": lambda: models.DCGANGenerator(features=(32, 16, 8, 3), z_dim=16),
+    "resnet_instance_affine": lambda: models.ResnetGenerator(ngf=8, n_blocks=2,
+                                                             norm="instance_affine"),
+    "unet": lambda: models.UnetGenerator(num_downs=5, ngf=4),
+    "unet_instance": lambda: models.UnetGenerator(num_downs=5, ngf=4, norm="instance"),
 }
 
 
@@ -190,6 +194,51 @@ def test_groups_of_a_mobile_block_and_of_batchnorm():
       ("batch_stats/norm_in/mean", -1), ("batch_stats/norm_in/var", -1),
       ("params/down_0/kernel", -2)}
   assert stem.scales == (("params/norm_in/scale", -1),)
+
+
+def test_affine_instance_norm_follows_its_channels():
+  """InstanceNorm2d(affine=True) (the vintage CycleGAN): scale and bias are slots of their
+  group, and the scales can rank the channels."""
+  module = ARCHS["resnet_instance_affine"]()
+  v = _variables(module, _input(module))
+  groups = {g.name: g for g in channel_groups(module, v)}
+  assert set(groups["hidden[1]"].slots) == {
+      ("params/block_1/conv_0/kernel", -1), ("params/block_1/conv_0/bias", -1),
+      ("params/block_1/norm_0/scale", -1), ("params/block_1/norm_0/bias", -1),
+      ("params/block_1/conv_1/kernel", -2)}
+  assert groups["stem"].scales == (("params/norm_in/scale", -1),)
+  masks = channel_masks(module, v, 0.5, criterion="norm_scale")
+  scale = np.abs(v["params"]["norm_in"]["scale"])
+  kept = np.flatnonzero(np.asarray(masks["params"]["norm_in"]["scale"]))
+  assert sorted(kept) == sorted(np.argsort(-scale, kind="stable")[:4])
+  small, small_vars = slim(module, v, masks)
+  assert small.norm == "instance_affine" and small_vars["params"]["norm_in"]["bias"].shape == (4,)
+
+
+def test_unet_groups_tie_channels_across_each_skip_concatenation():
+  module = ARCHS["unet"]()  # down (4, 8, 16, 32, 32), up (4, 8, 16, 32)
+  v = _variables(module, _input(module))
+  groups = {g.name: g for g in channel_groups(module, v)}
+  assert list(groups) == [f"down[{i}]" for i in range(5)] + [f"up[{i}]" for i in range(4)]
+  assert groups["down[0]"].segments == (("params/up_out/kernel", -2, 0),)
+  assert groups["up[0]"].segments == (("params/up_out/kernel", -2, 4),)
+  assert groups["down[2]"].segments == (("params/up_1/kernel", -2, 0),)
+  assert groups["up[2]"].segments == (("params/up_1/kernel", -2, 16),)
+  assert groups["down[4]"].segments == ()  # the innermost: read by up_3 alone
+  assert ("params/up_3/kernel", -2) in groups["down[4]"].slots
+  assert set(groups["up[1]"].slots) == {
+      ("params/up_1/kernel", -1), ("params/up_norm_1/scale", -1), ("params/up_norm_1/bias", -1),
+      ("batch_stats/up_norm_1/mean", -1), ("batch_stats/up_norm_1/var", -1)}
+  small, small_vars = slim(module, v, channel_masks(module, v, widths={
+      "down": (2, 8, 16, 32, 32), "up[0]": 3}))
+  assert (small.down, small.up) == ((2, 8, 16, 32, 32), (3, 8, 16, 32))
+  assert small_vars["params"]["up_out"]["kernel"].shape == (4, 4, 5, 3)  # 2 skip + 3 up
+  x = _input(module)
+  masks = channel_masks(module, v, 0.5)
+  small, small_vars = slim(module, v, masks)
+  got = small.apply(small_vars, x, batch_statistics=True)
+  want = module.apply(apply_masks(v, masks), x, batch_statistics=True)
+  assert _max_abs(got, want) <= TOL  # also with upstream test.py's batch statistics
 
 
 def test_masks_cover_exactly_the_group_slots():

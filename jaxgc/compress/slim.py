@@ -10,7 +10,10 @@ before; this module removes pruned channels for real. Three steps, all pure:
    and bias, last axis), and the kernels that read them (input axis, ``-2``). Residual
    connections tie channels: every convolution that writes into the residual trunk (the second
    downsampling and the last convolution of every block) belongs to the one ``"down[1]"``
-   group, pruned together or not at all.
+   group, pruned together or not at all. Concatenations tie channels to a range of their
+   reader's input axis: in the U-Net, the kernel after a skip connection reads the skip's
+   ``down[i]`` channels first, then the ``up[i]`` channels of the block below, and each group
+   owns its own *segment* ``(path, axis, offset)`` of that axis.
 2. ``channel_masks(module, variables, sparsity)``: boolean pruning masks (``True`` = keep;
    ``None`` for leaves no group touches) that keep, in every group, the channels with the
    largest sum over its producer filters of their L1 or L2 norms (Li et al. 2017, "Pruning
@@ -32,6 +35,7 @@ What masking zeroes, and why the slimmed model computes what the masked one does
 zero (``jaxgc.compress.prune.apply_masks``) every slot of a pruned channel. Its filters and
 bias are then 0, so its pre-norm activation is exactly 0 (so is a depthwise convolution of it);
 an ``InstanceNorm`` without affine maps an all-zero channel to 0 (``(0 - 0) * rsqrt(0 + eps)``),
+one with affine (whose ``scale`` and ``bias`` follow their channels like a BatchNorm's) too,
 a ``BatchNorm`` whose scale and bias are zeroed outputs 0, ReLU and reflection padding keep 0,
 and a residual add adds 0 to a trunk channel that is 0 from the second downsampling on. A
 pruned channel is therefore 0 everywhere and contributes exactly 0 to every kept channel (the
@@ -49,11 +53,13 @@ config sets the trunk width, which every block's second separable convolution th
 sub_mobile_resnet_generator.py`` and ``super_mobile_resnet_generator.py``, where the second
 convolution of a ``SuperMobileResnetBlock`` outputs ``input.size(1)`` channels).
 
-Supported: ``ResnetGenerator``, ``MobileResnetGenerator``, ``SubMobileResnetGenerator`` and
-``DCGANGenerator`` (registry names ``resnet_generator``, ``mobile_resnet_generator``,
-``sub_mobile_resnet_generator``, ``dcgan_generator``). Group names are the widths they set on
-the slimmed module: ``"stem"``, ``"down[0]"``, ``"down[1]"`` (the trunk), ``"hidden[i]"``,
-``"up[0]"``, ``"up[1]"``; ``"features[i]"`` for the DCGAN generator.
+Supported: ``ResnetGenerator`` (every norm, affine InstanceNorm included),
+``MobileResnetGenerator``, ``SubMobileResnetGenerator``, ``DCGANGenerator`` and
+``UnetGenerator`` (registry names ``resnet_generator``, ``mobile_resnet_generator``,
+``sub_mobile_resnet_generator``, ``dcgan_generator``, ``unet_generator``). Group names are the
+widths they set on the slimmed module: ``"stem"``, ``"down[0]"``, ``"down[1]"`` (the trunk),
+``"hidden[i]"``, ``"up[0]"``, ``"up[1]"``; ``"features[i]"`` for the DCGAN generator;
+``"down[i]"`` (``i < num_downs``) and ``"up[i]"`` (``i < num_downs - 1``) for the U-Net.
 """
 
 from __future__ import annotations
@@ -76,14 +82,19 @@ from jaxgc.models.registry import example_input
 from jaxgc.models.resnet import MobileResnetGenerator
 from jaxgc.models.resnet import ResnetGenerator
 from jaxgc.models.resnet import SubMobileResnetGenerator
+from jaxgc.models.unet import UnetGenerator
 
 CRITERIA = ("l1", "l2", "norm_scale")
 
 # A slot: the "/"-joined path of a variables leaf and the axis of that leaf that indexes the
 # group's channels, e.g. ("params/block_0/conv_0/kernel", -1).
 Slot = tuple[str, int]
+# A segment: a slot whose axis holds the group's channels from an offset on, among others (a
+# kernel reading a concatenation), e.g. ("params/up_out/kernel", -2, 16).
+Segment = tuple[str, int, int]
 
-_SUPPORTED = (ResnetGenerator, MobileResnetGenerator, SubMobileResnetGenerator, DCGANGenerator)
+_SUPPORTED = (ResnetGenerator, MobileResnetGenerator, SubMobileResnetGenerator, DCGANGenerator,
+              UnetGenerator)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,9 +112,12 @@ class ChannelGroup:
       ``InstanceNorm`` without affine.
     slots: every slot pruned with the group: producers and their biases, norm parameters and
       running statistics, depthwise kernels and biases, and the readers' input axes.
+    segments: readers of a concatenation (the U-Net's skip connections): ``(path, axis,
+      offset)``, the group's channels being entries ``offset .. offset + size - 1`` of that
+      axis; other groups own the rest of it.
 
-  Invariants: every slot's leaf has ``size`` entries along its axis, and a slot belongs to one
-  group only.
+  Invariants: every slot's leaf has ``size`` entries along its axis (a segment's at least
+  ``offset + size``), and a slot or a segment's entries belong to one group only.
   """
 
   field: str
@@ -112,6 +126,11 @@ class ChannelGroup:
   producers: tuple[Slot, ...]
   scales: tuple[Slot, ...]
   slots: tuple[Slot, ...]
+  segments: tuple[Segment, ...] = ()
+
+  def all_slots(self) -> tuple[Segment, ...]:
+    """Every slot and segment as ``(path, axis, offset)`` (offset 0 for a whole axis)."""
+    return tuple((p, a, 0) for p, a in self.slots) + self.segments
 
   @property
   def name(self) -> str:
@@ -155,7 +174,8 @@ class _GroupBuilder:
 
   def __call__(self, field: str, index: int | None, writers: Sequence[str],
                norms: Sequence[str], readers: Sequence[str],
-               depthwise: Sequence[str] = ()) -> ChannelGroup:
+               depthwise: Sequence[str] = (),
+               concat_readers: Sequence[tuple[str, int]] = ()) -> ChannelGroup:
     producers = [(self._required(f"params/{w}/kernel"), -1) for w in writers]
     scales = [(p, -1) for n in norms for p in self._optional(f"params/{n}/scale")]
     slots = list(producers)
@@ -167,12 +187,19 @@ class _GroupBuilder:
       slots += [(self._required(f"params/{d}/kernel"), -1)]
       slots += [(p, -1) for p in self._optional(f"params/{d}/bias")]
     slots += [(self._required(f"params/{r}/kernel"), -2) for r in readers]
+    segments = [(self._required(f"params/{r}/kernel"), -2, off) for r, off in concat_readers]
     size = self.shapes[producers[0][0]][-1]
     for path, axis in slots:
       if self.shapes[path][axis] != size:
         raise ValueError(f"variables do not match {self.arch}: {path} has "
                          f"{self.shapes[path][axis]} channels on axis {axis}, expected {size}")
-    return ChannelGroup(field, index, size, tuple(producers), tuple(scales), tuple(slots))
+    for path, axis, off in segments:
+      if self.shapes[path][axis] < off + size:
+        raise ValueError(f"variables do not match {self.arch}: {path} has "
+                         f"{self.shapes[path][axis]} channels on axis {axis}, expected at least "
+                         f"{off + size}")
+    return ChannelGroup(field, index, size, tuple(producers), tuple(scales), tuple(slots),
+                        tuple(segments))
 
 
 def _resnet_groups(g: _GroupBuilder, n_blocks: int, mobile: bool,
@@ -201,6 +228,26 @@ def _resnet_groups(g: _GroupBuilder, n_blocks: int, mobile: bool,
   return groups
 
 
+def _unet_groups(g: _GroupBuilder, num_downs: int, down: Sequence[int]) -> list[ChannelGroup]:
+  """``down[i]``: ``down_{i}`` and its norm, read by ``down_{i + 1}`` and, through the skip
+  connection, by the first ``down[i]`` input channels of the level's concatenation reader
+  (``up_{i - 1}``, ``up_out`` for level 0); the innermost ``down[-1]`` is read by
+  ``up_{num_downs - 2}`` alone. ``up[i]``: ``up_{i}`` and its norm, read by the same
+  concatenation reader from offset ``down[i]`` on."""
+  n = num_downs
+  cat_reader = ["up_out"] + [f"up_{i - 1}" for i in range(1, n - 1)]
+  groups = []
+  for i in range(n):
+    if i < n - 1:
+      groups.append(g("down", i, [f"down_{i}"], [f"down_norm_{i}"], [f"down_{i + 1}"],
+                      concat_readers=[(cat_reader[i], 0)]))
+    else:
+      groups.append(g("down", i, [f"down_{i}"], [], [f"up_{n - 2}"]))
+  groups += [g("up", i, [f"up_{i}"], [f"up_norm_{i}"], [],
+               concat_readers=[(cat_reader[i], down[i])]) for i in range(n - 1)]
+  return groups
+
+
 def _n_blocks(module: nn.Module) -> int:
   if isinstance(module, SubMobileResnetGenerator):
     return len(module.hidden)
@@ -223,8 +270,8 @@ def channel_groups(module: nn.Module, variables: Any, *, trunk: bool = True
   """The groups of tied channels of a zoo generator, in network order.
 
   Args:
-    module: a ``ResnetGenerator``, ``MobileResnetGenerator``, ``SubMobileResnetGenerator`` or
-      ``DCGANGenerator``.
+    module: a ``ResnetGenerator``, ``MobileResnetGenerator``, ``SubMobileResnetGenerator``,
+      ``DCGANGenerator`` or ``UnetGenerator``.
     variables: its variables, ``{"params": ..., "batch_stats": ...}`` (arrays or
       ``jax.ShapeDtypeStruct``; only paths and shapes are read).
     trunk: include the residual trunk group ``"down[1]"`` (ResNet generators): every
@@ -243,6 +290,8 @@ def channel_groups(module: nn.Module, variables: Any, *, trunk: bool = True
     n = len(module.features)
     return [g("features", i, [f"convt_{i}"], [f"bn_{i}"], [f"convt_{i + 1}"])
             for i in range(n - 1)]
+  if isinstance(module, UnetGenerator):
+    return _unet_groups(g, module.num_downs, _current_widths(module, variables)["down"])
   return _resnet_groups(g, _n_blocks(module), mobile=not isinstance(module, ResnetGenerator),
                         trunk=trunk)
 
@@ -288,6 +337,9 @@ def _current_widths(module: nn.Module, variables: Any) -> dict[str, Any]:
 
   if isinstance(module, DCGANGenerator):
     return {"features": tuple(out(f"convt_{i}") for i in range(len(module.features)))}
+  if isinstance(module, UnetGenerator):
+    return {"down": tuple(out(f"down_{i}") for i in range(module.num_downs)),
+            "up": tuple(out(f"up_{i}") for i in range(module.num_downs - 1))}
   inner = "conv_0" if isinstance(module, ResnetGenerator) else "sep_0/pointwise"
   return {"stem": out("conv_in"), "down": (out("down_0"), out("down_1")),
           "hidden": tuple(out(f"block_{i}/{inner}") for i in range(_n_blocks(module))),
@@ -358,10 +410,10 @@ def _group_scores(group: ChannelGroup, leaves: Mapping[str, Any], criterion: str
 def _masks_from_keep(variables: Any, groups: Iterable[ChannelGroup],
                      keep: Mapping[str, np.ndarray]) -> Any:
   """Pruning masks that zero every slot of the channels ``keep`` drops; None elsewhere."""
-  per_leaf: dict[str, list[tuple[int, np.ndarray]]] = {}
+  per_leaf: dict[str, list[tuple[int, int, np.ndarray]]] = {}
   for g in groups:
-    for path, axis in g.slots:
-      per_leaf.setdefault(path, []).append((axis, keep[g.name]))
+    for path, axis, offset in g.all_slots():
+      per_leaf.setdefault(path, []).append((axis, offset, keep[g.name]))
 
   def leaf_mask(kp, leaf):
     path = path_str(kp)
@@ -369,10 +421,12 @@ def _masks_from_keep(variables: Any, groups: Iterable[ChannelGroup],
       return None
     shape = np.shape(leaf)
     m = np.ones(shape, bool)
-    for axis, vec in per_leaf[path]:
+    for axis, offset, vec in per_leaf[path]:
+      full = np.ones(shape[axis], bool)
+      full[offset:offset + len(vec)] = vec
       bshape = [1] * len(shape)
       bshape[axis] = shape[axis]
-      m &= vec.reshape(bshape)
+      m &= full.reshape(bshape)
     return jnp.asarray(m)
 
   return jax.tree_util.tree_map_with_path(leaf_mask, variables)
@@ -538,8 +592,8 @@ def slim(module: nn.Module, variables: Any, masks: Any) -> tuple[nn.Module, dict
   keep = {}
   for g in groups:
     vec = np.ones(g.size, bool)
-    for path, axis in g.slots:
-      vec &= _channels_kept(flat[path], axis)
+    for path, axis, offset in g.all_slots():
+      vec &= _channels_kept(flat[path], axis)[offset:offset + g.size]
     if not vec.any():
       raise ValueError(f"masks prune every channel of group {g.name} ({g.size} channels)")
     keep[g.name] = vec
@@ -548,11 +602,15 @@ def slim(module: nn.Module, variables: Any, masks: Any) -> tuple[nn.Module, dict
       raise ValueError(f"masks are not channel masks of {type(module).__name__}: the mask of "
                        f"{path} disagrees with its channel groups; build masks with "
                        f"channel_masks")
-  slices: dict[str, list[tuple[int, np.ndarray]]] = {}
+  shapes = _leaf_shapes(variables)
+  axis_keep: dict[tuple[str, int], np.ndarray] = {}  # per (leaf, axis): the entries kept
   for g in groups:
-    idx = np.flatnonzero(keep[g.name])
-    for path, axis in g.slots:
-      slices.setdefault(path, []).append((axis, idx))
+    for path, axis, offset in g.all_slots():
+      vec = axis_keep.setdefault((path, axis), np.ones(shapes[path][axis], bool))
+      vec[offset:offset + g.size] &= keep[g.name]
+  slices: dict[str, list[tuple[int, np.ndarray]]] = {}
+  for (path, axis), vec in axis_keep.items():
+    slices.setdefault(path, []).append((axis, np.flatnonzero(vec)))
 
   small_vars = jax.tree_util.tree_map_with_path(
       lambda kp, leaf: _take(leaf, slices.get(path_str(kp), ())), variables)
@@ -563,12 +621,15 @@ def slim(module: nn.Module, variables: Any, masks: Any) -> tuple[nn.Module, dict
 def _slimmed_shapes(variables: Any, groups: Sequence[ChannelGroup],
                     counts: Mapping[str, int]) -> Any:
   """``jax.ShapeDtypeStruct`` of every leaf once each group keeps ``counts[name]`` channels."""
-  sizes = {slot: counts[g.name] for g in groups for slot in g.slots}
+  removed: dict[tuple[str, int], int] = {}  # per (leaf, axis): entries dropped
+  for g in groups:
+    for path, axis, _ in g.all_slots():
+      removed[(path, axis)] = removed.get((path, axis), 0) + g.size - counts[g.name]
 
   def shape(kp, leaf):
     path, dims = path_str(kp), list(np.shape(leaf))
     for axis in range(-len(dims), 0):
-      dims[axis] = sizes.get((path, axis), dims[axis])
+      dims[axis] -= removed.get((path, axis), 0)
     return jax.ShapeDtypeStruct(tuple(dims), leaf.dtype)
 
   return jax.tree_util.tree_map_with_path(shape, variables)

@@ -50,8 +50,9 @@ def convert_state_dict(state_dict: Mapping[str, Any], arch: str | None = None,
   Args:
     state_dict: ``{torch key: tensor or array}``; may be wrapped (``netG_state_dict``,
       ``state_dict``) and ``module.``-prefixed. ``num_batches_tracked`` is ignored.
-    arch: one of ``jaxgc.models.ARCHS`` (``resnet_generator``, ``mobile_resnet_generator``,
-      ``sub_mobile_resnet_generator``, ``dcgan_generator``, ``dcgan_discriminator``,
+    arch: one of ``jaxgc.models.ARCHS`` (``resnet_generator`` in the layouts of
+      ``mapping.RESNET_LAYOUTS``, ``mobile_resnet_generator``, ``sub_mobile_resnet_generator``,
+      ``unet_generator``, ``dcgan_generator``, ``dcgan_discriminator``,
       ``mlp_generator``, ``mlp_discriminator``), or None to infer it from key names and shapes.
     source: how to name the state_dict in errors (a file path).
     **arch_kwargs: module attributes to override.

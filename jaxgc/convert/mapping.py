@@ -50,12 +50,17 @@ def _conv(flax: str, torch: str, kind: str = CONV, bias: bool = True) -> list[En
 
 
 def _norm(flax: str, torch: str, norm: str) -> list[Entry]:
-  if norm != "batch":
-    return []  # InstanceNorm2d(affine=False): no parameters.
-  return [(f"params/{flax}/scale", f"{torch}.weight", VEC),
-          (f"params/{flax}/bias", f"{torch}.bias", VEC),
-          (f"batch_stats/{flax}/mean", f"{torch}.running_mean", VEC),
-          (f"batch_stats/{flax}/var", f"{torch}.running_var", VEC)]
+  """``InstanceNorm2d(affine=False)`` (``"instance"``): no keys; ``affine=True``
+  (``"instance_affine"``): ``weight``, ``bias``; ``BatchNorm2d`` (``"batch"``): those and the
+  running statistics. Other norms (``"none"`` of the PatchGAN) have no keys either."""
+  if norm not in ("instance_affine", "batch"):
+    return []
+  affine = [(f"params/{flax}/scale", f"{torch}.weight", VEC),
+            (f"params/{flax}/bias", f"{torch}.bias", VEC)]
+  if norm == "instance_affine":
+    return affine
+  return affine + [(f"batch_stats/{flax}/mean", f"{torch}.running_mean", VEC),
+                   (f"batch_stats/{flax}/var", f"{torch}.running_var", VEC)]
 
 
 def _sep(flax: str, torch: str) -> list[Entry]:
@@ -65,24 +70,59 @@ def _sep(flax: str, torch: str) -> list[Entry]:
           + _conv(f"{flax}/pointwise", f"{torch}.conv.2"))
 
 
-def resnet_entries(kw: dict[str, Any], mobile: bool, dropout: bool = False) -> list[Entry]:
+# Layouts of the ResNet generator: upstreams that save the same layers under other key names.
+# name: (attribute of a residual block holding its ``nn.Sequential``, upstream file). Both
+# number the ``model`` Sequential and the block's layers alike (see ``resnet_entries``); the
+# norm (none, affine InstanceNorm, BatchNorm) is read from the keys separately.
+RESNET_LAYOUTS: dict[str, tuple[str, str]] = {
+    "cyclegan": ("conv_block", "junyanz/pytorch-CycleGAN-and-pix2pix models/networks.py "
+                               "ResnetGenerator, ResnetBlock; mit-han-lab/gan-compression"),
+    "vintage": ("block", "PyPI vintagify 0.1.2 vintagify/generator.py (affine InstanceNorm, "
+                         "conv biases everywhere, residual layers under block.N)"),
+}
+
+
+def resnet_layout(sd: dict[str, np.ndarray]) -> str | None:
+  """The ``RESNET_LAYOUTS`` name whose residual-block keys (``model.N.<block>.M...``) the
+  state_dict has, or None when it has no residual block."""
+  for name, (block, _) in RESNET_LAYOUTS.items():
+    if any(re.fullmatch(rf"model\.\d+\.{block}\.\d+\..+", k) for k in sd):
+      return name
+  return None
+
+
+def _block_attr(layout: str | None) -> str:
+  if layout is None:
+    return RESNET_LAYOUTS["cyclegan"][0]
+  if layout not in RESNET_LAYOUTS:
+    raise ValueError(f"unknown ResNet layout {layout!r}; expected one of "
+                     f"{', '.join(RESNET_LAYOUTS)}")
+  return RESNET_LAYOUTS[layout][0]
+
+
+def resnet_entries(kw: dict[str, Any], mobile: bool, dropout: bool = False,
+                   layout: str | None = None) -> list[Entry]:
   """Key map of the ``nn.Sequential`` ``model`` of pytorch-CycleGAN-and-pix2pix
-  ``ResnetGenerator`` (``models/networks.py``) and of GAN Compression's (Sub)MobileResnetGenerator.
+  ``ResnetGenerator`` (``models/networks.py``), of GAN Compression's
+  (Sub)MobileResnetGenerator, and of the other ``RESNET_LAYOUTS``.
 
   Indices: 1 stem conv, 2 norm; 4, 5 and 7, 8 downsampling; ``10 .. 9+n`` residual blocks;
   ``10+n``, ``11+n`` and ``13+n``, ``14+n`` transposed convolutions; ``17+n`` head conv.
   In a ``ResnetBlock`` the convolutions are ``conv_block.1`` and ``conv_block.5``
   (``conv_block.6`` with dropout), norms right after; in a ``MobileResnetBlock`` the separable
   convolutions are ``conv_block.1`` and ``conv_block.6`` (its dropout layer is always there).
+  ``layout`` (a ``RESNET_LAYOUTS`` name, default ``"cyclegan"``) names the block attribute
+  (``block`` instead of ``conv_block`` for ``"vintage"``).
   """
   norm = kw.get("norm", "instance")
-  bias = norm == "instance"
+  bias = norm != "batch"
+  attr = _block_attr(layout)
   n = len(kw["hidden"]) if "hidden" in kw else kw.get("n_blocks", 9)
   e = _conv("conv_in", "model.1", bias=bias) + _norm("norm_in", "model.2", norm)
   for i, (c, nm) in enumerate(((4, 5), (7, 8))):
     e += _conv(f"down_{i}", f"model.{c}", bias=bias) + _norm(f"down_norm_{i}", f"model.{nm}", norm)
   for b in range(n):
-    t, f = f"model.{10 + b}.conv_block", f"block_{b}"
+    t, f = f"model.{10 + b}.{attr}", f"block_{b}"
     if mobile:
       e += _sep(f"{f}/sep_0", f"{t}.1") + _norm(f"{f}/norm_0", f"{t}.2", norm)
       e += _sep(f"{f}/sep_1", f"{t}.6") + _norm(f"{f}/norm_1", f"{t}.7", norm)
@@ -131,6 +171,50 @@ def patchgan_discriminator_entries(kw: dict[str, Any]) -> list[Entry]:
   return e + _conv(f"conv_{n + 1}", f"model.{3 * n + 2}")
 
 
+def unet_block_prefix(level: int) -> str:
+  """Key prefix of the ``nn.Sequential`` of skip block ``level`` (0 = outermost) of
+  pytorch-CycleGAN-and-pix2pix ``UnetGenerator``: ``model.model``, then the submodule at index 1
+  of the outermost block and at index 3 of every other, ``model.model.1.model.3.model...``."""
+  if level == 0:
+    return "model.model"
+  return "model.model.1.model" + ".3.model" * (level - 1)
+
+
+def unet_depth(sd: dict[str, np.ndarray]) -> int:
+  """Number of nested skip blocks (``num_downs``) whose keys the state_dict has."""
+  n = 0
+  while any(k.startswith(unet_block_prefix(n) + ".") for k in sd):
+    n += 1
+  return n
+
+
+def unet_entries(kw: dict[str, Any]) -> list[Entry]:
+  """Key map of pytorch-CycleGAN-and-pix2pix ``UnetGenerator`` (``models/networks.py``):
+  nested ``UnetSkipConnectionBlock``s, each an ``nn.Sequential`` ``model``.
+
+  Outermost (``model.model``): ``0`` down conv, ``1`` the next block, ``3`` up conv (always
+  with a bias). Middle blocks: ``1`` down conv, ``2`` its norm, ``3`` the next block, ``5`` up
+  conv, ``6`` its norm (``7`` a parameter-free dropout). Innermost: ``1`` down conv (no norm),
+  ``3`` up conv, ``4`` its norm. Convolutions before a norm (and the outermost down conv) have
+  biases unless the norm is a BatchNorm. Flax names: see ``jaxgc.models.unet``.
+  """
+  n = kw.get("num_downs", 8)
+  norm = kw.get("norm", "batch")
+  bias = norm != "batch"
+  e = _conv("down_0", "model.model.0", bias=bias) + _conv("up_out", "model.model.3", CONVT)
+  for i in range(1, n):
+    p = unet_block_prefix(i)
+    if i < n - 1:
+      e += _conv(f"down_{i}", f"{p}.1", bias=bias) + _norm(f"down_norm_{i}", f"{p}.2", norm)
+      e += (_conv(f"up_{i - 1}", f"{p}.5", CONVT, bias)
+            + _norm(f"up_norm_{i - 1}", f"{p}.6", norm))
+    else:
+      e += _conv(f"down_{i}", f"{p}.1", bias=bias)
+      e += (_conv(f"up_{i - 1}", f"{p}.3", CONVT, bias)
+            + _norm(f"up_norm_{i - 1}", f"{p}.4", norm))
+  return e
+
+
 def mlp_entries(kw: dict[str, Any]) -> list[Entry]:
   """``nn.Sequential`` of Linear layers at even indices 0, 2, 4, ..."""
   nh = len(kw.get("hidden", (256, 256)))
@@ -155,6 +239,10 @@ def infer_arch(sd: dict[str, np.ndarray]) -> str:
     ValueError: no architecture of the zoo matches.
   """
   keys = set(sd)
+  if resnet_layout(sd) not in (None, "cyclegan"):
+    return "resnet_generator"
+  if "model.model.0.weight" in keys and sd["model.model.0.weight"].ndim == 4:
+    return "unet_generator"
   if any(".conv_block." in k for k in keys):
     if not any(re.search(r"\.conv_block\.1\.conv\.0\.weight$", k) for k in keys):
       return "resnet_generator"
@@ -185,10 +273,12 @@ def infer_kwargs(arch: str, sd: dict[str, np.ndarray]) -> dict[str, Any]:
   kw: dict[str, Any] = {}
   try:
     if arch in ("resnet_generator", "mobile_resnet_generator", "sub_mobile_resnet_generator"):
-      blocks = _indices(sd, r"model\.(\d+)\.conv_block\..*")
+      attr = _block_attr(resnet_layout(sd))
+      blocks = _indices(sd, rf"model\.(\d+)\.{attr}\..*")
       n = len(blocks)
       kw["input_nc"] = int(sd["model.1.weight"].shape[1])
-      kw["norm"] = "batch" if "model.2.running_mean" in sd else "instance"
+      kw["norm"] = ("batch" if "model.2.running_mean" in sd
+                    else "instance_affine" if "model.2.weight" in sd else "instance")
       kw["output_nc"] = int(sd[f"model.{17 + n}.weight"].shape[0])
       if arch == "sub_mobile_resnet_generator":
         kw["stem"] = int(sd["model.1.weight"].shape[0])
@@ -200,6 +290,14 @@ def infer_kwargs(arch: str, sd: dict[str, np.ndarray]) -> dict[str, Any]:
       else:
         kw["ngf"] = int(sd["model.1.weight"].shape[0])
         kw["n_blocks"] = n
+    elif arch == "unet_generator":
+      w0 = sd["model.model.0.weight"]
+      kw["input_nc"], kw["ngf"] = int(w0.shape[1]), int(w0.shape[0])
+      kw["output_nc"] = int(sd["model.model.3.weight"].shape[1])
+      kw["num_downs"] = unet_depth(sd)
+      norm = unet_block_prefix(1) + ".2"
+      kw["norm"] = ("batch" if f"{norm}.running_mean" in sd
+                    else "instance_affine" if f"{norm}.weight" in sd else "instance")
     elif arch == "dcgan_generator":
       convs = [i for i in _indices(sd, r"main\.(\d+)\.weight") if sd[f"main.{i}.weight"].ndim == 4]
       kw["z_dim"] = int(sd["main.0.weight"].shape[0])
@@ -231,13 +329,19 @@ def infer_kwargs(arch: str, sd: dict[str, np.ndarray]) -> dict[str, Any]:
   return kw
 
 
-def entries(arch: str, kw: dict[str, Any], sd: dict[str, np.ndarray]) -> list[Entry]:
-  """The full key map of ``arch`` built with ``kw``."""
+def entries(arch: str, kw: dict[str, Any], sd: dict[str, np.ndarray],
+            layout: str | None = None) -> list[Entry]:
+  """The full key map of ``arch`` built with ``kw``; ``layout`` (a ``RESNET_LAYOUTS`` name)
+  defaults to the one ``sd``'s keys show."""
   if arch == "resnet_generator":
-    return resnet_entries(kw, mobile=False, dropout="model.10.conv_block.6.weight" in sd
-                          and sd["model.10.conv_block.6.weight"].ndim == 4)
+    layout = layout or resnet_layout(sd)
+    second = f"model.10.{_block_attr(layout)}.6.weight"  # the second conv, after a dropout
+    return resnet_entries(kw, mobile=False, layout=layout,
+                          dropout=second in sd and sd[second].ndim == 4)
   if arch in ("mobile_resnet_generator", "sub_mobile_resnet_generator"):
     return resnet_entries(kw, mobile=True)
+  if arch == "unet_generator":
+    return unet_entries(kw)
   if arch == "dcgan_generator":
     return dcgan_generator_entries(kw)
   if arch == "dcgan_discriminator":

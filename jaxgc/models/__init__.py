@@ -15,3 +15,4 @@ from jaxgc.models.resnet import ResnetEncoder
 from jaxgc.models.resnet import ResnetGenerator
 from jaxgc.models.resnet import encoder_of
 from jaxgc.models.resnet import SubMobileResnetGenerator
+from jaxgc.models.unet import UnetGenerator

@@ -68,17 +68,64 @@ def batch_norm(name: str | None = None, epsilon: float = 1e-5) -> nn.BatchNorm:
   return nn.BatchNorm(use_running_average=True, momentum=0.9, epsilon=epsilon, name=name)
 
 
+class BatchNorm(nn.Module):
+  """``torch.nn.BatchNorm2d`` whose statistics are chosen per call, never updated.
+
+  Variables as ``flax.linen.BatchNorm``'s: ``params`` ``scale``/``bias`` (PyTorch
+  ``weight``/``bias``), ``batch_stats`` ``mean``/``var`` (``running_mean``/``running_var``),
+  all ``[channels]``. ``batch_statistics=False`` is PyTorch's ``eval()``; True normalises with
+  the batch's own mean and biased variance over batch, height and width, as a PyTorch module
+  left in training mode computes its output (the running statistics are left as they are, so
+  the call needs no mutable collection).
+  Input and output ``[batch, height, width, channels]`` float32.
+  """
+
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x: jax.Array, batch_statistics: bool = False) -> jax.Array:
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,))
+    bias = self.param("bias", nn.initializers.zeros, (c,))
+    ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+    ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+    if batch_statistics:
+      axes = tuple(range(x.ndim - 1))
+      mean = jnp.mean(x, axis=axes)
+      var = jnp.mean(jnp.square(x - mean), axis=axes)
+    else:
+      mean, var = ra_mean.value, ra_var.value
+    return (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
+
+
+NORMS = ("instance", "instance_affine", "batch")
+
+
 def norm_layer(kind: str, name: str) -> nn.Module:
-  """Returns the normalisation layer named by ``kind``: ``"instance"`` or ``"batch"``.
+  """Returns the normalisation layer named by ``kind``.
+
+  Args:
+    kind: ``"instance"`` (``InstanceNorm2d(affine=False)``, no parameters),
+      ``"instance_affine"`` (``InstanceNorm2d(affine=True)``: ``scale`` and ``bias`` in
+      ``params``, no running statistics) or ``"batch"`` (inference-mode ``BatchNorm2d``).
+    name: the layer's name.
 
   Raises:
     ValueError: unknown kind.
   """
   if kind == "instance":
     return InstanceNorm(name=name)
+  if kind == "instance_affine":
+    return InstanceNorm(affine=True, name=name)
   if kind == "batch":
     return batch_norm(name=name)
-  raise ValueError(f"norm must be 'instance' or 'batch', got {kind!r}")
+  raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+
+
+def norm_has_conv_bias(kind: str) -> bool:
+  """pytorch-CycleGAN-and-pix2pix's rule: a convolution followed by a norm carries a bias
+  unless the norm is a BatchNorm (whose own bias makes it redundant)."""
+  return kind != "batch"
 
 
 class ConvTranspose(nn.Module):

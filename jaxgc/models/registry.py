@@ -18,11 +18,13 @@ from jaxgc.models.patchgan import PatchGANDiscriminator
 from jaxgc.models.resnet import MobileResnetGenerator
 from jaxgc.models.resnet import ResnetGenerator
 from jaxgc.models.resnet import SubMobileResnetGenerator
+from jaxgc.models.unet import UnetGenerator
 
 ARCHS: dict[str, type[nn.Module]] = {
     "resnet_generator": ResnetGenerator,
     "mobile_resnet_generator": MobileResnetGenerator,
     "sub_mobile_resnet_generator": SubMobileResnetGenerator,
+    "unet_generator": UnetGenerator,
     "dcgan_generator": DCGANGenerator,
     "dcgan_discriminator": DCGANDiscriminator,
     "mlp_generator": MLPGenerator,
@@ -34,8 +36,10 @@ ARCHS: dict[str, type[nn.Module]] = {
 
 def example_input(module: nn.Module, batch: int = 1, size: int = 64) -> jax.Array:
   """A zero input of the right shape for ``module``: images ``[batch, size, size, input_nc]``
-  for image-to-image generators, latents ``[batch, z_dim]``, or discriminator images."""
+  for image-to-image generators (``size`` raised to ``2**num_downs`` for a U-Net), latents
+  ``[batch, z_dim]``, or discriminator images."""
   if module.kind == "image_to_image":
+    size = max(size, 2**getattr(module, "num_downs", 0))
     return jnp.zeros((batch, size, size, module.input_nc), jnp.float32)
   if module.kind == "unconditional":
     return jnp.zeros((batch, module.z_dim), jnp.float32)

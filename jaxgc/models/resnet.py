@@ -68,7 +68,7 @@ def _resolve_widths(ngf: int, n_blocks: int, stem: int | None, down: Sequence[in
 
 def _encode(x, *, stem: int, down: tuple[int, int], norm: str) -> list[jax.Array]:
   """The stem and the two stride-2 downsamplings: their three activations (after ReLU)."""
-  use_bias = norm == "instance"
+  use_bias = layers.norm_has_conv_bias(norm)
   x = layers.conv(stem, 7, use_bias=use_bias, name="conv_in")(layers.pad2d(x, 3, "reflect"))
   maps = [nn.relu(layers.norm_layer(norm, "norm_in")(x))]
   for i, c in enumerate(down):
@@ -80,7 +80,7 @@ def _encode(x, *, stem: int, down: tuple[int, int], norm: str) -> list[jax.Array
 def _encoder_decoder(x, *, stem: int, down: tuple[int, int], up: tuple[int, int], output_nc: int,
                      norm: str, padding_type: str, blocks):
   """Stem, two stride-2 downsamplings, residual trunk, two transposed-conv upsamplings, head."""
-  use_bias = norm == "instance"
+  use_bias = layers.norm_has_conv_bias(norm)
   x = _encode(x, stem=stem, down=down, norm=norm)[-1]
   for block in blocks:
     x = block(x)
@@ -107,7 +107,7 @@ class ResnetBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    use_bias = self.norm == "instance"
+    use_bias = layers.norm_has_conv_bias(self.norm)
     hidden = self.dim if self.hidden is None else self.hidden
     y = _pad_conv(x, hidden, 3, 1, self.padding_type, use_bias, "conv_0")
     y = nn.relu(layers.norm_layer(self.norm, "norm_0")(y))
@@ -120,8 +120,11 @@ class ResnetGenerator(nn.Module):
   """CycleGAN/pix2pix ResNet generator (``resnet_6blocks`` / ``resnet_9blocks``).
 
   Widths ``ngf, 2 ngf, 4 ngf`` (trunk), back to ``2 ngf, ngf``. ``norm="instance"`` is
-  ``InstanceNorm2d(affine=False)`` with conv biases; ``norm="batch"`` is inference-mode
-  ``BatchNorm2d`` (running statistics in ``batch_stats``) without conv biases.
+  ``InstanceNorm2d(affine=False)`` with conv biases; ``norm="instance_affine"`` is
+  ``InstanceNorm2d(affine=True)`` (``scale`` and ``bias`` per channel) with conv biases, as
+  the vintage CycleGAN of ``$JAXGC_ASSETS/cyclegan-vintage-resnet9`` (PyPI ``vintagify``
+  ``generator.py``) has it; ``norm="batch"`` is inference-mode ``BatchNorm2d`` (running
+  statistics in ``batch_stats``) without conv biases.
 
   ``stem``, ``down``, ``hidden`` and ``up`` (None by default: the ``ngf`` widths) set
   per-layer widths with ``SubMobileResnetGenerator``'s meaning, as a channel-slimmed model
