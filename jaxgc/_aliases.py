@@ -50,6 +50,32 @@ RENAMED = {
 }
 
 
+# Old names of packages that did not move: package -> {old name: (module, new name)}. Served,
+# with a DeprecationWarning, by the package's ``__getattr__ = _aliases.module_getattr(__name__)``.
+RENAMED_IN_PLACE = {
+    "jaxgc.train": {"adversarial_loss": ("jaxgc.train.gan_losses", "generator_loss")},
+}
+
+
+def module_getattr(package: str):
+  """A module-level ``__getattr__`` for ``package`` that serves its old names
+  (:data:`RENAMED_IN_PLACE`) with a ``DeprecationWarning`` naming the new one.
+
+  Raises (from the returned function):
+    AttributeError: a name the package never had.
+  """
+
+  def __getattr__(name):  # pylint: disable=invalid-name
+    if name in RENAMED_IN_PLACE.get(package, {}):
+      home, new_name = RENAMED_IN_PLACE[package][name]
+      warnings.warn(f"{package}.{name} is deprecated; use {home}.{new_name}",
+                    DeprecationWarning, stacklevel=2)
+      return getattr(importlib.import_module(home), new_name)
+    raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+  return __getattr__
+
+
 class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
   """Finds the old paths of :data:`MOVED` and loads each as a thin re-export of its new home."""
 

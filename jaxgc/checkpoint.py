@@ -6,6 +6,7 @@ A model directory holds ``spec.json`` (``{"arch", "kind", "kwargs", ...}``) and 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -169,7 +170,7 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
                           f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                           ) from None
   variables = jax.tree.map(np.asarray, variables)
-  _check_matches_spec(module, variables, spec_path, source)
+  _check_matches_spec(spec, variables, spec_path, source)
   bad = nonfinite_leaves(variables)
   if bad:
     raise CheckpointError(f"model folder {path} has NaN or Inf weights in {len(bad)} "
@@ -177,14 +178,26 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
   return module, variables
 
 
-def _check_matches_spec(module: nn.Module, variables: Any, spec_path: str, source: str) -> None:
-  """Raises CheckpointError unless ``variables`` have the paths and shapes ``module`` makes."""
+@functools.lru_cache(maxsize=64)
+def _expected_shapes(arch: str, kwargs_json: str) -> dict[str, tuple[int, ...]] | None:
+  """``{path: shape}`` of the variables the model ``arch(**kwargs)`` makes (traced abstractly,
+  once per spec: about 1 s for the large ResNet generators), or None when it cannot say."""
+  module = models.build(arch, **json.loads(kwargs_json))
   try:
     want = jax.eval_shape(module.init, jax.random.key(0), models.example_input(module))
   except Exception:  # pylint: disable=broad-except  # no abstract init: nothing to compare
-    return
-  want = {"/".join(str(getattr(k, "key", k)) for k in kp): tuple(v.shape)
+    return None
+  return {"/".join(str(getattr(k, "key", k)) for k in kp): tuple(v.shape)
           for kp, v in jax.tree_util.tree_flatten_with_path(want)[0]}
+
+
+def _check_matches_spec(spec: dict[str, Any], variables: Any, spec_path: str,
+                        source: str) -> None:
+  """Raises CheckpointError unless ``variables`` have the paths and shapes the model of
+  ``spec`` makes."""
+  want = _expected_shapes(spec["arch"], json.dumps(spec["kwargs"], sort_keys=True))
+  if want is None:
+    return
   got = {"/".join(str(getattr(k, "key", k)) for k in kp): tuple(np.shape(v))
          for kp, v in jax.tree_util.tree_flatten_with_path(variables)[0]}
   for p in sorted(set(want) | set(got)):

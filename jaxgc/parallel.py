@@ -66,7 +66,20 @@ def round_up(x: int, multiple: int) -> int:
 
 
 def pad_rows(x: Any, rows: int) -> Any:
-  """``x`` (numpy or jax ``[n, ...]``) with zero rows appended up to ``rows`` (>= n)."""
+  """``x`` with zero rows appended up to ``rows``: the last batch padded to the compiled size.
+
+  Args:
+    x: a numpy or JAX array ``[n, ...]`` of any dtype.
+    rows: the wanted number of rows, ``>= n``.
+
+  Returns:
+    ``[rows, ...]`` of ``x``'s type and dtype (``x`` itself when ``rows == n``).
+
+  Raises:
+    ValueError: ``rows < n``.
+  """
+  if rows < x.shape[0]:
+    raise ValueError(f"cannot pad {x.shape[0]} rows down to {rows}")
   extra = rows - x.shape[0]
   if extra == 0:
     return x
@@ -76,7 +89,20 @@ def pad_rows(x: Any, rows: int) -> Any:
 
 
 def put(x: Any, mesh: jax.sharding.Mesh | None, spec: P) -> jax.Array:
-  """``x`` on ``mesh`` with ``NamedSharding(mesh, spec)``, or on the default device."""
+  """``x`` on ``mesh`` with ``NamedSharding(mesh, spec)``, or on the default device.
+
+  Args:
+    x: a numpy or JAX array (any shape and dtype; with a mesh its sharded dimensions must divide
+      by the mesh axes ``spec`` names, e.g. ``[batch, ...]`` with ``P("data")``).
+    mesh: a ``jax.make_mesh`` mesh, or None for the default device.
+    spec: the ``PartitionSpec`` of ``x`` over ``mesh`` (ignored without a mesh).
+
+  Returns:
+    A ``jax.Array`` holding ``x``.
+
+  Raises:
+    ValueError: a sharded dimension that does not divide by its mesh axis (from JAX).
+  """
   if mesh is None:
     return jnp.asarray(x)
   return jax.device_put(x, NamedSharding(mesh, spec))

@@ -117,7 +117,12 @@ def model_facts(module, variables: Any, example: np.ndarray,
 
 
 def pyplot():
-  """``matplotlib.pyplot`` on the non-interactive Agg backend (no display needed)."""
+  """``matplotlib.pyplot`` on the non-interactive Agg backend (no display needed): figures are
+  only ever written to files (:func:`save_figure`).
+
+  Raises:
+    ImportError: matplotlib is not installed (it is a dependency of jaxgc).
+  """
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel

@@ -223,7 +223,10 @@ def test_script_converts_reports_parity_and_writes_samples(script, tmp_path, cap
   assert script.main(argv) == 0
   result = json.loads(capsys.readouterr().out.splitlines()[0])
   assert result["arch"] == "unet_generator" and result["parity_max_abs"] <= ATOL
-  assert sorted(p.name for p in out.iterdir()) == ["samples.png", "spec.json", "variables"]
+  assert sorted(p.name for p in out.iterdir()) == ["jaxgc-manifest.json", "samples.png",
+                                                   "spec.json", "variables"]
+  manifest = json.loads((out / "jaxgc-manifest.json").read_text())
+  assert manifest["files"]["samples.png"] == (out / "samples.png").stat().st_size
   spec = json.loads((out / "spec.json").read_text())
   assert spec["parity_max_abs"] == result["parity_max_abs"]
   module, variables = load_model(out)

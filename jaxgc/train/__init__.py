@@ -2,6 +2,7 @@
 compression of pruned generators, content relationship distillation with an online
 discriminator), and the grain input pipeline (:mod:`jaxgc.data.pipeline`)."""
 
+from jaxgc import _aliases
 from jaxgc.train.state_checkpoints import checkpoint_manager
 from jaxgc.train.state_checkpoints import restore_latest
 from jaxgc.train.state_checkpoints import save_state
@@ -28,10 +29,4 @@ from jaxgc.train.state import TrainState
 from jaxgc.train.state import create_train_state
 
 
-def __getattr__(name):
-  if name == "adversarial_loss":   # the 0.1 name of generator_loss
-    import warnings  # pylint: disable=import-outside-toplevel
-    warnings.warn("jaxgc.train.adversarial_loss is deprecated; use "
-                  "jaxgc.train.generator_loss", DeprecationWarning, stacklevel=2)
-    return generator_loss
-  raise AttributeError(f"module 'jaxgc.train' has no attribute {name!r}")
+__getattr__ = _aliases.module_getattr(__name__)   # old names, with a DeprecationWarning
