@@ -135,6 +135,7 @@ def _error_line(file: str, e: BaseException) -> int | None:
 def _run_config_file(file: str, shown: str) -> Any:
   """Executes a config file and returns ``get_config()``; any error in it is one ValueError
   naming the file and line."""
+  file = os.path.abspath(file)   # the frames and SyntaxErrors of the file carry this name
   spec = importlib.util.spec_from_file_location("jaxgc_user_config", file)
   mod = importlib.util.module_from_spec(spec)
   try:

@@ -390,13 +390,17 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
     FileNotFoundError: a missing checkpoint file.
     CheckpointError: an unreadable or mismatched PyTorch checkpoint.
     PermissionError: workdir not writable.
-    FloatingPointError: the loss became NaN or Inf (naming the setting and step).
+
+  A setting whose loss becomes NaN or Inf is a row with ``"status": "failed"`` and its
+  ``"reason"`` (naming the step); the other settings go on.
   """
   cfg = resolve_config(config)
   workdir = check_writable_dir(workdir)
   module, teacher_vars, g_path, disc, disc_vars, d_path = load_models(cfg)
   mesh = runs.batch_mesh(int(cfg.batch_size))
   eval_x, eval_desc = held_out_inputs(cfg, module)
+  for row in settings(cfg):   # pruning errors (N:M groups, channels) before anything is written
+    _student(cfg, row, module, teacher_vars, jax.random.key(int(cfg.seed)))
   os.makedirs(workdir, exist_ok=True)
   runs.check_resume(os.path.join(workdir, CONFIG_FILE), cfg.to_dict(), RESUMABLE_KEYS,
                     runs.holds_progress(os.path.join(workdir, "runs")))
