@@ -246,8 +246,8 @@ def _check_masks(params: Any, masks: Any) -> None:
   """Raises ``ValueError`` naming the path unless ``masks`` fits ``params``."""
   is_none = lambda x: x is None  # noqa: E731
   param_leaves = _leaves_by_path(params)
-  mask_flat, mask_def = jax.tree_util.tree_flatten_with_path(masks, is_leaf=is_none)
-  mask_leaves = {selection.path_str(kp): m for kp, m in mask_flat}
+  mask_flat, mask_def = selection.flatten_with_paths(masks, is_leaf=is_none)
+  mask_leaves = {p: m for p, m in mask_flat if p is not None}
   missing = [p for p in param_leaves if p not in mask_leaves]
   if missing:
     raise ValueError(f"mask tree does not match params: no mask entry for '{missing[0]}'")

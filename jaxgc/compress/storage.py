@@ -265,7 +265,9 @@ def save_quantized(tree: Any, path: str | os.PathLike) -> int:
 
   Args:
     tree: nested dicts with str keys (no "/" or ":" in a key) whose leaves are arrays or
-      :class:`QuantizedTensor`.
+      :class:`QuantizedTensor`; or an ``nnx.State`` of them, written under its Linen-style
+      paths (``params/conv_in/kernel``; RNG state left out), so the file is the one its Linen
+      variables give and :func:`load_quantized` returns Linen variables.
     path: destination file.
 
   Returns:
@@ -274,6 +276,8 @@ def save_quantized(tree: Any, path: str | os.PathLike) -> int:
   Raises:
     ValueError: the tree is not nested dicts with valid str keys.
   """
+  if selection.has_variables(tree):  # an nnx.State: written under its Linen paths
+    tree = selection.linen_dict(tree, is_leaf=_is_qt)
   leaves, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_qt)
   entries: dict[str, np.ndarray] = {}
   meta_leaves: dict[str, dict[str, Any]] = {}
