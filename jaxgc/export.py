@@ -105,12 +105,16 @@ def input_shape_of(module: nn.Module, size: int = 256) -> tuple[int, ...]:
   discriminators.
 
   Raises:
-    ValueError: ``size`` is not an int >= 4 divisible by 4 (the zoo's generators halve twice).
+    ValueError: ``size`` is not an int >= 4 divisible by 4 (the zoo's generators halve twice),
+      or ``module`` is not a zoo model (naming its class).
   """
   if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 4 or size % 4:
     raise ValueError(f"size must be an int >= 4 divisible by 4, got {size!r}")
-  if getattr(module, "kind", None) == "image_to_image":
+  kind = getattr(module, "kind", None)
+  if kind == "image_to_image":
     return (int(size), int(size), int(module.input_nc))
+  if kind is None:
+    raise ValueError(f"{type(module).__name__} is not a jaxgc zoo model: give input_shape")
   return tuple(int(d) for d in models.example_input(module).shape[1:])
 
 

@@ -232,3 +232,16 @@ def test_cli_exports_a_compress_checkpoint_with_activations(assets, tmp_path, ca
   assert cli.main(["export", str(wd / "checkpoints" / "fp32"), str(tmp_path / "taken")]) == 2
   err = capsys.readouterr().err.strip()
   assert err.startswith("jaxgc: error: output folder") and "a.txt" in err and "\n" not in err
+
+
+def test_any_linen_module_with_input_shape(tmp_path):
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  dense = nn.Dense(3)
+  x = np.linspace(-1, 1, 10, dtype=np.float32).reshape(2, 5)
+  variables = dense.init(jax.random.key(0), x)
+  with pytest.raises(ValueError, match="Dense is not a jaxgc zoo model: give input_shape"):
+    export.save(dense, variables, tmp_path / "a", platforms="cpu")
+  meta = export.save(dense, variables, tmp_path / "a", input_shape=(5,), platforms="cpu")
+  assert meta["model"] == {"class": "Dense"} and meta["input"]["shape"] == ["batch", 5]
+  np.testing.assert_allclose(export.load(tmp_path / "a")(x), dense.apply(variables, x),
+                             rtol=0, atol=1e-6)

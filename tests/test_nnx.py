@@ -164,11 +164,12 @@ def test_rng_state_is_never_selected():
   assert len(raw) > 2  # kernel, bias and RNG state
   assert selection.all_paths(state) == ["params/bias", "params/kernel"]
   new = compress.fake_quantize(state, compress.QuantConfig(8))
-  for (p, a), b in zip(selection.flatten_with_paths(new)[0], jax.tree.leaves(state)):
-    if p is None:
-      np.testing.assert_array_equal(jax.random.key_data(a) if jnp.issubdtype(
-          a.dtype, jax.dtypes.prng_key) else a, jax.random.key_data(b) if jnp.issubdtype(
-              b.dtype, jax.dtypes.prng_key) else b)
+  raw = lambda a: jax.random.key_data(a) if jnp.issubdtype(a.dtype, jax.dtypes.prng_key) else a
+  kept = [(p, a, b) for (p, a), b in zip(selection.flatten_with_paths(new)[0],
+                                         jax.tree.leaves(state)) if p is None]
+  assert kept  # the RNG leaves are there, untouched
+  for _, a, b in kept:
+    np.testing.assert_array_equal(raw(a), raw(b))
   masks = compress.compute_masks(state, compress.PruneConfig(0.5))
   assert [p for p, m in selection.flatten_with_paths(masks, is_leaf=lambda v: v is None)[0]
           if m is not None] == ["params/kernel"]

@@ -156,7 +156,8 @@ def compute_masks(
   traced step). Ties are broken by position: the earlier weight is pruned first.
 
   Args:
-    params: a pytree of float arrays, e.g. the ``params`` collection; kernels ``[kh, kw, in,
+    params: a pytree of float arrays, e.g. the ``params`` collection, or an ``nnx.State``
+      (Linen-style paths, masks returned in its structure); kernels ``[kh, kw, in,
       out]`` or ``[in, out]``.
     config: the :class:`PruneConfig`.
     sparsity: overall sparsity in [0, 1) instead of ``config.sparsity``: every leaf sparsity
@@ -277,7 +278,7 @@ def apply_masks(params: Any, masks: Any) -> Any:
   """Zeroes the pruned weights: ``where(mask, w, 0)`` at every masked leaf. Pure and jittable.
 
   Args:
-    params: a pytree of arrays.
+    params: a pytree of arrays (or an ``nnx.State``, with masks of its structure).
     masks: a tree with the structure of ``params``: a bool array of the leaf's shape or
       ``None`` (leaf untouched) at every leaf, e.g. from :func:`compute_masks`.
 

@@ -190,7 +190,9 @@ def quantize_variables(
   arrays).
 
   Args:
-    variables: nested dicts of arrays, e.g. ``{"params": {...}, "batch_stats": {...}}``.
+    variables: nested dicts of arrays, e.g. ``{"params": {...}, "batch_stats": {...}}``, or
+      an ``nnx.State`` (``nnx.split(model)``; selected by its Linen-style paths, returned as an
+      ``nnx.State``: :mod:`jaxgc.compress.selection`).
     config: the :class:`~jaxgc.compress.quantize.QuantConfig`.
     include: regex on "/"-joined paths; by default every ``kernel`` under ``params``.
     exclude: optional regex of paths to keep in full precision.
