@@ -48,20 +48,7 @@ def check_replaceable(path: str | os.PathLike) -> None:
     FileExistsError: ``path`` is a file or link, or a folder holding something jaxgc did not
       write (named).
   """
-  path = os.fspath(path)
-  if not os.path.lexists(path):
-    return
-  if os.path.islink(path) or not os.path.isdir(path):
-    raise FileExistsError(f"output path {path} exists and is not a folder: refusing to "
-                          "replace it; choose another path")
-  entries = sorted(os.listdir(path))
-  foreign = ownership.foreign_entries(path)
-  if foreign is None:
-    foreign = [e for e in entries if e not in MODEL_ENTRIES]
-  if foreign or (entries and SPEC_FILE not in entries):
-    raise FileExistsError(f"output folder {path} is not a jaxgc model folder (it holds "
-                          f"{(foreign or entries)[0]!r}): refusing to replace it; choose a new "
-                          "or empty folder")
+  ownership.check_replaceable(path, MODEL_ENTRIES, SPEC_FILE, "model folder")
 
 
 def check_writable_dir(path: str | os.PathLike) -> str:

@@ -213,6 +213,36 @@ def write_folder_manifest(folder: str | os.PathLike, job: str) -> None:
   _write(folder, manifest)
 
 
+def check_replaceable(path: str | os.PathLike, layout: Iterable[str], required: str,
+                      what: str) -> None:
+  """Raises unless ``path`` is absent, an empty folder, or a ``what`` jaxgc wrote, which is
+  replaced as a whole: it may hold nothing its manifest does not list. Without a manifest (an
+  earlier jaxgc wrote it) it is recognised by its layout: ``required`` and nothing outside
+  ``layout``.
+
+  Raises:
+    FileExistsError: ``path`` is a file or link, or a folder holding something jaxgc did not
+      write (named).
+  """
+  path = os.fspath(path)
+  if not os.path.lexists(path):
+    return
+  if os.path.islink(path) or not os.path.isdir(path):
+    raise FileExistsError(f"output path {path} exists and is not a folder: refusing to replace "
+                          "it; choose another path")
+  entries = sorted(os.listdir(path))
+  foreign = foreign_entries(path)
+  if foreign is None:
+    layout = set(layout) | {MANIFEST}
+    foreign = [e for e in entries if e not in layout]
+    if not foreign and entries and required not in entries:
+      foreign = entries
+  if foreign:
+    raise FileExistsError(f"output folder {path} is not a jaxgc {what} (it holds "
+                          f"{foreign[0]!r}): refusing to replace it; choose a new or empty "
+                          "folder")
+
+
 def record(folder: str | os.PathLike, names: Iterable[str]) -> None:
   """Adds files jaxgc has just written into a folder it owns (a sample grid beside a saved
   model) to the folder's manifest, with their bytes.

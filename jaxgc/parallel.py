@@ -153,6 +153,32 @@ def replicate(tree: Any, mesh: jax.sharding.Mesh | None) -> Any:
   return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
+def to_host(x: Any) -> np.ndarray:
+  """``x`` as a host NumPy array, whole: ``np.asarray`` for an array this process holds
+  entirely, ``multihost_utils.process_allgather`` for a global array sharded over devices of
+  several processes (after ``jax.distributed.initialize``; every process must call it)."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+
+
+def gather_rows(local: Any) -> np.ndarray:
+  """The rows every process holds, concatenated in process order, on every process.
+
+  With several processes (``jax.distributed.initialize``), process ``k`` passes its own
+  ``[n_k, ...]`` array (the same trailing shape and dtype everywhere, and the same ``n_k`` on
+  every process) and every process gets the ``[sum n_k, ...]`` array: features computed where
+  their samples live, then measured on the global mesh by :mod:`jaxgc.eval.metrics` or
+  :mod:`jaxgc.eval.lsh`. With one process it returns ``np.asarray(local)``. Every process must
+  call it (a collective).
+  """
+  if jax.process_count() == 1:
+    return np.asarray(local)
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  return np.asarray(multihost_utils.process_allgather(np.asarray(local), tiled=True))
+
+
 def host_metrics(metrics: dict[str, jax.Array]) -> dict[str, float]:
   """Device metrics -> Python floats (one transfer)."""
   return {k: float(v) for k, v in jax.device_get(metrics).items()}

@@ -23,7 +23,7 @@ RANKS = {
     "jaxgc.models": 1,
     "jaxgc.convert": 2, "jaxgc.parallel": 2, "jaxgc.data": 2, "jaxgc.report": 2,
     "jaxgc.compress": 3, "jaxgc.eval": 3, "jaxgc.train": 3, "jaxgc.checkpoint": 3,
-    "jaxgc.jobs": 4,
+    "jaxgc.jobs": 4, "jaxgc.export": 4,
     "jaxgc.cli": 5, "jaxgc.__main__": 5,
 }
 

@@ -39,7 +39,7 @@ def test_help_has_one_line_per_command_and_version(capsys):
     cli.main(["--help"])
   assert e.value.code == 0
   out = capsys.readouterr().out
-  for name in ("convert",) + tuple(cli.JOBS):
+  for name in ("convert", "export") + tuple(cli.JOBS):
     lines = [l for l in out.splitlines() if l.strip().startswith(name + " ")]
     assert len(lines) == 1, (name, out)
     i = out.splitlines().index(lines[0])

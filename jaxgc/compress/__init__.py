@@ -50,7 +50,10 @@ from jaxgc.compress.rules import Recipe
 from jaxgc.compress.rules import resolve_rules
 from jaxgc.compress.selection import DEFAULT_INCLUDE
 from jaxgc.compress.selection import compile_pattern
+from jaxgc.compress.selection import flatten_with_paths
+from jaxgc.compress.selection import linen_dict
 from jaxgc.compress.selection import map_selected
+from jaxgc.compress.selection import map_with_paths
 from jaxgc.compress.selection import path_str
 from jaxgc.compress.selection import select
 from jaxgc.compress.selection import selected_paths

@@ -23,6 +23,14 @@ Gradients use a clipped straight-through estimator: the gradient is 1 where
 ``lo <= x <= hi`` and 0 outside, so quantization-aware training works through
 :func:`apply_quantized` (Bengio et al. 2013; Jacob et al. 2018, section 3).
 
+NNX: a model bridged by :func:`jaxgc.convert.to_nnx` (``flax.nnx.bridge.ToNNX``) runs the Linen
+module's ``apply`` inside its ``__call__``, so the interception reaches its layers unchanged:
+``with quantized_activations(cfg, calib): y = nnx_model(x)`` quantizes the same layer inputs as
+:func:`apply_quantized` on the Linen module, with the same layer paths. :func:`calibrate` and
+:func:`apply_quantized` take a Linen module and variables: pass
+``*jaxgc.convert.from_nnx(nnx_model)``. Native NNX layers (``nnx.Conv``, ``nnx.Linear``) are not
+Linen modules and are not intercepted.
+
 Typical use::
 
   calib = calibrate(model, variables, batches, ActQuantConfig(8), method="percentile")
@@ -228,7 +236,9 @@ def quantized_activations(
   Inside the ``with`` block, the input of each selected ``nn.Conv`` / ``nn.ConvTranspose`` /
   ``layers.ConvTranspose`` / ``nn.Dense`` call goes through :func:`fake_quant_act` before the
   layer runs. Works under ``jax.jit`` and ``jax.grad`` (the interception happens at trace time:
-  enter the context inside the traced function, or trace inside the context).
+  enter the context inside the traced function, or trace inside the context). Calling an NNX
+  model bridged by :func:`jaxgc.convert.to_nnx` inside the block counts: it runs the Linen
+  ``apply``.
 
   Args:
     act_config: bits, symmetry, granularity and mode.

@@ -72,14 +72,14 @@ def layer_param_counts(variables: Any, include: str = DEFAULT_INCLUDE,
     ValueError: nothing selected.
   """
   mask = selection.select(variables, include, exclude)
-  leaves, _ = jax.tree_util.tree_flatten_with_path(variables)
+  leaves, _ = selection.flatten_with_paths(variables)
   flags = jax.tree_util.tree_leaves(mask)
-  return {selection.path_str(p): int(np.size(w)) for (p, w), m in zip(leaves, flags) if m}
+  return {p: int(np.size(w)) for (p, w), m in zip(leaves, flags) if m}
 
 
 def _leaf_index(variables: Any) -> tuple[list[Any], Any, dict[str, int]]:
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(variables)
-  index = {selection.path_str(p): i for i, (p, _) in enumerate(leaves)}
+  leaves, treedef = selection.flatten_with_paths(variables)
+  index = {p: i for i, (p, _) in enumerate(leaves) if p is not None}
   return [w for _, w in leaves], treedef, index
 
 
@@ -395,14 +395,13 @@ def _map_assignment(fn: Callable[[Any, int], Any], variables: Any,
   _, _, index = _leaf_index(variables)
   _check_paths(list(assignment), index)
 
-  def apply(keypath, w):
-    path = selection.path_str(keypath)
+  def apply(path, w):
     if path not in assignment:
       return w
     selection.check_weight(path, w)
     return fn(w, int(assignment[path]))
 
-  return jax.tree_util.tree_map_with_path(apply, variables)
+  return selection.map_with_paths(apply, variables)
 
 
 def apply_allocation(variables: Any, assignment: Mapping[str, int], symmetric: bool = True,

@@ -167,7 +167,9 @@ def clip_weights(
   ``config``, ``include`` and ``exclude`` static.
 
   Args:
-    variables: nested dicts of arrays, e.g. ``{"params": {...}, "batch_stats": {...}}``.
+    variables: nested dicts of arrays, e.g. ``{"params": {...}, "batch_stats": {...}}``, or
+      an ``nnx.State`` (``nnx.split(model)``; selected by its Linen-style paths, returned as an
+      ``nnx.State``: :mod:`jaxgc.compress.selection`).
     config: the :class:`ClipConfig`.
     include: regex on "/"-joined paths; by default every ``kernel`` under ``params``.
     exclude: optional regex of paths to leave untouched.

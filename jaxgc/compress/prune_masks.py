@@ -156,7 +156,8 @@ def compute_masks(
   traced step). Ties are broken by position: the earlier weight is pruned first.
 
   Args:
-    params: a pytree of float arrays, e.g. the ``params`` collection; kernels ``[kh, kw, in,
+    params: a pytree of float arrays, e.g. the ``params`` collection, or an ``nnx.State``
+      (Linen-style paths, masks returned in its structure); kernels ``[kh, kw, in,
       out]`` or ``[in, out]``.
     config: the :class:`PruneConfig`.
     sparsity: overall sparsity in [0, 1) instead of ``config.sparsity``: every leaf sparsity
@@ -246,8 +247,8 @@ def _check_masks(params: Any, masks: Any) -> None:
   """Raises ``ValueError`` naming the path unless ``masks`` fits ``params``."""
   is_none = lambda x: x is None  # noqa: E731
   param_leaves = _leaves_by_path(params)
-  mask_flat, mask_def = jax.tree_util.tree_flatten_with_path(masks, is_leaf=is_none)
-  mask_leaves = {selection.path_str(kp): m for kp, m in mask_flat}
+  mask_flat, mask_def = selection.flatten_with_paths(masks, is_leaf=is_none)
+  mask_leaves = {p: m for p, m in mask_flat if p is not None}
   missing = [p for p in param_leaves if p not in mask_leaves]
   if missing:
     raise ValueError(f"mask tree does not match params: no mask entry for '{missing[0]}'")
@@ -277,7 +278,7 @@ def apply_masks(params: Any, masks: Any) -> Any:
   """Zeroes the pruned weights: ``where(mask, w, 0)`` at every masked leaf. Pure and jittable.
 
   Args:
-    params: a pytree of arrays.
+    params: a pytree of arrays (or an ``nnx.State``, with masks of its structure).
     masks: a tree with the structure of ``params``: a bool array of the leaf's shape or
       ``None`` (leaf untouched) at every leaf, e.g. from :func:`compute_masks`.
 

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxgc.compress import selection
 from jaxgc.compress.prune_config import PruneConfig
 from jaxgc.compress.prune_masks import _check_channels
 from jaxgc.compress.prune_masks import _check_masks
@@ -56,6 +57,13 @@ def pruning(config: PruneConfig, *, key: jax.Array | None = None
     runs on sharded or replicated parameters. ``grads`` (the raw gradients) is needed for
     ``score="saliency"``; ``optax.chain`` forwards it: ``tx.update(g, state, params, grads=g)``.
 
+  NNX: ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` calls ``init`` with the ``nnx.State`` of the
+  parameters and ``update`` with pure arrays (``nnx.as_pure``). Both functions remove the
+  ``Variable`` boxes first (:func:`jaxgc.compress.selection.unbox`), so the masks always have
+  the pure structure and the paths matched by ``config.include`` are those of the parameters
+  themselves, ``conv_in/kernel``, as for Linen's ``tx.init(variables["params"])``; the updates
+  come back in the structure they were given.
+
   Example::
 
     tx = optax.chain(optax.sgd(0.1), pruning(PruneConfig(0.5)))
@@ -81,6 +89,7 @@ def pruning(config: PruneConfig, *, key: jax.Array | None = None
     raise ValueError("score 'random' needs a PRNG key: pass key=jax.random.key(seed)")
 
   def init_fn(params):
+    params = selection.unbox(params)
     leaves = _selected_leaves(params, config)  # checks the leaves against the granularity
     if config.granularity == "channel":
       targets = _targets(leaves, config)
@@ -101,6 +110,8 @@ def pruning(config: PruneConfig, *, key: jax.Array | None = None
     del extra_args
     if params is None:
       raise ValueError("pruning needs params: call update(updates, state, params)")
+    boxed, updates, params = updates, selection.unbox(updates), selection.unbox(params)
+    grads = selection.unbox(grads)
     step = state.count
 
     def recompute(new_params):
@@ -110,7 +121,8 @@ def pruning(config: PruneConfig, *, key: jax.Array | None = None
     masks = jax.lax.cond(is_update_step(config, step), recompute, lambda _: state.masks,
                          optax.apply_updates(params, updates))
     updates = _map_masked(lambda m, u, w: jnp.where(m, u, -w), masks, updates, params)
-    return updates, PruneState(count=optax.safe_increment(step), masks=masks)
+    return (selection.rebox(boxed, updates),
+            PruneState(count=optax.safe_increment(step), masks=masks))
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -125,6 +137,10 @@ def keep_masks(masks: Any) -> optax.GradientTransformation:
   constants of the transformation, not state (its state is ``optax.EmptyState``), so
   checkpoints hold no masks; rebuild them from the same config to resume.
 
+  NNX: the masks, parameters and updates may be ``nnx.State`` trees (e.g. masks from
+  :func:`compute_masks` of ``nnx.state(model, nnx.Param)``); their ``Variable`` boxes are
+  removed before they are matched, as in :func:`pruning`.
+
   Args:
     masks: a mask tree over the parameters (bool arrays, ``True`` = keep, or ``None``).
 
@@ -135,13 +151,17 @@ def keep_masks(masks: Any) -> optax.GradientTransformation:
     ValueError: at ``init``, the masks do not match the parameters (naming the path); at
       ``update``, ``params`` missing.
   """
+  pure_masks = selection.unbox(masks)
+
   def init_fn(params):
-    _check_masks(params, masks)
+    _check_masks(selection.unbox(params), pure_masks)
     return optax.EmptyState()
 
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError("keep_masks needs params: call update(updates, state, params)")
-    return _map_masked(lambda m, u, w: jnp.where(m, u, -w), masks, updates, params), state
+    new = _map_masked(lambda m, u, w: jnp.where(m, u, -w), pure_masks, selection.unbox(updates),
+                      selection.unbox(params))
+    return selection.rebox(updates, new), state
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -128,8 +128,8 @@ def erk_sparsities(shapes: Mapping[str, Sequence[int]], sparsity: float) -> dict
 def _selected_leaves(params: Any, config: PruneConfig) -> list[tuple[str, jax.Array]]:
   """``(path, leaf)`` of the leaves ``config`` prunes, in tree-flatten order, checked."""
   paths = set(selection.selected_paths(params, config.include, config.exclude))
-  leaves, _ = jax.tree_util.tree_flatten_with_path(params)
-  chosen = [(selection.path_str(kp), w) for kp, w in leaves if selection.path_str(kp) in paths]
+  leaves, _ = selection.flatten_with_paths(params)
+  chosen = [(p, w) for p, w in leaves if p in paths]
   for path, w in chosen:
     selection.check_weight(path, w)
     if config.granularity == "n:m":

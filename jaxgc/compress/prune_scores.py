@@ -39,14 +39,12 @@ def _leaf_scores(leaves: Sequence[tuple[str, jax.Array]], config: PruneConfig, g
 
 
 def _leaves_by_path(tree: Any) -> dict[str, Any]:
-  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return {selection.path_str(kp): x for kp, x in leaves}
+  return {p: x for p, x in selection.flatten_with_paths(tree)[0] if p is not None}
 
 
 def _to_tree(params: Any, by_path: Mapping[str, Any]) -> Any:
   """A tree like ``params`` with ``by_path[path]`` at the listed leaves and ``None`` elsewhere."""
-  return jax.tree_util.tree_map_with_path(
-      lambda kp, _: by_path.get(selection.path_str(kp)), params)
+  return selection.map_with_paths(lambda p, _: by_path.get(p), params, rng_leaves="none")
 
 
 def compute_scores(params: Any, config: PruneConfig, *, grads: Any = None,

@@ -270,7 +270,9 @@ def fake_quantize(
   ``jax.jit(fake_quantize, static_argnames=("config", "include", "exclude"))``.
 
   Args:
-    variables: nested dicts of arrays, e.g. ``{"params": {...}, "batch_stats": {...}}``.
+    variables: nested dicts of arrays, e.g. ``{"params": {...}, "batch_stats": {...}}``, or
+      an ``nnx.State`` (``nnx.split(model)``; selected by its Linen-style paths, returned as an
+      ``nnx.State``: :mod:`jaxgc.compress.selection`).
     config: the :class:`QuantConfig`.
     include: regex on "/"-joined paths; by default every ``kernel`` under ``params``.
     exclude: optional regex of paths to keep in full precision (e.g. first and last layers).

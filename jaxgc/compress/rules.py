@@ -203,8 +203,7 @@ def fake_quantize_by_rules(
   quantize.check_granularity(granularity)
   bits = resolve_rules(variables, rules, default_bits, None, first_last)
 
-  def apply(keypath, w):
-    path = selection.path_str(keypath)
+  def apply(path, w):
     name = layer_path(path)
     if name is None or not re.search(selection.DEFAULT_INCLUDE, path):
       return w
@@ -214,7 +213,7 @@ def fake_quantize_by_rules(
     selection.check_weight(path, w)
     return quantize.fake_quant(w, wbits, symmetric, granularity)
 
-  return jax.tree_util.tree_map_with_path(apply, variables)
+  return selection.map_with_paths(apply, variables)
 
 
 def act_rules(rules: Iterable[Any] | None, default_act_bits: int | None

@@ -190,7 +190,9 @@ def quantize_variables(
   arrays).
 
   Args:
-    variables: nested dicts of arrays, e.g. ``{"params": {...}, "batch_stats": {...}}``.
+    variables: nested dicts of arrays, e.g. ``{"params": {...}, "batch_stats": {...}}``, or
+      an ``nnx.State`` (``nnx.split(model)``; selected by its Linen-style paths, returned as an
+      ``nnx.State``: :mod:`jaxgc.compress.selection`).
     config: the :class:`~jaxgc.compress.quantize.QuantConfig`.
     include: regex on "/"-joined paths; by default every ``kernel`` under ``params``.
     exclude: optional regex of paths to keep in full precision.
@@ -265,7 +267,9 @@ def save_quantized(tree: Any, path: str | os.PathLike) -> int:
 
   Args:
     tree: nested dicts with str keys (no "/" or ":" in a key) whose leaves are arrays or
-      :class:`QuantizedTensor`.
+      :class:`QuantizedTensor`; or an ``nnx.State`` of them, written under its Linen-style
+      paths (``params/conv_in/kernel``; RNG state left out), so the file is the one its Linen
+      variables give and :func:`load_quantized` returns Linen variables.
     path: destination file.
 
   Returns:
@@ -274,6 +278,8 @@ def save_quantized(tree: Any, path: str | os.PathLike) -> int:
   Raises:
     ValueError: the tree is not nested dicts with valid str keys.
   """
+  if selection.has_variables(tree):  # an nnx.State: written under its Linen paths
+    tree = selection.linen_dict(tree, is_leaf=_is_qt)
   leaves, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_qt)
   entries: dict[str, np.ndarray] = {}
   meta_leaves: dict[str, dict[str, Any]] = {}

@@ -6,3 +6,5 @@ from jaxgc.convert.mapping import infer_arch
 from jaxgc.convert.torch_io import CheckpointError
 from jaxgc.convert.torch_io import read_torch_file
 from jaxgc.convert.torch_io import unwrap_state_dict
+from jaxgc.convert.nnx_bridge import from_nnx
+from jaxgc.convert.nnx_bridge import to_nnx

@@ -35,6 +35,7 @@ from jaxgc.parallel import data_axis_size
 from jaxgc.parallel import pad_rows
 from jaxgc.parallel import put
 from jaxgc.parallel import round_up
+from jaxgc.parallel import to_host
 
 __all__ = [
     "feature_statistics",
@@ -502,8 +503,7 @@ def _cross(real, real_radius, fake, fake_radius, *, n_real, n_fake, block_size, 
   nearest, inside, counts = fn(
       rows, real_radius, refs, fake_radius, put(np.asarray(n_real, np.int64), mesh, P()),
       put(np.asarray(n_fake, np.int64), mesh, P()))
-  return (np.asarray(nearest)[:n_real], np.asarray(inside)[:n_real],
-          np.asarray(counts)[:n_fake])
+  return (to_host(nearest)[:n_real], to_host(inside)[:n_real], to_host(counts)[:n_fake])
 
 
 def prdc(real_features: Any,
@@ -570,7 +570,7 @@ def prdc(real_features: Any,
     nearest_fake, in_fake_ball, counts = _cross(
         real_placed, real_radius, fake_placed, fake_radius, n_real=n_real, n_fake=n_fake,
         block_size=block_size, mesh=mesh, dist_dtype=cross_dtype)
-    real_radius = np.asarray(real_radius)[:n_real]
+    real_radius = to_host(real_radius)[:n_real]
 
   precision = (counts > 0).mean()
   recall = in_fake_ball.mean()

@@ -349,6 +349,15 @@ def sweep(cfg, module, variables, x: np.ndarray, reference: np.ndarray, model_de
   return rows, grid
 
 
+def activation_spec(act_cfg, rules=None) -> dict[str, Any]:
+  """The ``"activations"`` entry of a checkpoint's ``spec.json``: what ``calibration.json``'s
+  ranges are used with (``jaxgc export`` bakes them into the artifact)."""
+  return {"bits": act_cfg.bits, "symmetric": act_cfg.symmetric,
+          "granularity": act_cfg.granularity, "mode": act_cfg.mode,
+          "rules": None if rules is None else [[r.pattern, r.weight_bits, r.act_bits]
+                                               for r in rules]}
+
+
 def _compress_setting(cfg, row, module, variables, x, reference, act_cfg, calib_batches, spec,
                       ckdir):
   """One setting of the sweep: compressed, stored in ``ckdir``, run on ``x``.
@@ -359,11 +368,14 @@ def _compress_setting(cfg, row, module, variables, x, reference, act_cfg, calib_
   Raises:
     FloatingPointError: the compressed model's outputs hold NaN or Inf (nothing is measured).
   """
+  act_desc = None
   if row.get("recipe"):
+    recipe = compress.load_recipe(row["recipe"])
     fq, stored, out, calibration = recipe_setting(
-        module, variables, compress.load_recipe(row["recipe"]), x, calib_batches,
-        int(cfg.batch_size))
+        module, variables, recipe, x, calib_batches, int(cfg.batch_size))
     compress.save_calibration(calibration, os.path.join(ckdir, "calibration.json"))
+    act_desc = activation_spec(recipe.act_config(),
+                               compress.act_rules(recipe.rules, recipe.default_act_bits))
   else:
     fq, stored = compress_variables(variables, row, cfg)
     if row["weight_bits"] == 32:
@@ -373,13 +385,15 @@ def _compress_setting(cfg, row, module, variables, x, reference, act_cfg, calib_
                                        method=cfg.activations.method,
                                        percentile=float(cfg.activations.percentile))
       compress.save_calibration(calibration, os.path.join(ckdir, "calibration.json"))
+      act_desc = activation_spec(act_cfg)
       out = _run_model(lambda v, b, c=calibration: compress.apply_quantized(
           module, v, b, act_cfg, c), fq, x, int(cfg.batch_size))
     else:
       out = _run_model(module.apply, fq, x, int(cfg.batch_size))
   inputs_lib.check_finite(out, "the setting is not measured")
   with open(os.path.join(ckdir, "spec.json"), "w") as f:
-    json.dump({**spec, "compression": row}, f, indent=2)
+    json.dump({**spec, "compression": row, **({"activations": act_desc} if act_desc else {})},
+              f, indent=2)
   nbytes = compress.save_quantized(stored, os.path.join(ckdir, "weights.npz"))
   ownership.write_folder_manifest(ckdir, "compress")
   return out, fq, nbytes
