@@ -53,7 +53,7 @@ RENAMED = {
 # Old names of packages that did not move: package -> {old name: (module, new name)}. Served,
 # with a DeprecationWarning, by the package's ``__getattr__ = _aliases.module_getattr(__name__)``.
 RENAMED_IN_PLACE = {
-    "jaxgc.train": {"adversarial_loss": ("jaxgc.train.gan_losses", "generator_loss")},
+    "jaxgc.train": {"adversarial_loss": ("jaxgc.train", "generator_loss")},
 }
 
 

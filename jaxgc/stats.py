@@ -20,6 +20,8 @@ a quarter of torchprofile's (each input pixel meets each tap once).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from typing import Any
 
@@ -35,6 +37,27 @@ def count_params(variables: Any, collection: str | None = "params") -> int:
 
 
 CONVENTIONS = ("torchprofile", "valid")
+
+# While MACs are counted, layers with a faster formulation of the same function (sub-pixel
+# transposed convolutions, shifted multiply-add depthwise convolutions on the CPU:
+# jaxgc.models.layers) trace their reference formulation, the convolution PyTorch runs, so the
+# count is that of the layer, not of its implementation.
+_REFERENCE = contextvars.ContextVar("jaxgc_reference_formulation", default=False)
+
+
+def reference_formulation() -> bool:
+  """Whether layers should trace their reference formulation (inside :func:`count_macs`)."""
+  return _REFERENCE.get()
+
+
+@contextlib.contextmanager
+def tracing_reference_formulation():
+  """Inside the block, layers trace the convolution PyTorch runs (see :func:`count_macs`)."""
+  token = _REFERENCE.set(True)
+  try:
+    yield
+  finally:
+    _REFERENCE.reset(token)
 
 
 def _valid_taps(out_size: int, kernel: int, stride: int, pad_lo: int, in_size: int,
@@ -113,11 +136,12 @@ def count_macs(module, variables: Any, x: jax.Array, convention: str = "torchpro
   """
   if convention not in CONVENTIONS:
     raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-  closed = jax.make_jaxpr(lambda v, x: module.apply(v, x))(variables, x)
+  with tracing_reference_formulation():   # each layer counted as the convolution it computes
+    closed = jax.make_jaxpr(lambda v, x: module.apply(v, x))(variables, x)
   return _jaxpr_macs(closed.jaxpr, convention) // int(x.shape[0])
 
 
-def xla_flops(module, variables: Any, x: jax.Array) -> float:
+def xla_flops(module, variables: Any, x: jax.Array, reference: bool = True) -> float:
   """Floating-point operations per sample of the compiled forward pass, by XLA's cost analysis.
 
   ``jax.jit(module.apply).lower(variables, x).compile().cost_analysis()["flops"]`` divided by
@@ -129,6 +153,10 @@ def xla_flops(module, variables: Any, x: jax.Array) -> float:
     module: a Flax module.
     variables: its variables (arrays or ``jax.ShapeDtypeStruct``).
     x: an example input whose first axis is the batch.
+    reference: compile the reference formulation of jaxgc's fast layers (the convolutions
+      PyTorch runs, as :func:`count_macs` traces them), a cross-check of the MAC count; False
+      compiles what actually runs (shifted multiply-adds count one FLOP per multiply and per
+      add, a sub-pixel transposed convolution its phase kernels' zero taps too).
 
   Returns:
     FLOPs per sample (float), as counted for the default backend.
@@ -136,7 +164,9 @@ def xla_flops(module, variables: Any, x: jax.Array) -> float:
   Raises:
     ValueError: the backend's compiler reports no flop count.
   """
-  cost = jax.jit(module.apply).lower(variables, x).compile().cost_analysis()
+  with (tracing_reference_formulation() if reference else contextlib.nullcontext()):
+    lowered = jax.jit(lambda v, x: module.apply(v, x)).lower(variables, x)
+  cost = lowered.compile().cost_analysis()
   if isinstance(cost, (list, tuple)):  # older jax returned one dict per computation
     cost = cost[0] if cost else None
   if not cost or "flops" not in cost:

@@ -91,13 +91,14 @@ def test_outputs_equal_the_model_for_batch_1_and_7(exported, h2z, name):
 
 def test_artifact_size_is_the_compressed_size(exported):
   """Low-bit codes stay low-bit: artifact bytes = the weights' stored bytes + a graph that does
-  not depend on them (the same few tens of kB for every setting)."""
+  not depend on them (about 115 kB for every setting: three platforms, and for the CPU the
+  depthwise convolutions' shifted multiply-adds beside the accelerators' grouped convolutions)."""
   weights = {n: sum(v["bytes"] for v in exported[n][1]["weights"].values()) for n in SETTINGS}
   sizes = {n: exported[n][1]["artifact_bytes"] for n in SETTINGS}
   assert sizes == {n: os.path.getsize(exported[n][0] / export.ARTIFACT_FILE) for n in SETTINGS}
   assert "int8" in exported["w8"][1]["weights"] and "int4 packed" in exported["w4"][1]["weights"]
   for n in ("fp32", "w8", "w4"):
-    assert 0 < sizes[n] - weights[n] < 100_000, (n, sizes[n], weights[n])
+    assert 0 < sizes[n] - weights[n] < 150_000, (n, sizes[n], weights[n])
   assert sizes["w8"] < 0.35 * sizes["fp32"]   # int8 codes: ~1/4, plus scales and the graph
   assert sizes["w4"] < 0.22 * sizes["fp32"]   # packed int4: ~1/8, plus scales and the graph
 
@@ -159,7 +160,8 @@ def test_output_folder_ownership(h2z, tmp_path):
   out = tmp_path / "out"
   export.save(module, variables, out, size=8, platforms="cpu", stablehlo=True)
   export.save(module, variables, out, size=8, platforms="cpu")  # replaces its own export
-  assert sorted(os.listdir(out)) == sorted([export.ARTIFACT_FILE, export.META_FILE])
+  assert sorted(os.listdir(out)) == sorted([export.ARTIFACT_FILE, export.META_FILE,
+                                            "jaxgc-manifest.json"])
   assert sorted(os.listdir(tmp_path)) == ["afile", "mine", "out"]  # no temporary folder left
 
 

@@ -1,0 +1,188 @@
+"""Every speed figure of jaxgc on this machine, measured side by side in one run: one JSON.
+
+jaxgc (``jax.jit``) and the tool a user would run instead (the PyTorch original, eager, no
+grad, ``torch.set_num_threads(--threads)``) are timed in the same process with their calls
+interleaved, so load that comes and goes falls on both; each figure is the ratio of medians
+(``speedup`` > 1: jaxgc is faster). Also printed: the machine's float32 matmul rate (what
+the MACs could cost at best), the load average before and after (run with nothing else on the
+machine: load distorts PyTorch more than XLA), and the parity of every pair (max abs).
+
+  JAXGC_ASSETS=../shared/assets python benchmarks/run_all.py            # JSON
+  JAXGC_ASSETS=../shared/assets python benchmarks/run_all.py --markdown # the README table
+
+Models: the horse->zebra GAN Compression generator (2.5 GMACs) at batch 1 and 8, the
+full-size vintage CycleGAN ResNet (56.8 GMACs) at batch 1, the DCGAN DigiFace generator at
+batch 1 and 64, the FID Inception (images/s at batch 32, against its TorchScript), and the
+horse->zebra generator slimmed to 4x fewer MACs against the original (both jaxgc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+import torch_reference  # noqa: E402  (PyTorch references of the mobile and DCGAN generators)
+
+from jaxgc import convert  # noqa: E402
+from jaxgc import stats  # noqa: E402
+from jaxgc.compress.slim import slim_to_macs  # noqa: E402
+from jaxgc.convert import torch_refs  # noqa: E402
+from jaxgc.eval import fid_inception  # noqa: E402
+
+H2Z = "cyclegan-h2z-gancompression/latest_net_G.pth"
+VINTAGE = "cyclegan-vintage-resnet9/latest_net_G_A2B.pth"
+DCGAN = "dcgan-digiface64/weights.tar"
+INCEPTION = "fid-inception-v3/inception-2015-12-05.torchscript.pt"
+
+
+def interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
+  """Median seconds per call of each ``fns[name]()``, calls interleaved in rotating order."""
+  for fn in fns.values():
+    for _ in range(warmup):
+      fn()
+  names = list(fns)
+  times: dict[str, list[float]] = {n: [] for n in names}
+  for r in range(repeats):
+    for name in names[r % len(names):] + names[:r % len(names)]:
+      t = time.perf_counter()
+      fns[name]()
+      times[name].append(time.perf_counter() - t)
+  return {n: statistics.median(ts) for n, ts in times.items()}
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+  """float32 matmul rate of ``jax.jit`` on this machine, GFLOP/s (``2 n**3`` per product)."""
+  a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
+  f = jax.jit(lambda a: a @ a)
+  t = interleaved({"mm": lambda: f(a).block_until_ready()}, repeats)["mm"]
+  return 2 * n**3 / t / 1e9
+
+
+def _pair(name, module, variables, ref, x: np.ndarray, repeats: int, macs: int) -> dict:
+  """jaxgc vs PyTorch on ``x`` (NHWC images or ``[n, z]`` latents)."""
+  f = jax.jit(module.apply)
+  xt = torch.from_numpy(np.ascontiguousarray(
+      x.transpose(0, 3, 1, 2) if x.ndim == 4 else x.reshape(len(x), -1, 1, 1)))
+  with torch.no_grad():
+    t = interleaved({"jaxgc": lambda: f(variables, x).block_until_ready(),
+                     "torch": lambda: ref(xt)}, repeats)
+    y_t = ref(xt).numpy()
+  y_j = np.asarray(f(variables, x))
+  y_t = y_t.transpose(0, 2, 3, 1) if y_t.ndim == 4 else y_t
+  return {"model": name, "batch": int(len(x)), "jaxgc_ms": round(1e3 * t["jaxgc"], 2),
+          "torch_ms": round(1e3 * t["torch"], 2),
+          "speedup": round(t["torch"] / t["jaxgc"], 3),
+          "jaxgc_gflops": round(2 * macs * len(x) / t["jaxgc"] / 1e9, 1),
+          "max_abs_vs_torch": float(np.max(np.abs(y_j - y_t)))}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--repeats", type=int, default=10, help="timed calls per framework")
+  parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                      help="PyTorch intra-op threads (default: the CPU count)")
+  parser.add_argument("--skip", nargs="*", default=[],
+                      help="figures to leave out: h2z vintage dcgan inception slimmed")
+  parser.add_argument("--markdown", action="store_true", help="print the README table too")
+  args = parser.parse_args()
+  root = os.environ.get("JAXGC_ASSETS")
+  if not root:
+    sys.exit("set JAXGC_ASSETS to the assets folder (../shared/assets)")
+  torch.set_num_threads(args.threads)
+  rng = np.random.default_rng(0)
+  load_before = os.getloadavg()
+  out = {"device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}",
+         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+         "jax": jax.__version__, "torch": torch.__version__,
+         "matmul_gflops_float32": round(matmul_gflops(), 1), "figures": []}
+  figs = out["figures"]
+
+  if "h2z" not in args.skip or "slimmed" not in args.skip:
+    path = os.path.join(root, H2Z)
+    module, variables = convert.load_torch_checkpoint(path)
+    x1 = rng.uniform(-1, 1, (1, 256, 256, 3)).astype(np.float32)
+    macs = stats.count_macs(module, variables, x1)
+    if "h2z" not in args.skip:
+      sd = torch_reference.load_state_dict_file(path)
+      ref = torch_reference.build_reference(convert.infer_arch(sd), sd).eval()
+      for bs in (1, 8):
+        x = rng.uniform(-1, 1, (bs, 256, 256, 3)).astype(np.float32)
+        figs.append({**_pair("horse->zebra (GAN Compression, 2.5 GMACs)", module, variables,
+                             ref, x, args.repeats, macs), "vs": "PyTorch"})
+    if "slimmed" not in args.skip:
+      slim = slim_to_macs(module, variables, 4.0, x=x1, multiple_of=8)
+      f, g = jax.jit(module.apply), jax.jit(slim.module.apply)
+      for bs in (1, 8):
+        x = rng.uniform(-1, 1, (bs, 256, 256, 3)).astype(np.float32)
+        t = interleaved({"orig": lambda: f(variables, x).block_until_ready(),
+                         "slim": lambda: g(slim.variables, x).block_until_ready()}, args.repeats)
+        figs.append({"model": "horse->zebra slimmed to 1/4 of the MACs", "batch": bs,
+                     "vs": "the original, jaxgc", "jaxgc_ms": round(1e3 * t["slim"], 2),
+                     "original_ms": round(1e3 * t["orig"], 2),
+                     "speedup": round(t["orig"] / t["slim"], 3),
+                     "macs": stats.count_macs(slim.module, slim.variables, x1)})
+
+  if "vintage" not in args.skip:
+    path = os.path.join(root, VINTAGE)
+    module, variables = convert.load_torch_checkpoint(path)
+    sd = convert.unwrap_state_dict(convert.read_torch_file(path), path)
+    ref = torch_refs.build_reference(sd)
+    x = rng.uniform(-1, 1, (1, 256, 256, 3)).astype(np.float32)
+    figs.append({**_pair("vintage CycleGAN ResNet-9 (56.8 GMACs)", module, variables, ref, x,
+                         max(3, args.repeats // 3), stats.count_macs(module, variables, x)),
+                 "vs": "PyTorch"})
+
+  if "dcgan" not in args.skip:
+    path = os.path.join(root, DCGAN)
+    module, variables = convert.load_torch_checkpoint(path)
+    sd = torch_reference.load_state_dict_file(path)
+    ref = torch_reference.build_reference(convert.infer_arch(sd), sd).eval()
+    z1 = np.zeros((1, 100), np.float32)
+    macs = stats.count_macs(module, variables, z1)
+    for bs in (1, 64):
+      z = rng.standard_normal((bs, 100)).astype(np.float32)
+      figs.append({**_pair("DCGAN DigiFace 64x64", module, variables, ref, z, args.repeats,
+                           macs), "vs": "PyTorch"})
+
+  if "inception" not in args.skip:
+    path = os.path.join(root, INCEPTION)
+    ts = torch.jit.load(path, map_location="cpu").eval()
+    imgs = rng.integers(0, 256, (32, 299, 299, 3), dtype=np.uint8)
+    xt = torch.from_numpy((imgs.transpose(0, 3, 1, 2).astype(np.float32) - 128) / 128)
+    fid_inception.inception_features(imgs, batch_size=32, progress=False)   # load, compile
+    with torch.no_grad():
+      t = interleaved({"jaxgc": lambda: fid_inception.inception_features(
+                           imgs, batch_size=32, progress=False),
+                       "torch": lambda: ts(xt)}, max(3, args.repeats // 2), warmup=1)
+      diff = float(np.max(np.abs(fid_inception.inception_features(imgs, batch_size=32,
+                                                                   progress=False)
+                                 - ts(xt).numpy())))
+    figs.append({"model": "FID Inception (pool3)", "batch": 32, "vs": "its TorchScript",
+                 "jaxgc_images_per_s": round(32 / t["jaxgc"], 2),
+                 "torch_images_per_s": round(32 / t["torch"], 2),
+                 "speedup": round(t["torch"] / t["jaxgc"], 3), "max_abs_vs_torch": diff})
+
+  out["load_average_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
+  print(json.dumps(out, indent=2))
+  if args.markdown:
+    print("\n| model | batch | jaxgc | other | speedup |\n|---|---:|---:|---:|---:|")
+    for f in figs:
+      a = f.get("jaxgc_ms", f.get("jaxgc_images_per_s"))
+      b = f.get("torch_ms", f.get("original_ms", f.get("torch_images_per_s")))
+      unit = " img/s" if "jaxgc_images_per_s" in f else " ms"
+      print(f"| {f['model']} | {f['batch']} | {a}{unit} | {b}{unit} ({f['vs']}) | "
+            f"{f['speedup']:.2f}x |")
+
+
+if __name__ == "__main__":
+  main()
