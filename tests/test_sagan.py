@@ -73,8 +73,11 @@ def test_convert_cli_parity_full_size(arch, layout, tmp_path, capsys):
   assert module.conv_dim == 64 and getattr(module, "z_dim", 128) == 128
   x = _inputs(arch, 7)
   y_torch = refs.forward_nhwc(net, x)  # the reference's first call after it was saved
-  y = np.asarray(jax.jit(module.apply)(variables, x))
+  apply = jax.jit(module.apply)
+  y = np.asarray(apply(variables, x))
   assert y.shape == ((2, 64, 64, 3) if arch == GEN else (2, 1))
+  apply(variables, _inputs(arch, 8))
+  assert apply._cache_size() == 1  # pylint: disable=protected-access  # no recompilation
   assert float(np.std(y_torch)) > 1e-3  # not a degenerate, constant output
   err = _max_abs(y, y_torch)
   print(f"\n{arch} ({layout} layout, 64x64): max |jaxgc - torch| = {err:.3g}")
@@ -251,7 +254,8 @@ def _check_folder(out: pathlib.Path, result: dict, net, arch: str, z_dim: int = 
 def test_heykeetae_script(tmp_path, capsys):
   script = _script("convert_heykeetae_sagan")
   net = refs.random_sagan(GEN, "heykeetae", seed=10, z_dim=16, conv_dim=8)
-  torch.save(net.state_dict(), tmp_path / "100_G.pth")
+  # upstream trainer.py with --parallel saves nn.DataParallel keys: module.l1.0.module...
+  torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, tmp_path / "100_G.pth")
   argv = [str(tmp_path / "100_G.pth"), str(tmp_path / "G"), "--samples", "4"]
   assert script.main(argv) == 0
   result = json.loads(capsys.readouterr().out.splitlines()[0])
