@@ -157,7 +157,8 @@ def test_attention_maps_and_batch_statistics_match_upstream():
 def test_fake_quantize_selects_the_folded_kernels():
   net = refs.random_sagan(GEN, "heykeetae", seed=6, z_dim=16, conv_dim=8)
   _, variables = convert.convert_state_dict(net.state_dict())
-  q = compress.fake_quantize(variables, compress.QuantConfig(bits=4))
+  q = jax.jit(compress.fake_quantize, static_argnames="config")(
+      variables, config=compress.QuantConfig(bits=4))
   changed = sorted(
       compress.selection.path_str(p) for (p, a), (_, b) in zip(
           jax.tree_util.tree_flatten_with_path(variables)[0],
