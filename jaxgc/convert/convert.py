@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from jaxgc import models
 from jaxgc.convert import mapping
+from jaxgc.convert import spectral
 from jaxgc.convert.torch_io import CheckpointError
 from jaxgc.convert.torch_io import read_torch_file
 from jaxgc.convert.torch_io import unwrap_state_dict
@@ -53,7 +55,9 @@ def convert_state_dict(state_dict: Mapping[str, Any], arch: str | None = None,
     arch: one of ``jaxgc.models.ARCHS`` (``resnet_generator`` in the layouts of
       ``mapping.RESNET_LAYOUTS``, ``mobile_resnet_generator``, ``sub_mobile_resnet_generator``,
       ``unet_generator``, ``dcgan_generator``, ``dcgan_discriminator``,
-      ``mlp_generator``, ``mlp_discriminator``), or None to infer it from key names and shapes.
+      ``mlp_generator``, ``mlp_discriminator``, ``sagan_generator`` and
+      ``sagan_discriminator`` in the layouts of ``mapping.SPECTRAL_LAYOUTS``), or None to infer
+      it from key names and shapes.
     source: how to name the state_dict in errors (a file path).
     **arch_kwargs: module attributes to override.
 
@@ -61,11 +65,14 @@ def convert_state_dict(state_dict: Mapping[str, Any], arch: str | None = None,
     ``(module, variables)``: ``module.apply(variables, x)`` runs the network in inference mode;
     ``variables`` is ``{"params": ..., "batch_stats": ...}`` (``batch_stats`` only with
     BatchNorm) of float32 numpy arrays in Flax layout (kernels ``[kh, kw, in, out]``).
+    SAGAN: spectral normalisation is folded into the kernels as upstream's first forward call
+    after loading computes it (``jaxgc.convert.spectral``); the vectors after that call and
+    ``sigma`` go to the ``"spectral"`` collection (``jaxgc.models.sagan``).
 
   Raises:
     CheckpointError: the keys or shapes do not match ``arch`` (one message listing the missing,
-      unexpected and mis-shaped keys), the architecture cannot be inferred, or a weight is NaN
-      or Inf.
+      unexpected and mis-shaped keys), the architecture cannot be inferred, a weight is NaN
+      or Inf, or a SAGAN state_dict lacks its spectral-norm vectors.
     ValueError: unknown ``arch`` or keyword.
   """
   sd = unwrap_state_dict(_tensors_to_numpy(state_dict), source)
@@ -86,8 +93,11 @@ def convert_state_dict(state_dict: Mapping[str, Any], arch: str | None = None,
                  for path, leaf in jax.tree_util.tree_leaves_with_path(shapes)}
   table = mapping.entries(arch, kw, sd)
   expected = {t: (f, kind) for f, t, kind in table}
-  unmapped = sorted(set(flat_shapes) - {f for f, _, _ in table})
+  derived = mapping.derived_paths(arch)
+  unmapped = sorted(set(flat_shapes) - {f for f, _, _ in table} - set(derived))
   assert not unmapped, f"internal: key map of {arch} misses Flax paths {unmapped}"
+  if arch in mapping.SAGAN_ARCHS:
+    _check_spectral_vectors(sd, arch, source)
 
   missing = sorted(k for k in expected if k not in sd)
   unexpected = sorted(k for k in sd if k not in expected)
@@ -108,10 +118,37 @@ def convert_state_dict(state_dict: Mapping[str, Any], arch: str | None = None,
   if bad:
     raise CheckpointError(f"{source} has NaN or Inf weights: {_preview(bad, 3)}")
 
+  if arch in mapping.SAGAN_ARCHS:  # fold spectral normalisation into the weights
+    sd, sigmas = spectral.fold(sd, mapping.sagan_spectral_layers(arch),
+                               mapping.SPECTRAL_LAYOUTS[mapping.spectral_layout(sd)], source)
   variables: dict[str, Any] = {}
   for tkey, (fpath, kind) in expected.items():
     _set(variables, fpath, mapping.to_flax(kind, sd[tkey]).astype(np.float32))
+  for fpath in derived:
+    _set(variables, fpath, np.float32(sigmas[fpath.split("/")[1]]))
   return module, variables
+
+
+def _check_spectral_vectors(sd: dict[str, np.ndarray], arch: str, source: str) -> None:
+  """One line for a SAGAN state_dict without its spectral-norm parameters (weights saved plain,
+  or the vectors of a layer whose weight is there dropped): upstream's first forward needs
+  them. Layers missing as a whole are left to the key check."""
+  layout = mapping.spectral_layout(sd)
+  if layout is None:
+    plain = sorted(k for k in sd if re.fullmatch(r"l\d\.0\.weight", k))
+    if not plain and "attn1.query_conv.weight" not in sd:
+      return  # not a SAGAN at all: the key check lists the differences
+    raise CheckpointError(
+        f"{source}: {arch} without its spectral-norm parameters: no l1.0.module.weight_bar "
+        f"(heykeetae SpectralNorm) nor l1.0.weight_orig (torch.nn.utils.spectral_norm) key"
+        + (f", plain weights [{_preview(plain)}] instead" if plain else ""))
+  row = mapping.SPECTRAL_LAYOUTS[layout]
+  missing = [f"{m}.{s}" for _, m, _ in mapping.sagan_spectral_layers(arch)
+             for s in (row.u, row.v) if f"{m}.{row.weight}" in sd and f"{m}.{s}" not in sd]
+  if missing:
+    raise CheckpointError(
+        f"{source}: {arch} ({layout} spectral-norm layout) without its spectral-norm vectors "
+        f"{_preview(missing)}: the forward upstream computes from them cannot be reproduced")
 
 
 def load_torch_checkpoint(path: str | os.PathLike, arch: str | None = None, **arch_kwargs: Any

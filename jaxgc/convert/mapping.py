@@ -10,7 +10,7 @@ running_mean, running_var -> params/scale, params/bias, batch_stats/mean, batch_
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -239,6 +239,8 @@ def infer_arch(sd: dict[str, np.ndarray]) -> str:
     ValueError: no architecture of the zoo matches.
   """
   keys = set(sd)
+  if "attn1.query_conv.weight" in keys and any(k.startswith("l1.0.") for k in keys):
+    return "sagan_generator" if "l1.1.running_mean" in keys else "sagan_discriminator"
   if resnet_layout(sd) not in (None, "cyclegan"):
     return "resnet_generator"
   if "model.model.0.weight" in keys and sd["model.model.0.weight"].ndim == 4:
@@ -272,7 +274,18 @@ def infer_kwargs(arch: str, sd: dict[str, np.ndarray]) -> dict[str, Any]:
   """
   kw: dict[str, Any] = {}
   try:
-    if arch in ("resnet_generator", "mobile_resnet_generator", "sub_mobile_resnet_generator"):
+    if arch in SAGAN_ARCHS:
+      layout = spectral_layout(sd)
+      w = sd[f"l1.0.{SPECTRAL_LAYOUTS[layout].weight}" if layout else "l1.0.weight"]
+      if arch == "sagan_generator":
+        kw["z_dim"] = int(w.shape[0])
+        if w.shape[1] >= 64 and w.shape[1] % 8 == 0:  # l1 has 8 conv_dim outputs
+          kw["conv_dim"] = int(w.shape[1]) // 8
+        if layout:
+          kw["spectral_rows"] = SPECTRAL_LAYOUTS[layout].transpose_rows
+      else:
+        kw["conv_dim"] = int(w.shape[0])
+    elif arch in ("resnet_generator", "mobile_resnet_generator", "sub_mobile_resnet_generator"):
       attr = _block_attr(resnet_layout(sd))
       blocks = _indices(sd, rf"model\.(\d+)\.{attr}\..*")
       n = len(blocks)
@@ -331,8 +344,8 @@ def infer_kwargs(arch: str, sd: dict[str, np.ndarray]) -> dict[str, Any]:
 
 def entries(arch: str, kw: dict[str, Any], sd: dict[str, np.ndarray],
             layout: str | None = None) -> list[Entry]:
-  """The full key map of ``arch`` built with ``kw``; ``layout`` (a ``RESNET_LAYOUTS`` name)
-  defaults to the one ``sd``'s keys show."""
+  """The full key map of ``arch`` built with ``kw``; ``layout`` (a ``RESNET_LAYOUTS`` name, or
+  for SAGAN a ``SPECTRAL_LAYOUTS`` one) defaults to the one ``sd``'s keys show."""
   if arch == "resnet_generator":
     layout = layout or resnet_layout(sd)
     second = f"model.10.{_block_attr(layout)}.6.weight"  # the second conv, after a dropout
@@ -352,4 +365,105 @@ def entries(arch: str, kw: dict[str, Any], sd: dict[str, np.ndarray],
     return lenet5_entries(kw)
   if arch == "patchgan_discriminator":
     return patchgan_discriminator_entries(kw)
+  if arch in SAGAN_ARCHS:
+    return sagan_entries(arch, layout or spectral_layout(sd))
   raise ValueError(f"unknown arch {arch!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# SAGAN (heykeetae/Self-Attention-GAN sagan_models.py) and its spectral-norm layouts
+
+
+class SpectralLayout(NamedTuple):
+  """Where one upstream saves a spectrally normalised layer ``{m}`` and what its forward does.
+
+  Attributes:
+    weight, u, v, bias: key suffixes after ``{m}.`` of the unnormalised weight, the two
+      power-iteration vectors and the bias.
+    transpose_rows: the axis of a ``ConvTranspose2d`` weight ``[in, out, kh, kw]`` the matrix
+      rows (and ``u``) run along, ``"in"`` or ``"out"`` (``Conv2d``: always ``out``).
+    power_iterations: power iterations the first forward call after loading runs on the stored
+      vectors before it computes ``sigma = u . W v`` (the conversion reproduces that call).
+    eps: the normalisation epsilon of the power iteration.
+    eps_mode: ``"add"`` (``v / (|v| + eps)``) or ``"max"`` (``v / max(|v|, eps)``).
+    source: the upstream file.
+  """
+  weight: str
+  u: str
+  v: str
+  bias: str
+  transpose_rows: str
+  power_iterations: int
+  eps: float
+  eps_mode: str
+  source: str
+
+
+# Layouts of the spectrally normalised SAGAN layers: the same layers saved by two spectral-norm
+# implementations (rows of one table, read from the keys by ``spectral_layout``).
+SPECTRAL_LAYOUTS: dict[str, SpectralLayout] = {
+    "heykeetae": SpectralLayout(
+        "module.weight_bar", "module.weight_u", "module.weight_v", "module.bias", "in", 1,
+        1e-12, "add",
+        "heykeetae/Self-Attention-GAN spectral.py SpectralNorm: wraps the layer (keys under "
+        "'.module'), views the weight as w.view(w.shape[0], -1), one power iteration on every "
+        "call, training or not"),
+    "torch": SpectralLayout(
+        "weight_orig", "weight_u", "weight_v", "bias", "out", 0, 1e-6, "max",
+        "torch.nn.utils.spectral_norm as POSTECH-CVLab/PyTorch-StudioGAN src/utils/ops.py "
+        "(snconv2d, sndeconv2d: eps=1e-6) saves it: dim=1 for ConvTranspose2d; an eval() "
+        "forward uses the stored vectors, a training one iterates once first"),
+}
+
+SAGAN_ARCHS = ("sagan_generator", "sagan_discriminator")
+
+
+def spectral_layout(sd: dict[str, np.ndarray]) -> str | None:
+  """The ``SPECTRAL_LAYOUTS`` name whose weight key (``l1.0.<weight>``) the state_dict has, or
+  None when it has neither (no spectral-norm parameters)."""
+  for name, row in SPECTRAL_LAYOUTS.items():
+    if f"l1.0.{row.weight}" in sd:
+      return name
+  return None
+
+
+def sagan_spectral_layers(arch: str) -> list[tuple[str, str, bool]]:
+  """``(Flax name, upstream module prefix, transposed)`` of every spectrally normalised layer of
+  ``arch``: ``l1`` .. ``l4`` at ``l{i}.0`` (``nn.Sequential`` index 0 of ``self.l{i}``)."""
+  return [(f"l{i}", f"l{i}.0", arch == "sagan_generator") for i in range(1, 5)]
+
+
+def sagan_entries(arch: str, layout: str | None) -> list[Entry]:
+  """Key map of heykeetae/Self-Attention-GAN ``sagan_models.py`` ``Generator`` and
+  ``Discriminator`` (64x64) with spectral-norm keys of ``SPECTRAL_LAYOUTS[layout]``.
+
+  ``self.l{i}`` are ``nn.Sequential``: the spectrally normalised convolution at 0 (weight,
+  ``u``, ``v`` -> ``params/l{i}/kernel``, ``spectral/l{i}/u``, ``v``; ``spectral/l{i}/sigma`` has
+  no key: the conversion computes it), the generator's ``BatchNorm2d`` at 1 (-> ``bn{i}``);
+  ``last.0`` a plain convolution (transposed in the generator); ``attn1``, ``attn2``:
+  ``query_conv``, ``key_conv``, ``value_conv`` (1x1 ``Conv2d`` with biases) and ``gamma``.
+  """
+  row = SPECTRAL_LAYOUTS[layout or "heykeetae"]
+  gen = arch == "sagan_generator"
+  kind = CONVT if gen else CONV
+  e: list[Entry] = []
+  for name, m, _ in sagan_spectral_layers(arch):
+    e += [(f"params/{name}/kernel", f"{m}.{row.weight}", kind),
+          (f"params/{name}/bias", f"{m}.{row.bias}", VEC),
+          (f"spectral/{name}/u", f"{m}.{row.u}", VEC),
+          (f"spectral/{name}/v", f"{m}.{row.v}", VEC)]
+    if gen:
+      e += _norm(f"bn{name[1:]}", f"l{name[1:]}.1", "batch")
+  for a in ("attn1", "attn2"):
+    for c in ("query_conv", "key_conv", "value_conv"):
+      e += _conv(f"{a}/{c}", f"{a}.{c}")
+    e.append((f"params/{a}/gamma", f"{a}.gamma", VEC))
+  return e + _conv("last", "last.0", kind)
+
+
+def derived_paths(arch: str) -> list[str]:
+  """Flax variable paths with no upstream key, computed at conversion: the ``sigma`` of every
+  spectrally normalised layer (``jaxgc.convert.spectral``)."""
+  if arch in SAGAN_ARCHS:
+    return [f"spectral/{name}/sigma" for name, _, _ in sagan_spectral_layers(arch)]
+  return []

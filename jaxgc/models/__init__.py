@@ -15,4 +15,6 @@ from jaxgc.models.resnet import ResnetEncoder
 from jaxgc.models.resnet import ResnetGenerator
 from jaxgc.models.resnet import encoder_of
 from jaxgc.models.resnet import SubMobileResnetGenerator
+from jaxgc.models.sagan import SAGANDiscriminator
+from jaxgc.models.sagan import SAGANGenerator
 from jaxgc.models.unet import UnetGenerator
