@@ -53,7 +53,10 @@ def convert_state_dict(state_dict: Mapping[str, Any], arch: str | None = None,
     arch: one of ``jaxgc.models.ARCHS`` (``resnet_generator`` in the layouts of
       ``mapping.RESNET_LAYOUTS``, ``mobile_resnet_generator``, ``sub_mobile_resnet_generator``,
       ``unet_generator``, ``dcgan_generator``, ``dcgan_discriminator``,
-      ``mlp_generator``, ``mlp_discriminator``), or None to infer it from key names and shapes.
+      ``mlp_generator``, ``mlp_discriminator``, ``stylegan2_generator`` and
+      ``stylegan2_discriminator`` in the layouts of ``mapping.STYLEGAN2_LAYOUTS``), or None to
+      infer it from key names and shapes. A rosinality generator gets ``w_avg`` computed here
+      (``jaxgc.models.stylegan2.mean_w``: 4096 latents of numpy seed 0).
     source: how to name the state_dict in errors (a file path).
     **arch_kwargs: module attributes to override.
 
@@ -86,17 +89,25 @@ def convert_state_dict(state_dict: Mapping[str, Any], arch: str | None = None,
                  for path, leaf in jax.tree_util.tree_leaves_with_path(shapes)}
   table = mapping.entries(arch, kw, sd)
   expected = {t: (f, kind) for f, t, kind in table}
-  unmapped = sorted(set(flat_shapes) - {f for f, _, _ in table})
+  derived = mapping.derived_paths(arch, kw)
+  unmapped = sorted(set(flat_shapes) - {f for f, _, _ in table} - set(derived))
   assert not unmapped, f"internal: key map of {arch} misses Flax paths {unmapped}"
 
-  missing = sorted(k for k in expected if k not in sd)
+  # Fixed buffers (blur filters) may be absent; when present they must hold their value.
+  missing = sorted(k for k, (_, kind) in expected.items() if k not in sd and kind != mapping.FIXED)
   unexpected = sorted(k for k in sd if k not in expected)
   misshaped = []
   for tkey, (fpath, kind) in expected.items():
-    if tkey in sd:
-      want = mapping.torch_shape(kind, flat_shapes[fpath])
-      if tuple(sd[tkey].shape) != want:
-        misshaped.append(f"{tkey} {tuple(sd[tkey].shape)} != expected {want}")
+    if tkey not in sd:
+      continue
+    if kind == mapping.FIXED:
+      want_value = mapping.FIXED_VALUES[fpath]
+      if sd[tkey].shape != want_value.shape or not np.allclose(sd[tkey], want_value, atol=1e-6):
+        misshaped.append(f"{tkey} is not the [1,3,3,1] filter jaxgc implements")
+      continue
+    want = mapping.torch_shape(kind, flat_shapes[fpath])
+    if tuple(sd[tkey].shape) != want:
+      misshaped.append(f"{tkey} {tuple(sd[tkey].shape)} != expected {want}")
   if missing or unexpected or misshaped:
     raise CheckpointError(
         f"{source} does not match arch {arch!r}: missing {len(missing)} keys "
@@ -110,18 +121,28 @@ def convert_state_dict(state_dict: Mapping[str, Any], arch: str | None = None,
 
   variables: dict[str, Any] = {}
   for tkey, (fpath, kind) in expected.items():
-    _set(variables, fpath, mapping.to_flax(kind, sd[tkey]).astype(np.float32))
+    if kind != mapping.FIXED:
+      _set(variables, fpath, mapping.to_flax(kind, sd[tkey]).astype(np.float32))
+  if "buffers/mapping/w_avg" in derived:
+    # rosinality stores no w_avg: its mean_latent(4096), from a fixed seed (see mean_w).
+    _set(variables, "buffers/mapping/w_avg", models.stylegan2.mean_w(module, variables))
   return module, variables
 
 
-def load_torch_checkpoint(path: str | os.PathLike, arch: str | None = None, **arch_kwargs: Any
+def load_torch_checkpoint(path: str | os.PathLike, arch: str | None = None,
+                          key: str | None = None, **arch_kwargs: Any
                           ) -> tuple[nn.Module, dict[str, Any]]:
   """Loads a PyTorch GAN checkpoint as a Flax module and variables, without running pickled code.
 
   Args:
     path: a ``torch.save`` file (``.pth``, ``.pt``, ``.ckpt``, ``.tar``) of a state_dict,
-      possibly wrapped (``{"netG_state_dict": ...}``, ``{"state_dict": ...}``, ``module.``).
+      possibly wrapped (``{"netG_state_dict": ...}``, ``{"state_dict": ...}``, ``module.``), or
+      a rosinality/stylegan2-pytorch training checkpoint ``{"g", "d", "g_ema", "g_optim",
+      "d_optim", "args"}`` (``g_ema`` unless ``key`` says otherwise). NVlabs ``.pkl`` files
+      are refused (they pickle code); convert their ``G_ema.state_dict()`` instead.
     arch: a ``jaxgc.models.ARCHS`` name, or None to infer it from key names and shapes.
+    key: the checkpoint's top-level entry holding the state_dict (``"g"``, ``"d"``); None
+      picks the first of ``torch_io.WRAPPER_KEYS`` present.
     **arch_kwargs: module attributes to override (widths are otherwise read from shapes).
 
   Returns:
@@ -137,5 +158,5 @@ def load_torch_checkpoint(path: str | os.PathLike, arch: str | None = None, **ar
     ImportError: torch is not installed (``pip install torch==2.13.0``).
   """
   obj = read_torch_file(path)
-  return convert_state_dict(unwrap_state_dict(obj, os.fspath(path)), arch,
+  return convert_state_dict(unwrap_state_dict(obj, os.fspath(path), key), arch,
                             source=os.fspath(path), **arch_kwargs)

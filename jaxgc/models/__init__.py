@@ -15,4 +15,6 @@ from jaxgc.models.resnet import ResnetEncoder
 from jaxgc.models.resnet import ResnetGenerator
 from jaxgc.models.resnet import encoder_of
 from jaxgc.models.resnet import SubMobileResnetGenerator
+from jaxgc.models.stylegan2 import StyleGAN2Discriminator
+from jaxgc.models.stylegan2 import StyleGAN2Generator
 from jaxgc.models.unet import UnetGenerator

@@ -18,6 +18,8 @@ from jaxgc.models.patchgan import PatchGANDiscriminator
 from jaxgc.models.resnet import MobileResnetGenerator
 from jaxgc.models.resnet import ResnetGenerator
 from jaxgc.models.resnet import SubMobileResnetGenerator
+from jaxgc.models.stylegan2 import StyleGAN2Discriminator
+from jaxgc.models.stylegan2 import StyleGAN2Generator
 from jaxgc.models.unet import UnetGenerator
 
 ARCHS: dict[str, type[nn.Module]] = {
@@ -31,6 +33,8 @@ ARCHS: dict[str, type[nn.Module]] = {
     "mlp_discriminator": MLPDiscriminator,
     "lenet5": LeNet5,
     "patchgan_discriminator": PatchGANDiscriminator,
+    "stylegan2_generator": StyleGAN2Generator,
+    "stylegan2_discriminator": StyleGAN2Discriminator,
 }
 
 
