@@ -411,7 +411,8 @@ def derived_paths(arch: str, kw: dict[str, Any]) -> list[str]:
 def _stylegan2_kwargs(arch: str, sd: dict[str, np.ndarray], kw: dict[str, Any]) -> None:
   """Fills ``kw`` with the StyleGAN2 widths and depth read from ``sd`` (see ``infer_kwargs``)."""
   layout = stylegan2_layout(sd)
-  if layout is None:
+  own = 0 if arch == "stylegan2_generator" else 1  # the layout key of this arch, not the other
+  if layout is None or STYLEGAN2_LAYOUTS[layout][own] not in sd:
     return
   kw["layout"] = layout
   if arch == "stylegan2_generator" and layout == "rosinality":

@@ -794,7 +794,7 @@ def run_nhwc(net: nn.Module, x: np.ndarray, c: np.ndarray | None = None,
     t = torch.from_numpy(np.ascontiguousarray(x, np.float32))
     tc = None if c is None else torch.from_numpy(np.ascontiguousarray(c, np.float32))
     if isinstance(net, RosinalityGenerator):
-      lat = None if w_avg is None else torch.from_numpy(np.asarray(w_avg, np.float32))[None]
+      lat = None if w_avg is None else torch.from_numpy(np.array(w_avg, np.float32))[None]
       y = net(t, truncation_psi, lat)
     elif isinstance(net, NVlabsGenerator):
       y = net(t, tc, truncation_psi)
