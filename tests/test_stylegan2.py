@@ -112,6 +112,22 @@ def test_convert_cli_parity(case, arch, layout, kw, nets, tmp_path, capsys):
   assert err <= ATOL
 
 
+def test_upstream_widths_parity():
+  """rosinality's own width table and mapping (style_dim 512, n_mlp 8, 512 channels) at
+  64x64: the widths are read from the keys and the output matches (seen: 2.5e-5, outputs of
+  std 2.5), truncation too."""
+  net = refs.random_network(G, "rosinality", seed=7, size=64)
+  module, variables = convert.convert_state_dict(net.state_dict())
+  assert (module.channels, module.n_mlp, module.z_dim) == ((512,) * 5, 8, 512)
+  z, _ = _inputs(module, 7, n=1)
+  err = _max_abs(jax.jit(module.apply)(variables, z), refs.run_nhwc(net, z))
+  w_avg = variables["buffers"]["mapping"]["w_avg"]
+  err_psi = _max_abs(module.apply(variables, z, truncation_psi=0.5),
+                     refs.run_nhwc(net, z, truncation_psi=0.5, w_avg=w_avg))
+  print(f"\nrosinality-G 64x64, upstream widths: max abs {err:.3g}, psi 0.5: {err_psi:.3g}")
+  assert err <= ATOL and err_psi <= ATOL
+
+
 def test_truncation_w_avg(nets):
   """NVlabs: the stored ``mapping.w_avg``; rosinality: ``w_avg`` computed at conversion as
   ``mean_latent`` of 4096 latents of numpy seed 0 (equal to the PyTorch mapping's mean of the

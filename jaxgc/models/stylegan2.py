@@ -32,7 +32,8 @@ bias-activation gain sqrt(2), truncation ``w_avg + psi (w - w_avg)``.
 
 The modulated convolution is written unfused: inputs scaled by the styles, one ordinary
 convolution shared by the batch, outputs scaled by the demodulation coefficients (upstream's
-``fused_modconv=False`` / ``fused=False`` path; the grouped form is about 7x slower on CPU).
+``fused_modconv=False`` / ``fused=False`` path). Measured on 2 CPU cores, one 512->512 3x3
+layer at 32x32, batch 8: 0.21 s unfused, 1.39 s grouped, outputs equal to 6e-6.
 
 Variables: ``params`` (raw upstream weights, gains applied in the forward as upstream does)
 and ``buffers``: ``buffers/mapping/w_avg`` ``[w_dim]`` and
@@ -329,7 +330,9 @@ class StyleGAN2Generator(nn.Module):
   rng=None, w_avg=None)``: ``z`` ``[batch, z_dim]`` float32 latents (N(0, 1));
   ``c`` ``[batch, c_dim]`` labels (one-hot upstream) for conditional models;
   ``truncation_psi`` in [0, 1] typically (1 = no truncation), ``w = w_avg + psi (w - w_avg)``
-  with the stored ``buffers/mapping/w_avg`` or an explicit ``w_avg`` ``[w_dim]``;
+  with the stored ``buffers/mapping/w_avg`` or an explicit ``w_avg`` ``[w_dim]``, for every
+  ``psi != 1`` as NVlabs (rosinality's ``forward`` ignores ``truncation >= 1``); applied to
+  all layers (no ``truncation_cutoff``);
   ``noise_mode`` ``"const"`` (the stored noise buffers), ``"random"`` (fresh N(0, 1) from the
   ``rng`` key, required then) or ``"none"``. Returns ``[batch, size, size, img_channels]``
   float32, unclamped (about [-1, 1] for trained models), as upstream.
