@@ -110,7 +110,8 @@ def convert(checkpoint: str, outdir: str, key: str | None = None, arch: str | No
   rows = [("jaxgc", y)]
   err = None
   if importlib.util.find_spec("torch") is not None:
-    from jaxgc.convert import torch_refs_stylegan2 as refs  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from jaxgc.convert import torch_refs_stylegan2 as refs
     net = refs.build_reference(sd, name)
     w_avg = variables.get("buffers", {}).get("mapping", {}).get("w_avg")
     y_ref = refs.run_nhwc(net, x, c, truncation, w_avg)

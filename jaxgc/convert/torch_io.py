@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import struct
 from collections.abc import Mapping
 from typing import Any
 
@@ -99,7 +100,7 @@ def read_torch_file(path: str | os.PathLike) -> Any:
                             f"than tensors and plain containers ({first})") from None
     raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {msg.splitlines()[0]}"
                           ) from None
-  except (EOFError, RuntimeError, OSError, ValueError, KeyError) as e:
+  except (EOFError, RuntimeError, OSError, ValueError, KeyError, struct.error) as e:
     if path.endswith(".pkl"):
       raise CheckpointError(f"refusing {path}: {NVLABS_PKL_HINT}") from None
     first = (str(e).splitlines() or [type(e).__name__])[0]

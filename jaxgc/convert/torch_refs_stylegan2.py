@@ -634,7 +634,8 @@ class DiscriminatorEpilogue(nn.Module):
   def __init__(self, cin, cmap_dim, resolution=4, mbstd_group_size=4, mbstd_num_channels=1,
                conv_clamp=None):
     super().__init__()
-    self.cmap_dim, self.group_size, self.num_channels = cmap_dim, mbstd_group_size, mbstd_num_channels
+    self.cmap_dim = cmap_dim
+    self.group_size, self.num_channels = mbstd_group_size, mbstd_num_channels
     self.conv = Conv2dLayer(cin + mbstd_num_channels, cin, 3, activation="lrelu",
                             conv_clamp=conv_clamp)
     self.fc = FullyConnectedLayer(cin * resolution**2, cin, activation="lrelu")
