@@ -5,7 +5,8 @@ Reads ``CHECKPOINT`` without executing pickled code: a training checkpoint
 ``--key d``; ``args``, an ``argparse.Namespace``, is read as plain data) or a bare state dict.
 The architecture (``stylegan2_generator`` or ``stylegan2_discriminator``, layout
 ``rosinality``) and its widths come from the keys; the generator's ``w_avg``, which rosinality
-does not store, is computed from 4096 latents of a fixed seed. Runs the model (generators:
+does not store, is computed from 4096 latents of a fixed seed (a ``convert_weight.py`` file's
+``latent_avg`` is used instead when present). Runs the model (generators:
 ``--samples`` latents of ``--seed``, ``--truncation``; discriminators: random images), compares
 with the PyTorch reference of ``jaxgc.convert.torch_refs_stylegan2`` when torch is installed,
 and writes ``OUTDIR``: ``spec.json``, ``variables/`` (``jaxgc.checkpoint.load_model(OUTDIR)``)
@@ -85,8 +86,10 @@ def convert(checkpoint: str, outdir: str, key: str | None = None, arch: str | No
   if samples < 1:
     raise ValueError(f"--samples must be >= 1, got {samples}")
   folders.check_replaceable(outdir)  # before any work
-  sd = jconvert.unwrap_state_dict(jconvert.read_torch_file(checkpoint), checkpoint, key)
-  module, variables = jconvert.convert_state_dict(sd, arch, source=checkpoint)
+  obj = jconvert.read_torch_file(checkpoint)
+  sd = jconvert.unwrap_state_dict(obj, checkpoint, key)
+  module, variables = jconvert.convert_state_dict(sd, arch, source=checkpoint,
+                                                  w_avg=jconvert.latent_avg(obj, key))
   name = models.registry.arch_name(module)
   if name not in ARCHS or module.layout != layout:
     got = name + (f" ({module.layout} layout)" if name in ARCHS else "")

@@ -243,6 +243,14 @@ def test_rosinality_training_checkpoint(nets, tmp_path, capsys):
   assert isinstance(module, models.StyleGAN2Discriminator)
   x, _ = _inputs(module, 6)
   assert _max_abs(module.apply(variables, x), refs.run_nhwc(d, x)) <= ATOL
+  # convert_weight.py's {"g_ema", "latent_avg"}: latent_avg is the stored w_avg
+  avg = torch.linspace(-1, 1, 16)
+  torch.save({"g_ema": g.state_dict(), "latent_avg": avg}, tmp_path / "official.pt")
+  module, variables = convert.load_torch_checkpoint(tmp_path / "official.pt")
+  np.testing.assert_array_equal(variables["buffers"]["mapping"]["w_avg"], avg.numpy())
+  torch.save({"g_ema": g.state_dict(), "latent_avg": avg[:3]}, tmp_path / "bad.pt")
+  with pytest.raises(CheckpointError, match=r"latent_avg\) must be 16 finite values, got shape"):
+    convert.load_torch_checkpoint(tmp_path / "bad.pt")
   assert cli.main(["convert", str(ckpt), str(tmp_path / "x"), "--key", "generator"]) == 2
   err = capsys.readouterr().err.strip()
   assert "\n" not in err and "has no entry 'generator'" in err and "'g_ema'" in err

@@ -39,7 +39,7 @@ def _set(tree: dict, path: str, value: np.ndarray) -> None:
 
 
 def convert_state_dict(state_dict: Mapping[str, Any], arch: str | None = None,
-                       source: str = "state_dict", **arch_kwargs: Any
+                       source: str = "state_dict", w_avg: Any = None, **arch_kwargs: Any
                        ) -> tuple[nn.Module, dict[str, Any]]:
   """Converts a PyTorch state_dict into a zoo module and its Flax variables.
 
@@ -58,6 +58,9 @@ def convert_state_dict(state_dict: Mapping[str, Any], arch: str | None = None,
       infer it from key names and shapes. A rosinality generator gets ``w_avg`` computed here
       (``jaxgc.models.stylegan2.mean_w``: 4096 latents of numpy seed 0).
     source: how to name the state_dict in errors (a file path).
+    w_avg: a rosinality generator's average ``w`` ``[w_dim]`` to store instead of computing it
+      (the ``latent_avg`` that rosinality's ``convert_weight.py`` saves beside ``g_ema``);
+      ignored for other architectures and layouts (NVlabs stores ``mapping.w_avg``).
     **arch_kwargs: module attributes to override.
 
   Returns:
@@ -67,8 +70,8 @@ def convert_state_dict(state_dict: Mapping[str, Any], arch: str | None = None,
 
   Raises:
     CheckpointError: the keys or shapes do not match ``arch`` (one message listing the missing,
-      unexpected and mis-shaped keys), the architecture cannot be inferred, or a weight is NaN
-      or Inf.
+      unexpected and mis-shaped keys), the architecture cannot be inferred, a weight is NaN
+      or Inf, or ``w_avg`` is not ``[w_dim]``.
     ValueError: unknown ``arch`` or keyword.
   """
   sd = unwrap_state_dict(_tensors_to_numpy(state_dict), source)
@@ -124,8 +127,13 @@ def convert_state_dict(state_dict: Mapping[str, Any], arch: str | None = None,
     if kind != mapping.FIXED:
       _set(variables, fpath, mapping.to_flax(kind, sd[tkey]).astype(np.float32))
   if "buffers/mapping/w_avg" in derived:
-    # rosinality stores no w_avg: its mean_latent(4096), from a fixed seed (see mean_w).
-    _set(variables, "buffers/mapping/w_avg", models.stylegan2.mean_w(module, variables))
+    if w_avg is None:  # rosinality stores none: its mean_latent(4096), fixed seed (mean_w)
+      w_avg = models.stylegan2.mean_w(module, variables)
+    w_avg = np.asarray(_tensors_to_numpy(w_avg), np.float32).reshape(-1)
+    if w_avg.shape != (module.w_dim,) or not np.all(np.isfinite(w_avg)):
+      raise CheckpointError(f"{source}: w_avg (latent_avg) must be {module.w_dim} finite "
+                            f"values, got shape {w_avg.shape}")
+    _set(variables, "buffers/mapping/w_avg", w_avg)
   return module, variables
 
 
@@ -138,7 +146,8 @@ def load_torch_checkpoint(path: str | os.PathLike, arch: str | None = None,
     path: a ``torch.save`` file (``.pth``, ``.pt``, ``.ckpt``, ``.tar``) of a state_dict,
       possibly wrapped (``{"netG_state_dict": ...}``, ``{"state_dict": ...}``, ``module.``), or
       a rosinality/stylegan2-pytorch training checkpoint ``{"g", "d", "g_ema", "g_optim",
-      "d_optim", "args"}`` (``g_ema`` unless ``key`` says otherwise). NVlabs ``.pkl`` files
+      "d_optim", "args"}`` (``g_ema`` unless ``key`` says otherwise), or a ``convert_weight.py``
+      file ``{"g_ema", "latent_avg"}`` (``latent_avg`` becomes the stored ``w_avg``). NVlabs ``.pkl`` files
       are refused (they pickle code); convert their ``G_ema.state_dict()`` instead.
     arch: a ``jaxgc.models.ARCHS`` name, or None to infer it from key names and shapes.
     key: the checkpoint's top-level entry holding the state_dict (``"g"``, ``"d"``); None
@@ -159,4 +168,15 @@ def load_torch_checkpoint(path: str | os.PathLike, arch: str | None = None,
   """
   obj = read_torch_file(path)
   return convert_state_dict(unwrap_state_dict(obj, os.fspath(path), key), arch,
-                            source=os.fspath(path), **arch_kwargs)
+                            source=os.fspath(path), w_avg=latent_avg(obj, key),
+                            **arch_kwargs)
+
+
+def latent_avg(obj: Any, key: str | None = None) -> np.ndarray | None:
+  """The ``latent_avg`` ``[w_dim]`` that rosinality's ``convert_weight.py`` saves beside
+  ``g_ema`` (the official model's ``dlatent_avg``), when ``key`` selects ``g_ema`` (or
+  nothing); else None."""
+  if (isinstance(obj, Mapping) and key in (None, "g_ema") and "g_ema" in obj
+      and isinstance(obj.get("latent_avg"), np.ndarray)):
+    return obj["latent_avg"]
+  return None
