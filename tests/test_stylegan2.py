@@ -158,6 +158,22 @@ def test_truncation_w_avg(nets):
     module.apply(variables, x, truncation_psi=0.7, w_avg=np.zeros(3, np.float32))
 
 
+@pytest.mark.parametrize("case", ["nvlabs-G", "nvlabs-D"])
+def test_nvlabs_conv_clamp(case, nets):
+  """``conv_clamp`` (not in the state dict; NVlabs ``train.py`` uses 256) clamps as upstream;
+  0.3 here, so that it bites."""
+  arch, kw = next((a, k) for c, a, _, k in CASES if c == case)
+  cls = refs.NVlabsGenerator if arch == G else refs.NVlabsDiscriminator
+  net = cls(**kw, conv_clamp=0.3)
+  net.load_state_dict(nets[case].state_dict())
+  net.eval()
+  module, variables = convert.convert_state_dict(net.state_dict(), conv_clamp=0.3)
+  x, c = _inputs(module, 8)
+  got = module.apply(variables, x, c)
+  assert _max_abs(got, refs.run_nhwc(net, x, c)) <= ATOL
+  assert _max_abs(got, refs.run_nhwc(nets[case], x, c)) > 1e-3
+
+
 def test_noise_modes(nets):
   """``none`` equals the reference with zero noise strengths; ``random`` draws from the
   explicit key (same key, same image) and needs one; ``const`` differs from both."""

@@ -466,8 +466,8 @@ class StyleGAN2Discriminator(nn.Module):
     g = math.sqrt(0.5) if nv else 1.0
     for res in res_list[:-1]:
       out = ch[res // 2]
-      y = EqualConv(out, 1, down=True, use_bias=False, activation=False, gain=g, clamp=clamp,
-                    name=f"b{res}_skip")(x)
+      y = EqualConv(out, 1, down=True, use_bias=False, activation=False, gain=g,
+                    name=f"b{res}_skip")(x)  # NVlabs clamps no skip
       x = EqualConv(ch[res], 3, clamp=clamp, name=f"b{res}_conv0")(x)
       x = EqualConv(out, 3, down=True, gain=g, clamp=clamp, name=f"b{res}_conv1")(x)
       x = y + x if nv else (x + y) / SQRT2
