@@ -319,6 +319,16 @@ def test_state_dict_of_another_family_is_refused(nets):
   assert "missing 123 keys" in msg and "unexpected 1 keys [model.model.0.weight]" in msg
 
 
+def test_convert_cli_arch_forced(nets, tmp_path, capsys):
+  ckpt = tmp_path / "G_ema.pt"
+  torch.save(nets["nvlabs-G"].state_dict(), ckpt)
+  assert cli.main(["convert", str(ckpt), str(tmp_path / "g"), "--arch", G]) == 0
+  assert cli.main(["convert", str(ckpt), str(tmp_path / "d"), "--arch", D]) == 2
+  err = capsys.readouterr().err.strip().splitlines()[-1]
+  assert "does not match arch 'stylegan2_discriminator'" in err and "mapping.fc0.weight" in err
+  assert not (tmp_path / "d").exists()
+
+
 def test_state_dict_of_another_size_is_refused(nets):
   sd = nets["nvlabs-G"].state_dict()
   with pytest.raises(CheckpointError) as e:  # a 16x16 generator read as a 32x32 one
