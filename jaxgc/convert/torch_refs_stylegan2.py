@@ -101,6 +101,8 @@ def rosinality_channels(channel_multiplier: int = 2) -> dict[int, int]:
 
 
 class PixelNorm(nn.Module):
+  """rosinality ``PixelNorm``: ``x * rsqrt(mean(x^2, 1) + 1e-8)``."""
+
 
   def forward(self, x):
     return x * torch.rsqrt(torch.mean(x**2, dim=1, keepdim=True) + 1e-8)
@@ -132,6 +134,8 @@ class Upsample(nn.Module):
 
 
 class EqualConv2d(nn.Module):
+  """rosinality ``EqualConv2d``: ``conv2d(x, weight / sqrt(in k^2), bias)``."""
+
 
   def __init__(self, cin, cout, k, stride=1, padding=0, bias=True):
     super().__init__()
@@ -146,6 +150,8 @@ class EqualConv2d(nn.Module):
 
 
 class EqualLinear(nn.Module):
+  """rosinality ``EqualLinear``: gain ``lr_mul / sqrt(in)``, bias times ``lr_mul``, fused lrelu."""
+
 
   def __init__(self, din, dout, bias=True, bias_init=0.0, lr_mul=1.0, activation=None):
     super().__init__()
@@ -162,6 +168,8 @@ class EqualLinear(nn.Module):
 
 
 class FusedLeakyReLU(nn.Module):
+  """rosinality ``FusedLeakyReLU``: ``leaky_relu(x + bias, 0.2) * sqrt(2)``."""
+
 
   def __init__(self, channels, bias=True):
     super().__init__()
@@ -207,6 +215,8 @@ class ModulatedConv2d(nn.Module):
 
 
 class NoiseInjection(nn.Module):
+  """rosinality ``NoiseInjection``: ``x + weight * noise`` (fresh N(0, 1) when None)."""
+
 
   def __init__(self):
     super().__init__()
@@ -220,6 +230,8 @@ class NoiseInjection(nn.Module):
 
 
 class ConstantInput(nn.Module):
+  """rosinality ``ConstantInput``: the learned ``input`` ``[1, C, 4, 4]`` repeated."""
+
 
   def __init__(self, channels, size=4):
     super().__init__()
@@ -230,6 +242,8 @@ class ConstantInput(nn.Module):
 
 
 class StyledConv(nn.Module):
+  """rosinality ``StyledConv``: modulated conv, noise, fused lrelu with bias."""
+
 
   def __init__(self, cin, cout, k, style_dim, upsample=False):
     super().__init__()
@@ -242,6 +256,8 @@ class StyledConv(nn.Module):
 
 
 class ToRGB(nn.Module):
+  """rosinality ``ToRGB``: 1x1 modulated conv (no demodulation), bias, upsampled skip."""
+
 
   def __init__(self, cin, style_dim, upsample=True):
     super().__init__()
@@ -318,6 +334,8 @@ class RosinalityGenerator(nn.Module):
 
 
 class ConvLayer(nn.Sequential):
+  """rosinality ``ConvLayer``: (blur,) equalized conv, (fused lrelu)."""
+
 
   def __init__(self, cin, cout, k, downsample=False, bias=True, activate=True):
     layers = []
@@ -335,6 +353,8 @@ class ConvLayer(nn.Sequential):
 
 
 class ResBlock(nn.Module):
+  """rosinality ``ResBlock``: ``(conv2(conv1(x)) + skip(x)) / sqrt(2)``."""
+
 
   def __init__(self, cin, cout):
     super().__init__()
@@ -390,6 +410,9 @@ def normalize_2nd_moment(x, eps=1e-8):
 
 
 class FullyConnectedLayer(nn.Module):
+  """NVlabs ``FullyConnectedLayer``: gain ``lr_multiplier / sqrt(in)``, bias gain
+  ``lr_multiplier``, ``'linear'`` or ``'lrelu'`` (times sqrt(2))."""
+
 
   def __init__(self, din, dout, bias=True, activation="linear", lr_multiplier=1.0, bias_init=0.0):
     super().__init__()
@@ -441,6 +464,8 @@ class Conv2dLayer(nn.Module):
 
 
 class MappingNetwork(nn.Module):
+  """NVlabs ``MappingNetwork`` (inference: no ``w_avg`` update, no ``truncation_cutoff``)."""
+
 
   def __init__(self, z_dim, c_dim, w_dim, num_ws, num_layers=8, lr_multiplier=0.01,
                w_avg_beta=0.995):
@@ -491,6 +516,8 @@ def modulated_conv2d(x, weight, styles, noise=None, up=1, padding=0, resample_fi
 
 
 class SynthesisLayer(nn.Module):
+  """NVlabs ``SynthesisLayer``: modulated conv (up 1 or 2), noise, bias, lrelu, clamp."""
+
 
   def __init__(self, cin, cout, w_dim, resolution, k=3, up=1, conv_clamp=None):
     super().__init__()
@@ -517,6 +544,8 @@ class SynthesisLayer(nn.Module):
 
 
 class ToRGBLayer(nn.Module):
+  """NVlabs ``ToRGBLayer``: styles times ``1/sqrt(in)``, no demodulation, bias, clamp."""
+
 
   def __init__(self, cin, cout, w_dim, k=1, conv_clamp=None):
     super().__init__()
@@ -534,6 +563,8 @@ class ToRGBLayer(nn.Module):
 
 
 class SynthesisBlock(nn.Module):
+  """NVlabs ``SynthesisBlock``, ``architecture='skip'``."""
+
 
   def __init__(self, cin, cout, w_dim, resolution, img_channels, conv_clamp=None):
     super().__init__()
@@ -565,6 +596,8 @@ class SynthesisBlock(nn.Module):
 
 
 class SynthesisNetwork(nn.Module):
+  """NVlabs ``SynthesisNetwork``: ``b4 .. b{img_resolution}``."""
+
 
   def __init__(self, w_dim, img_resolution, img_channels, channels: Mapping[int, int],
                conv_clamp=None):
@@ -610,6 +643,8 @@ class NVlabsGenerator(nn.Module):
 
 
 class DiscriminatorBlock(nn.Module):
+  """NVlabs ``DiscriminatorBlock``, ``architecture='resnet'`` (branch gains sqrt(0.5))."""
+
 
   def __init__(self, cin, tmp, cout, img_channels, conv_clamp=None):
     super().__init__()
@@ -630,6 +665,8 @@ class DiscriminatorBlock(nn.Module):
 
 
 class DiscriminatorEpilogue(nn.Module):
+  """NVlabs ``DiscriminatorEpilogue`` with ``MinibatchStdLayer`` (``mbstd``), projection."""
+
 
   def __init__(self, cin, cmap_dim, resolution=4, mbstd_group_size=4, mbstd_num_channels=1,
                conv_clamp=None):

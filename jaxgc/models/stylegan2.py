@@ -334,7 +334,8 @@ class StyleGAN2Generator(nn.Module):
   ``psi != 1`` as NVlabs (rosinality's ``forward`` ignores ``truncation >= 1``); applied to
   all layers (no ``truncation_cutoff``);
   ``noise_mode`` ``"const"`` (the stored noise buffers), ``"random"`` (fresh N(0, 1) from the
-  ``rng`` key, required then) or ``"none"``. Returns ``[batch, size, size, img_channels]``
+  ``rng`` key, required then) or ``"none"``; under ``jax.jit`` make ``noise_mode`` static
+  (``static_argnames=("noise_mode",)``). Returns ``[batch, size, size, img_channels]``
   float32, unclamped (about [-1, 1] for trained models), as upstream.
 
   Raises:
