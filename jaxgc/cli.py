@@ -1,6 +1,6 @@
 """The ``jaxgc`` command line.
 
-  jaxgc convert CHECKPOINT OUTDIR [--arch NAME]
+  jaxgc convert CHECKPOINT OUTDIR [--arch NAME] [--key ENTRY]
   jaxgc export CHECKPOINT_DIR OUT [--size N] [--platforms cpu,cuda,tpu] [--stablehlo]
   jaxgc compress --config CONFIG --workdir DIR [--config.KEY=VALUE ...]
   jaxgc evaluate --config CONFIG --workdir DIR [--config.KEY=VALUE ...]
@@ -165,7 +165,7 @@ def _convert(args) -> int:
   from jaxgc import convert  # pylint: disable=import-outside-toplevel
   from jaxgc import stats  # pylint: disable=import-outside-toplevel
   from jaxgc.checkpoint import save_model  # pylint: disable=import-outside-toplevel
-  module, variables = convert.load_torch_checkpoint(args.checkpoint, args.arch)
+  module, variables = convert.load_torch_checkpoint(args.checkpoint, args.arch, key=args.key)
   out = save_model(args.outdir, module, variables,
                    extra={"source": os.path.abspath(args.checkpoint)})
   print(f"{type(module).__name__}: {stats.count_params(variables):,} params -> {out}")
@@ -237,6 +237,9 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("checkpoint")
   p.add_argument("outdir")
   p.add_argument("--arch", default=None, help="architecture name; inferred when omitted")
+  p.add_argument("--key", default=None,
+                 help="the checkpoint entry holding the state dict (g, d or g_ema of a "
+                      "rosinality StyleGAN2 training checkpoint; default g_ema)")
   p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                  help="show the full traceback of an error (also JAXGC_DEBUG=1)")
   p = sub.add_parser("export", help="model folder -> jax.export artifact (symbolic batch, low-bit)",

@@ -1,6 +1,7 @@
 """PyTorch checkpoints -> Flax modules and variables, with key and shape checks both ways."""
 
 from jaxgc.convert.convert import convert_state_dict
+from jaxgc.convert.convert import latent_avg
 from jaxgc.convert.convert import load_torch_checkpoint
 from jaxgc.convert.mapping import infer_arch
 from jaxgc.convert.torch_io import CheckpointError

@@ -41,7 +41,7 @@ def _set(tree: dict, path: str, value: np.ndarray) -> None:
 
 
 def convert_state_dict(state_dict: Mapping[str, Any], arch: str | None = None,
-                       source: str = "state_dict", **arch_kwargs: Any
+                       source: str = "state_dict", w_avg: Any = None, **arch_kwargs: Any
                        ) -> tuple[nn.Module, dict[str, Any]]:
   """Converts a PyTorch state_dict into a zoo module and its Flax variables.
 
@@ -56,9 +56,15 @@ def convert_state_dict(state_dict: Mapping[str, Any], arch: str | None = None,
       ``mapping.RESNET_LAYOUTS``, ``mobile_resnet_generator``, ``sub_mobile_resnet_generator``,
       ``unet_generator``, ``dcgan_generator``, ``dcgan_discriminator``,
       ``mlp_generator``, ``mlp_discriminator``, ``sagan_generator`` and
-      ``sagan_discriminator`` in the layouts of ``mapping.SPECTRAL_LAYOUTS``), or None to infer
-      it from key names and shapes.
+      ``sagan_discriminator`` in the layouts of ``mapping.SPECTRAL_LAYOUTS``,
+      ``stylegan2_generator`` and ``stylegan2_discriminator`` in the layouts of
+      ``mapping.STYLEGAN2_LAYOUTS``), or None to infer it from key names and shapes. A
+      rosinality generator gets ``w_avg`` computed here (``jaxgc.models.stylegan2.mean_w``: 4096
+      latents of numpy seed 0).
     source: how to name the state_dict in errors (a file path).
+    w_avg: a rosinality generator's average ``w`` ``[w_dim]`` to store instead of computing it
+      (the ``latent_avg`` that rosinality's ``convert_weight.py`` saves beside ``g_ema``);
+      ignored for other architectures and layouts (NVlabs stores ``mapping.w_avg``).
     **arch_kwargs: module attributes to override.
 
   Returns:
@@ -72,7 +78,8 @@ def convert_state_dict(state_dict: Mapping[str, Any], arch: str | None = None,
   Raises:
     CheckpointError: the keys or shapes do not match ``arch`` (one message listing the missing,
       unexpected and mis-shaped keys), the architecture cannot be inferred, a weight is NaN
-      or Inf, or a SAGAN state_dict lacks its spectral-norm vectors.
+      or Inf, a SAGAN state_dict lacks its spectral-norm vectors, or ``w_avg`` is not
+      ``[w_dim]``.
     ValueError: unknown ``arch`` or keyword.
   """
   sd = unwrap_state_dict(_tensors_to_numpy(state_dict), source)
@@ -93,20 +100,27 @@ def convert_state_dict(state_dict: Mapping[str, Any], arch: str | None = None,
                  for path, leaf in jax.tree_util.tree_leaves_with_path(shapes)}
   table = mapping.entries(arch, kw, sd)
   expected = {t: (f, kind) for f, t, kind in table}
-  derived = mapping.derived_paths(arch)
+  derived = mapping.derived_paths(arch, kw)
   unmapped = sorted(set(flat_shapes) - {f for f, _, _ in table} - set(derived))
   assert not unmapped, f"internal: key map of {arch} misses Flax paths {unmapped}"
   if arch in mapping.SAGAN_ARCHS:
     _check_spectral_vectors(sd, arch, source)
 
-  missing = sorted(k for k in expected if k not in sd)
+  # Fixed buffers (blur filters) may be absent; when present they must hold their value.
+  missing = sorted(k for k, (_, kind) in expected.items() if k not in sd and kind != mapping.FIXED)
   unexpected = sorted(k for k in sd if k not in expected)
   misshaped = []
   for tkey, (fpath, kind) in expected.items():
-    if tkey in sd:
-      want = mapping.torch_shape(kind, flat_shapes[fpath])
-      if tuple(sd[tkey].shape) != want:
-        misshaped.append(f"{tkey} {tuple(sd[tkey].shape)} != expected {want}")
+    if tkey not in sd:
+      continue
+    if kind == mapping.FIXED:
+      want_value = mapping.FIXED_VALUES[fpath]
+      if sd[tkey].shape != want_value.shape or not np.allclose(sd[tkey], want_value, atol=1e-6):
+        misshaped.append(f"{tkey} is not the [1,3,3,1] filter jaxgc implements")
+      continue
+    want = mapping.torch_shape(kind, flat_shapes[fpath])
+    if tuple(sd[tkey].shape) != want:
+      misshaped.append(f"{tkey} {tuple(sd[tkey].shape)} != expected {want}")
   if missing or unexpected or misshaped:
     raise CheckpointError(
         f"{source} does not match arch {arch!r}: missing {len(missing)} keys "
@@ -123,9 +137,19 @@ def convert_state_dict(state_dict: Mapping[str, Any], arch: str | None = None,
                                mapping.SPECTRAL_LAYOUTS[mapping.spectral_layout(sd)], source)
   variables: dict[str, Any] = {}
   for tkey, (fpath, kind) in expected.items():
-    _set(variables, fpath, mapping.to_flax(kind, sd[tkey]).astype(np.float32))
-  for fpath in derived:
-    _set(variables, fpath, np.float32(sigmas[fpath.split("/")[1]]))
+    if kind != mapping.FIXED:
+      _set(variables, fpath, mapping.to_flax(kind, sd[tkey]).astype(np.float32))
+  if arch in mapping.SAGAN_ARCHS:
+    for fpath in derived:
+      _set(variables, fpath, np.float32(sigmas[fpath.split("/")[1]]))
+  if "buffers/mapping/w_avg" in derived:
+    if w_avg is None:  # rosinality stores none: its mean_latent(4096), fixed seed (mean_w)
+      w_avg = models.stylegan2.mean_w(module, variables)
+    w_avg = np.asarray(_tensors_to_numpy(w_avg), np.float32).reshape(-1)
+    if w_avg.shape != (module.w_dim,) or not np.all(np.isfinite(w_avg)):
+      raise CheckpointError(f"{source}: w_avg (latent_avg) must be {module.w_dim} finite "
+                            f"values, got shape {w_avg.shape}")
+    _set(variables, "buffers/mapping/w_avg", w_avg)
   return module, variables
 
 
@@ -151,14 +175,21 @@ def _check_spectral_vectors(sd: dict[str, np.ndarray], arch: str, source: str) -
         f"{_preview(missing)}: the forward upstream computes from them cannot be reproduced")
 
 
-def load_torch_checkpoint(path: str | os.PathLike, arch: str | None = None, **arch_kwargs: Any
+def load_torch_checkpoint(path: str | os.PathLike, arch: str | None = None,
+                          key: str | None = None, **arch_kwargs: Any
                           ) -> tuple[nn.Module, dict[str, Any]]:
   """Loads a PyTorch GAN checkpoint as a Flax module and variables, without running pickled code.
 
   Args:
     path: a ``torch.save`` file (``.pth``, ``.pt``, ``.ckpt``, ``.tar``) of a state_dict,
-      possibly wrapped (``{"netG_state_dict": ...}``, ``{"state_dict": ...}``, ``module.``).
+      possibly wrapped (``{"netG_state_dict": ...}``, ``{"state_dict": ...}``, ``module.``), or
+      a rosinality/stylegan2-pytorch training checkpoint ``{"g", "d", "g_ema", "g_optim",
+      "d_optim", "args"}`` (``g_ema`` unless ``key`` says otherwise), or a ``convert_weight.py``
+      file ``{"g_ema", "latent_avg"}`` (``latent_avg`` becomes the stored ``w_avg``). NVlabs ``.pkl`` files
+      are refused (they pickle code); convert their ``G_ema.state_dict()`` instead.
     arch: a ``jaxgc.models.ARCHS`` name, or None to infer it from key names and shapes.
+    key: the checkpoint's top-level entry holding the state_dict (``"g"``, ``"d"``); None
+      picks the first of ``torch_io.WRAPPER_KEYS`` present.
     **arch_kwargs: module attributes to override (widths are otherwise read from shapes).
 
   Returns:
@@ -174,5 +205,16 @@ def load_torch_checkpoint(path: str | os.PathLike, arch: str | None = None, **ar
     ImportError: torch is not installed (``pip install torch==2.13.0``).
   """
   obj = read_torch_file(path)
-  return convert_state_dict(unwrap_state_dict(obj, os.fspath(path)), arch,
-                            source=os.fspath(path), **arch_kwargs)
+  return convert_state_dict(unwrap_state_dict(obj, os.fspath(path), key), arch,
+                            source=os.fspath(path), w_avg=latent_avg(obj, key),
+                            **arch_kwargs)
+
+
+def latent_avg(obj: Any, key: str | None = None) -> np.ndarray | None:
+  """The ``latent_avg`` ``[w_dim]`` that rosinality's ``convert_weight.py`` saves beside
+  ``g_ema`` (the official model's ``dlatent_avg``), when ``key`` selects ``g_ema`` (or
+  nothing); else None."""
+  if (isinstance(obj, Mapping) and key in (None, "g_ema") and "g_ema" in obj
+      and isinstance(obj.get("latent_avg"), np.ndarray)):
+    return obj["latent_avg"]
+  return None

@@ -16,26 +16,57 @@ import numpy as np
 
 # Layout kinds: how a PyTorch tensor becomes the Flax array.
 CONV, CONVT, DENSE, VEC = "conv", "convt", "dense", "vector"
+# StyleGAN2 (rosinality): ModulatedConv2d weight [1, out, in, k, k]; ConstantInput [1, C, 4, 4]
+# (NVlabs const [C, 4, 4]); ToRGB bias [1, C, 1, 1]; NoiseInjection weight [1]; noise buffers
+# [1, 1, R, R].
+MODCONV, CONST1, CONST, BIAS4D, SCALAR1, NOISE4D = (
+    "modconv", "const_1chw", "const_chw", "bias_1c11", "scalar_1", "noise_11hw")
+# A fixed buffer (a blur filter) checked against its known value and not converted; the
+# entry's Flax path names the value in FIXED_VALUES.
+FIXED = "fixed"
 
 _TO_FLAX: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     CONV: lambda w: np.transpose(w, (2, 3, 1, 0)),
     CONVT: lambda w: np.transpose(w, (2, 3, 0, 1)),
     DENSE: lambda w: np.transpose(w, (1, 0)),
     VEC: lambda w: w,
+    MODCONV: lambda w: np.transpose(w[0], (2, 3, 1, 0)),
+    CONST1: lambda w: np.transpose(w[0], (1, 2, 0)),
+    CONST: lambda w: np.transpose(w, (1, 2, 0)),
+    BIAS4D: lambda w: w.reshape(-1),
+    SCALAR1: lambda w: w.reshape(()),
+    NOISE4D: lambda w: w[0, 0],
 }
 _TO_TORCH_SHAPE: dict[str, Callable[[tuple], tuple]] = {
     CONV: lambda s: (s[3], s[2], s[0], s[1]),
     CONVT: lambda s: (s[2], s[3], s[0], s[1]),
     DENSE: lambda s: (s[1], s[0]),
     VEC: lambda s: tuple(s),
+    MODCONV: lambda s: (1, s[3], s[2], s[0], s[1]),
+    CONST1: lambda s: (1, s[2], s[0], s[1]),
+    CONST: lambda s: (s[2], s[0], s[1]),
+    BIAS4D: lambda s: (1, s[0], 1, 1),
+    SCALAR1: lambda s: (1,),
+    NOISE4D: lambda s: (1, 1, s[0], s[1]),
 }
+
+
+def _blur(gain: float) -> np.ndarray:
+  k = np.outer([1.0, 3.0, 3.0, 1.0], [1.0, 3.0, 3.0, 1.0])
+  return (k / k.sum() * gain).astype(np.float32)
+
+
+# Values of the FIXED buffers: the [1,3,3,1] filter normalised to sum 1 (rosinality ``Blur``
+# of a downsampling layer, NVlabs ``resample_filter``), and times 4 (rosinality ``Upsample``
+# and the ``Blur`` after an upsampling convolution).
+FIXED_VALUES: dict[str, np.ndarray] = {"blur": _blur(1.0), "blur_up": _blur(4.0)}
 
 # (flax path, torch key, layout kind)
 Entry = tuple[str, str, str]
 
 
 def to_flax(kind: str, w: np.ndarray) -> np.ndarray:
-  return np.ascontiguousarray(_TO_FLAX[kind](w))
+  return np.array(_TO_FLAX[kind](w), order="C")  # keeps 0-d scalars 0-d
 
 
 def torch_shape(kind: str, flax_shape: tuple) -> tuple:
@@ -228,6 +259,218 @@ def lenet5_entries(kw: dict[str, Any]) -> list[Entry]:
           + [e for n in ("f6", "f7") for e in _conv(n, f"fc.{n}", DENSE)])
 
 
+# StyleGAN2 layouts: the same generator and discriminator saved by two upstreams.
+# name: (a key only its generator has, a key only its discriminator has, upstream file).
+STYLEGAN2_LAYOUTS: dict[str, tuple[str, str, str]] = {
+    "rosinality": ("style.1.weight", "final_linear.0.weight",
+                   "rosinality/stylegan2-pytorch model.py Generator, Discriminator (a training "
+                   "checkpoint's g_ema, g or d)"),
+    "nvlabs": ("synthesis.b4.const", "b4.out.weight",
+               "NVlabs/stylegan2-ada-pytorch training/networks.py Generator (G_ema."
+               "state_dict()), Discriminator (D.state_dict())"),
+}
+
+
+def stylegan2_layout(sd: dict[str, np.ndarray]) -> str | None:
+  """The ``STYLEGAN2_LAYOUTS`` name whose generator or discriminator keys ``sd`` has, or None."""
+  for name, (g_key, d_key, _) in STYLEGAN2_LAYOUTS.items():
+    if g_key in sd or d_key in sd:
+      return name
+  return None
+
+
+def _sg2_resolutions(size: int) -> list[int]:
+  return [4 * 2**i for i in range(max(int(round(np.log2(max(size, 4)))) - 1, 1))]
+
+
+def _fixed(name: str, torch: str) -> list[Entry]:
+  return [(name, torch, FIXED)]
+
+
+def stylegan2_generator_entries(kw: dict[str, Any]) -> list[Entry]:
+  """Key map of the StyleGAN2 generator in the layout ``kw["layout"]``.
+
+  rosinality ``Generator`` (``model.py``): ``style.{1..n_mlp}`` (``style.0`` is the
+  parameter-free PixelNorm), ``input.input``, ``conv1`` and ``to_rgb1`` at 4x4, then per
+  resolution ``2**(j+3)`` ``convs.{2j}`` (upsampling, with ``conv.blur.kernel``),
+  ``convs.{2j+1}`` and ``to_rgbs.{j}`` (with ``upsample.kernel``); a ``StyledConv`` holds
+  ``conv.weight``, ``conv.modulation.{weight,bias}``, ``noise.weight``, ``activate.bias``;
+  noise buffers ``noises.noise_{0..2 log2(size) - 4}`` in layer order. No ``w_avg``
+  (``derived_paths``).
+
+  NVlabs ``Generator`` (``training/networks.py``): ``mapping.fc{i}``, ``mapping.embed``
+  (conditional), ``mapping.w_avg``; ``synthesis.b{res}.const`` (4x4), ``conv0`` (from 8x8),
+  ``conv1``, ``torgb``, each ``weight``, ``bias``, ``affine.{weight,bias}``, plus
+  ``noise_strength``, ``noise_const`` and ``resample_filter`` for convolutions.
+  """
+  res = _sg2_resolutions(kw.get("size", 256))
+  n_mlp = kw.get("n_mlp", 8)
+  e: list[Entry] = []
+  if kw.get("layout", "rosinality") == "rosinality":
+    for i in range(n_mlp):
+      e += _conv(f"mapping/fc_{i}", f"style.{i + 1}", DENSE)
+    e.append(("params/b4/const", "input.input", CONST1))
+
+    def styled(f: str, t: str, noise: int) -> list[Entry]:
+      return ([(f"params/{f}/kernel", f"{t}.conv.weight", MODCONV)]
+              + _conv(f"{f}/affine", f"{t}.conv.modulation", DENSE)
+              + [(f"params/{f}/noise_strength", f"{t}.noise.weight", SCALAR1),
+                 (f"params/{f}/bias", f"{t}.activate.bias", VEC),
+                 (f"buffers/{f}/noise_const", f"noises.noise_{noise}", NOISE4D)])
+
+    def torgb(f: str, t: str) -> list[Entry]:
+      return ([(f"params/{f}/kernel", f"{t}.conv.weight", MODCONV)]
+              + _conv(f"{f}/affine", f"{t}.conv.modulation", DENSE)
+              + [(f"params/{f}/bias", f"{t}.bias", BIAS4D)])
+
+    e += styled("b4/conv1", "conv1", 0) + torgb("b4/torgb", "to_rgb1")
+    for j, r in enumerate(res[1:]):
+      e += styled(f"b{r}/conv0", f"convs.{2 * j}", 2 * j + 1)
+      e += _fixed("blur_up", f"convs.{2 * j}.conv.blur.kernel")
+      e += styled(f"b{r}/conv1", f"convs.{2 * j + 1}", 2 * j + 2)
+      e += torgb(f"b{r}/torgb", f"to_rgbs.{j}") + _fixed("blur_up", f"to_rgbs.{j}.upsample.kernel")
+    return e
+  if kw.get("c_dim", 0):
+    e += _conv("mapping/embed", "mapping.embed", DENSE)
+  for i in range(n_mlp):
+    e += _conv(f"mapping/fc_{i}", f"mapping.fc{i}", DENSE)
+  e.append(("buffers/mapping/w_avg", "mapping.w_avg", VEC))
+  for r in res:
+    t = f"synthesis.b{r}"
+    e += _fixed("blur", f"{t}.resample_filter")
+    if r == 4:
+      e.append(("params/b4/const", f"{t}.const", CONST))
+    for layer in (("conv1",) if r == 4 else ("conv0", "conv1")):
+      f, tl = f"b{r}/{layer}", f"{t}.{layer}"
+      e += _conv(f, tl) + _conv(f"{f}/affine", f"{tl}.affine", DENSE)
+      e += [(f"params/{f}/noise_strength", f"{tl}.noise_strength", VEC),
+            (f"buffers/{f}/noise_const", f"{tl}.noise_const", VEC)]
+      e += _fixed("blur", f"{tl}.resample_filter")
+    e += _conv(f"b{r}/torgb", f"{t}.torgb") + _conv(f"b{r}/torgb/affine", f"{t}.torgb.affine",
+                                                      DENSE)
+  return e
+
+
+def stylegan2_discriminator_entries(kw: dict[str, Any]) -> list[Entry]:
+  """Key map of the StyleGAN2 discriminator in the layout ``kw["layout"]``.
+
+  rosinality ``Discriminator`` (``model.py``): ``convs.0`` from-RGB (``0.weight``,
+  ``1.bias``), ``convs.{i}`` residual blocks from the input resolution down (``conv1.0.weight``,
+  ``conv1.1.bias``; ``conv2.0.kernel`` blur, ``conv2.1.weight``, ``conv2.2.bias``;
+  ``skip.0.kernel``, ``skip.1.weight``), ``final_conv`` (``0.weight``, ``1.bias``),
+  ``final_linear.0``, ``final_linear.1``.
+
+  NVlabs ``Discriminator`` (``training/networks.py``, resnet): ``b{res}.fromrgb`` (input
+  resolution), ``b{res}.conv0``, ``conv1``, ``skip`` (no bias), ``resample_filter`` buffers;
+  epilogue ``b4.conv``, ``b4.fc``, ``b4.out``; ``mapping.embed``, ``mapping.fc{i}`` when
+  conditional.
+  """
+  size = kw.get("image_size", 256)
+  desc = _sg2_resolutions(size)[::-1]
+  e: list[Entry] = []
+  if kw.get("layout", "rosinality") == "rosinality":
+    e += [(f"params/b{size}_fromrgb/kernel", "convs.0.0.weight", CONV),
+          (f"params/b{size}_fromrgb/bias", "convs.0.1.bias", VEC)]
+    for i, r in enumerate(desc[:-1], start=1):
+      t = f"convs.{i}"
+      e += [(f"params/b{r}_conv0/kernel", f"{t}.conv1.0.weight", CONV),
+            (f"params/b{r}_conv0/bias", f"{t}.conv1.1.bias", VEC),
+            (f"params/b{r}_conv1/kernel", f"{t}.conv2.1.weight", CONV),
+            (f"params/b{r}_conv1/bias", f"{t}.conv2.2.bias", VEC),
+            (f"params/b{r}_skip/kernel", f"{t}.skip.1.weight", CONV)]
+      e += _fixed("blur", f"{t}.conv2.0.kernel") + _fixed("blur", f"{t}.skip.0.kernel")
+    e += [("params/b4_conv/kernel", "final_conv.0.weight", CONV),
+          ("params/b4_conv/bias", "final_conv.1.bias", VEC)]
+    return e + _conv("b4_fc", "final_linear.0", DENSE) + _conv("b4_out", "final_linear.1", DENSE)
+  for r in desc[:-1]:
+    t = f"b{r}"
+    e += _fixed("blur", f"{t}.resample_filter")
+    if r == size:
+      e += _conv(f"b{r}_fromrgb", f"{t}.fromrgb") + _fixed("blur", f"{t}.fromrgb.resample_filter")
+    e += _conv(f"b{r}_conv0", f"{t}.conv0") + _fixed("blur", f"{t}.conv0.resample_filter")
+    e += _conv(f"b{r}_conv1", f"{t}.conv1") + _fixed("blur", f"{t}.conv1.resample_filter")
+    e += _conv(f"b{r}_skip", f"{t}.skip", bias=False) + _fixed("blur", f"{t}.skip.resample_filter")
+  e += _conv("b4_conv", "b4.conv") + _fixed("blur", "b4.conv.resample_filter")
+  e += _conv("b4_fc", "b4.fc", DENSE) + _conv("b4_out", "b4.out", DENSE)
+  if kw.get("c_dim", 0):
+    e += _conv("mapping/embed", "mapping.embed", DENSE)
+    e += [x for i in range(kw.get("n_mlp", 8)) for x in _conv(f"mapping/fc_{i}", f"mapping.fc{i}",
+                                                               DENSE)]
+  return e
+
+
+def derived_paths(arch: str, kw: dict[str, Any]) -> list[str]:
+  """Flax paths the state_dict does not hold and the conversion computes: the ``sigma`` of
+  every spectrally normalised SAGAN layer (``jaxgc.convert.spectral``), the rosinality
+  generator's ``buffers/mapping/w_avg`` (its ``mean_latent``, see
+  ``jaxgc.models.stylegan2.mean_w``)."""
+  if arch in SAGAN_ARCHS:
+    return [f"spectral/{name}/sigma" for name, _, _ in sagan_spectral_layers(arch)]
+  if arch == "stylegan2_generator" and kw.get("layout", "rosinality") == "rosinality":
+    return ["buffers/mapping/w_avg"]
+  return []
+
+
+def _stylegan2_kwargs(arch: str, sd: dict[str, np.ndarray], kw: dict[str, Any]) -> None:
+  """Fills ``kw`` with the StyleGAN2 widths and depth read from ``sd`` (see ``infer_kwargs``)."""
+  layout = stylegan2_layout(sd)
+  own = 0 if arch == "stylegan2_generator" else 1  # the layout key of this arch, not the other
+  if layout is None or STYLEGAN2_LAYOUTS[layout][own] not in sd:
+    return
+  kw["layout"] = layout
+  if arch == "stylegan2_generator" and layout == "rosinality":
+    kw["n_mlp"] = len(_indices(sd, r"style\.(\d+)\.weight"))
+    kw["w_dim"], kw["z_dim"] = (int(d) for d in sd["style.1.weight"].shape)
+    n_up = len(_indices(sd, r"to_rgbs\.(\d+)\.conv\.weight"))
+    kw["size"] = 4 * 2**n_up
+    ch = [int(sd["input.input"].shape[1])]
+    for j in range(n_up):
+      w = sd.get(f"convs.{2 * j}.conv.weight")
+      ch.append(int(w.shape[1]) if w is not None else ch[-1])
+    kw["channels"] = tuple(ch)
+    kw["img_channels"] = int(sd["to_rgb1.conv.weight"].shape[1])
+  elif arch == "stylegan2_generator":
+    fcs = _indices(sd, r"mapping\.fc(\d+)\.weight")
+    kw["n_mlp"] = len(fcs)
+    kw["w_dim"] = int(sd[f"mapping.fc{fcs[-1]}.weight"].shape[0])
+    embed = sd.get("mapping.embed.weight")
+    if embed is not None:
+      kw["c_dim"], kw["embed_features"] = int(embed.shape[1]), int(embed.shape[0])
+    kw["z_dim"] = int(sd["mapping.fc0.weight"].shape[1]) - kw.get("embed_features", 0)
+    size = max(_indices(sd, r"synthesis\.b(\d+)\.conv1\.weight"))
+    kw["size"] = size
+    ch: list[int] = []
+    for r in _sg2_resolutions(size):
+      w = sd.get(f"synthesis.b{r}.conv1.weight")
+      ch.append(int(w.shape[0]) if w is not None else ch[-1])
+    kw["channels"] = tuple(ch)
+    kw["img_channels"] = int(sd["synthesis.b4.torgb.weight"].shape[0])
+  elif arch == "stylegan2_discriminator" and layout == "rosinality":
+    n = len(_indices(sd, r"convs\.(\d+)\.conv1\.0\.weight"))
+    kw["image_size"] = 4 * 2**n
+    kw["input_nc"] = int(sd["convs.0.0.weight"].shape[1])
+    desc = [int(sd["convs.0.0.weight"].shape[0])]
+    for i in range(1, n + 1):
+      w = sd.get(f"convs.{i}.conv2.1.weight")
+      desc.append(int(w.shape[0]) if w is not None else desc[-1])
+    kw["channels"] = tuple(desc[::-1])
+    kw["mbstd_num_channels"] = int(sd["final_conv.0.weight"].shape[1]) - desc[-1]
+  elif arch == "stylegan2_discriminator":
+    size = max(_indices(sd, r"b(\d+)\.conv0\.weight"))
+    kw["image_size"] = size
+    ch = []
+    for r in _sg2_resolutions(size):
+      w = sd.get("b4.conv.weight" if r == 4 else f"b{r}.conv0.weight")
+      ch.append(int(w.shape[0]) if w is not None else ch[-1])
+    kw["channels"] = tuple(ch)
+    kw["input_nc"] = int(sd[f"b{size}.fromrgb.weight"].shape[1])
+    kw["mbstd_num_channels"] = int(sd["b4.conv.weight"].shape[1]) - ch[0]
+    embed = sd.get("mapping.embed.weight")
+    if embed is not None:
+      kw["c_dim"], kw["cmap_dim"] = int(embed.shape[1]), int(sd["b4.out.weight"].shape[0])
+      kw["n_mlp"] = len(_indices(sd, r"mapping\.fc(\d+)\.weight"))
+
+
 def _indices(sd: dict[str, np.ndarray], pattern: str) -> list[int]:
   return sorted({int(m.group(1)) for k in sd for m in [re.fullmatch(pattern, k)] if m})
 
@@ -241,6 +484,11 @@ def infer_arch(sd: dict[str, np.ndarray]) -> str:
   keys = set(sd)
   if "attn1.query_conv.weight" in keys and any(k.startswith("l1.0.") for k in keys):
     return "sagan_generator" if "l1.1.running_mean" in keys else "sagan_discriminator"
+  if {"style.1.weight", "input.input"} <= keys or "synthesis.b4.const" in keys:
+    return "stylegan2_generator"
+  if ({"final_linear.0.weight", "convs.0.0.weight"} <= keys
+      or {"b4.out.weight", "b4.conv.weight"} <= keys):
+    return "stylegan2_discriminator"
   if resnet_layout(sd) not in (None, "cyclegan"):
     return "resnet_generator"
   if "model.model.0.weight" in keys and sd["model.model.0.weight"].ndim == 4:
@@ -329,6 +577,8 @@ def infer_kwargs(arch: str, sd: dict[str, np.ndarray]) -> dict[str, Any]:
       # then the convolutions before it carry biases; upstream's "none" has neither.
       kw["norm"] = ("batch" if "model.3.weight" in sd
                     else "instance" if "model.2.bias" in sd else "none")
+    elif arch in ("stylegan2_generator", "stylegan2_discriminator"):
+      _stylegan2_kwargs(arch, sd, kw)
     elif arch in ("mlp_generator", "mlp_discriminator"):
       dense = _indices(sd, r"(\d+)\.weight")
       kw["hidden"] = tuple(int(sd[f"{i}.weight"].shape[0]) for i in dense[:-1])
@@ -367,6 +617,10 @@ def entries(arch: str, kw: dict[str, Any], sd: dict[str, np.ndarray],
     return patchgan_discriminator_entries(kw)
   if arch in SAGAN_ARCHS:
     return sagan_entries(arch, layout or spectral_layout(sd))
+  if arch == "stylegan2_generator":
+    return stylegan2_generator_entries(kw)
+  if arch == "stylegan2_discriminator":
+    return stylegan2_discriminator_entries(kw)
   raise ValueError(f"unknown arch {arch!r}")
 
 
@@ -461,9 +715,3 @@ def sagan_entries(arch: str, layout: str | None) -> list[Entry]:
   return e + _conv("last", "last.0", kind)
 
 
-def derived_paths(arch: str) -> list[str]:
-  """Flax variable paths with no upstream key, computed at conversion: the ``sigma`` of every
-  spectrally normalised layer (``jaxgc.convert.spectral``)."""
-  if arch in SAGAN_ARCHS:
-    return [f"spectral/{name}/sigma" for name, _, _ in sagan_spectral_layers(arch)]
-  return []

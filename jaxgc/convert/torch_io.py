@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import struct
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-# Keys under which training scripts commonly wrap a state_dict.
-WRAPPER_KEYS = ("netG_state_dict", "state_dict", "model_state_dict", "netD_state_dict")
+# Keys under which training scripts commonly wrap a state_dict (``g_ema``: the generator of a
+# rosinality/stylegan2-pytorch training checkpoint, whose ``g`` and ``d`` ``key=`` selects).
+WRAPPER_KEYS = ("netG_state_dict", "state_dict", "model_state_dict", "netD_state_dict", "g_ema")
+
+# Plain-data classes a checkpoint may hold besides tensors and containers, allowed to the
+# weights-only unpickler (no code of theirs runs: an instance is built and its __dict__ set).
+# rosinality/stylegan2-pytorch training checkpoints store their ``args`` as a Namespace.
+SAFE_GLOBALS = (argparse.Namespace,)
+
+# Modules of code pickled by NVlabs StyleGAN .pkl files (persistence pickles source code).
+_NVLABS_MODULES = ("dnnlib", "torch_utils", "training.networks")
+NVLABS_PKL_HINT = (
+    "NVlabs .pkl files pickle code and are never unpickled here; export the state dict with the "
+    "NVlabs repository on its path: with open(PKL, 'rb') as f: G = legacy.load_network_pkl(f)"
+    "['G_ema']; torch.save(G.state_dict(), 'G_ema.pt') (likewise 'D'), then convert G_ema.pt")
 
 
 class CheckpointError(ValueError):
@@ -38,6 +53,8 @@ def _to_numpy(tree: Any, where: str = "") -> Any:
     return tree
   if isinstance(tree, (torch.Size, torch.dtype, torch.device)):
     return str(tree)
+  if isinstance(tree, argparse.Namespace):
+    return _to_numpy(vars(tree), where)
   raise CheckpointError(f"checkpoint entry {where.rstrip('.') or '<root>'} is a "
                         f"{type(tree).__name__}, not a tensor or plain container; refused")
 
@@ -50,7 +67,8 @@ def read_torch_file(path: str | os.PathLike) -> Any:
 
   Args:
     path: a ``.pth``/``.pt``/``.ckpt``/``.tar`` file written by ``torch.save`` (zip or legacy
-      format).
+      format). ``argparse.Namespace`` objects (rosinality training checkpoints' ``args``) are
+      allowed and returned as dicts (``SAFE_GLOBALS``).
 
   Returns:
     The saved object, tensors converted to numpy arrays (float32 stays float32).
@@ -58,7 +76,8 @@ def read_torch_file(path: str | os.PathLike) -> Any:
   Raises:
     FileNotFoundError: ``path`` does not exist.
     CheckpointError: the file is truncated or not a PyTorch checkpoint, or it holds pickled
-      code or objects other than tensors and plain containers.
+      code or objects other than tensors and plain containers; an NVlabs ``.pkl`` (naming
+      the state-dict export to use instead, ``NVLABS_PKL_HINT``).
   """
   path = os.fspath(path)
   if not os.path.isfile(path):
@@ -68,9 +87,12 @@ def read_torch_file(path: str | os.PathLike) -> Any:
   torch = _require_torch()
   import pickle  # pylint: disable=import-outside-toplevel
   try:
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+      obj = torch.load(path, map_location="cpu", weights_only=True)
   except pickle.UnpicklingError as e:
     msg = str(e)
+    if path.endswith(".pkl") or any(m in msg for m in _NVLABS_MODULES):
+      raise CheckpointError(f"refusing {path}: {NVLABS_PKL_HINT}") from None
     if "Weights only load failed" in msg or "Unsupported global" in msg:
       first = next((ln.strip() for ln in msg.splitlines() if "GLOBAL" in ln or "Unsupported" in
                     ln), msg.splitlines()[0])
@@ -78,21 +100,37 @@ def read_torch_file(path: str | os.PathLike) -> Any:
                             f"than tensors and plain containers ({first})") from None
     raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {msg.splitlines()[0]}"
                           ) from None
-  except (EOFError, RuntimeError, OSError, ValueError, KeyError) as e:
+  except (EOFError, RuntimeError, OSError, ValueError, KeyError, struct.error) as e:
+    if path.endswith(".pkl"):
+      raise CheckpointError(f"refusing {path}: {NVLABS_PKL_HINT}") from None
     first = (str(e).splitlines() or [type(e).__name__])[0]
     raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {first}") from None
   return _to_numpy(obj)
 
 
-def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, np.ndarray]:
+def unwrap_state_dict(obj: Any, source: str = "checkpoint", key: str | None = None
+                      ) -> dict[str, np.ndarray]:
   """Finds the flat ``{key: array}`` state_dict inside a loaded checkpoint.
 
-  Unwraps ``{"netG_state_dict": ...}``, ``{"state_dict": ...}`` and similar wrappers, and strips
-  a ``module.`` prefix (``nn.DataParallel``). ``num_batches_tracked`` counters are dropped.
+  Unwraps ``{"netG_state_dict": ...}``, ``{"state_dict": ...}``, ``{"g_ema": ...}`` (rosinality
+  training checkpoints) and similar wrappers, and strips a ``module.`` prefix
+  (``nn.DataParallel``). ``num_batches_tracked`` counters are dropped.
+
+  Args:
+    obj: what ``read_torch_file`` returned.
+    source: how to name it in errors.
+    key: the top-level entry to take (``"g"``, ``"d"`` or ``"g_ema"`` of a rosinality training
+      checkpoint); None picks the first of ``WRAPPER_KEYS`` present.
 
   Raises:
-    CheckpointError: no state_dict of arrays is found.
+    CheckpointError: no state_dict of arrays is found, or ``key`` is not an entry (naming
+      the entries there are).
   """
+  if key is not None:
+    if not isinstance(obj, Mapping) or key not in obj:
+      entries = sorted(map(str, obj)) if isinstance(obj, Mapping) else []
+      raise CheckpointError(f"{source} has no entry {key!r}; its entries: {entries[:12]}")
+    obj = obj[key]
   while isinstance(obj, Mapping):
     wrapped = [k for k in WRAPPER_KEYS if k in obj and isinstance(obj[k], Mapping)]
     if not wrapped:

@@ -17,4 +17,6 @@ from jaxgc.models.resnet import encoder_of
 from jaxgc.models.resnet import SubMobileResnetGenerator
 from jaxgc.models.sagan import SAGANDiscriminator
 from jaxgc.models.sagan import SAGANGenerator
+from jaxgc.models.stylegan2 import StyleGAN2Discriminator
+from jaxgc.models.stylegan2 import StyleGAN2Generator
 from jaxgc.models.unet import UnetGenerator

@@ -20,6 +20,8 @@ from jaxgc.models.resnet import ResnetGenerator
 from jaxgc.models.resnet import SubMobileResnetGenerator
 from jaxgc.models.sagan import SAGANDiscriminator
 from jaxgc.models.sagan import SAGANGenerator
+from jaxgc.models.stylegan2 import StyleGAN2Discriminator
+from jaxgc.models.stylegan2 import StyleGAN2Generator
 from jaxgc.models.unet import UnetGenerator
 
 ARCHS: dict[str, type[nn.Module]] = {
@@ -35,6 +37,8 @@ ARCHS: dict[str, type[nn.Module]] = {
     "patchgan_discriminator": PatchGANDiscriminator,
     "sagan_generator": SAGANGenerator,
     "sagan_discriminator": SAGANDiscriminator,
+    "stylegan2_generator": StyleGAN2Generator,
+    "stylegan2_discriminator": StyleGAN2Discriminator,
 }
 
 
