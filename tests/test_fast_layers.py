@@ -86,3 +86,24 @@ def test_activation_quantization_intercepts_depthwise_convolutions():
   v = g.init(jax.random.key(0), x)
   calib = compress.calibrate(g, v, [x], compress.ActQuantConfig(8))
   assert "block_0/sep_0/depthwise" in calib and "up_0" in calib
+
+
+@pytest.mark.parametrize("cin, cout, k, pad", [(64, 3, 7, 3), (64, 8, 3, 1), (96, 16, (1, 7), (0, 3)),
+                                               (64, 5, (3, 1), (1, 0))])
+def test_output_side_conv_equals_the_native_one(cin, cout, k, pad):
+  kh, kw = (k, k) if isinstance(k, int) else k
+  ph, pw = (pad, pad) if isinstance(pad, int) else pad
+  rng = np.random.default_rng(cin + cout)
+  x = jnp.asarray(rng.standard_normal((2, 9, 10, cin)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((kh, kw, cin, cout)) / np.sqrt(kh * kw * cin), jnp.float32)
+  padding = ((ph, ph), (pw, pw))
+  want = layers._conv_native(x, w, (1, 1), padding)
+  got = layers._conv_shifted_outputs(x, w, padding)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=ATOL, rtol=0)
+  def program(x, w, strides=(1, 1)):
+    return str(jax.make_jaxpr(lambda x, w: layers.conv2d(x, w, strides, padding))(x, w))
+
+  assert "platform_index" in program(x, w)
+  # Below 64 input channels, or strided, the native convolution is the only formulation.
+  assert "platform_index" not in program(x[..., :32], w[:, :, :32])
+  assert "platform_index" not in program(x, w, (2, 2))

@@ -1,8 +1,8 @@
 """Activation fake quantization at apply time: calibration, static and dynamic ranges.
 
 The *input* of every convolution, transposed convolution and dense layer (``nn.Conv``,
-``nn.ConvTranspose``, ``jaxgc.models.layers.ConvTranspose``,
-``jaxgc.models.layers.DepthwiseConv``, ``nn.Dense``) is fake-quantized before the layer runs, for any model of the zoo and without changing model code: the layers'
+``nn.ConvTranspose``, ``jaxgc.models.layers.Conv``, ``ConvTranspose`` and ``DepthwiseConv``,
+``nn.Dense``) is fake-quantized before the layer runs, for any model of the zoo and without changing model code: the layers'
 ``__call__`` is intercepted with :func:`flax.linen.intercept_methods`. A layer is named by its
 module path joined with "/", e.g. ``block_0/sep_0/depthwise``; that is the path of its kernel
 without the ``params/`` prefix and the ``/kernel`` suffix, so the same regexes select weights
@@ -67,7 +67,7 @@ from jaxgc.models import layers
 # The layers whose inputs are quantized. ``layers.conv``/``layers.dense`` build nn.Conv (or
 # layers.DepthwiseConv for a depthwise convolution) / nn.Dense.
 QUANTIZED_LAYER_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Conv, nn.ConvTranspose, nn.Dense, layers.ConvTranspose, layers.DepthwiseConv)
+    nn.Conv, nn.ConvTranspose, nn.Dense, layers.Conv, layers.ConvTranspose, layers.DepthwiseConv)
 
 # Calibration = {layer_path: {"min": float32 array, "max": float32 array}}, arrays of shape
 # [] (per tensor) or [channels] (per channel).

@@ -22,6 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgc.models import layers
+
 BN_EPSILON = 1e-3
 FEATURES = 2048
 INPUT_SIZE = 299
@@ -43,9 +45,8 @@ class ConvBN(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     ph, pw = self.padding
-    x = nn.Conv(self.features, self.kernel_size, strides=(self.strides, self.strides),
-                padding=((ph, ph), (pw, pw)), use_bias=False,
-                precision=jax.lax.Precision.HIGHEST, name="conv")(x)
+    x = layers.Conv(self.features, tuple(self.kernel_size), (self.strides, self.strides),
+                    ((ph, ph), (pw, pw)), use_bias=False, name="conv")(x)
     x = nn.BatchNorm(use_running_average=True, use_scale=False, epsilon=BN_EPSILON,
                      name="bn")(x)
     return nn.relu(x)
