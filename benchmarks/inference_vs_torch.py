@@ -21,11 +21,9 @@ import jax
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-import torch_reference  # noqa: E402  (the PyTorch reference modules of the parity tests)
-
 from jaxgc import compress  # noqa: E402
 from jaxgc import convert  # noqa: E402
+from jaxgc.convert import torch_refs_zoo  # noqa: E402
 
 MODELS = {
     "cyclegan_h2z_sub_mobile": ("cyclegan-h2z-gancompression/latest_net_G.pth", (256, 256, 3)),
@@ -57,9 +55,7 @@ def main() -> None:
   for name, (rel, in_shape) in MODELS.items():
     path = os.path.join(root, rel)
     module, variables = convert.load_torch_checkpoint(path)
-    ref = torch_reference.build_reference(
-        convert.infer_arch(torch_reference.load_state_dict_file(path)),
-        torch_reference.load_state_dict_file(path))
+    ref = torch_refs_zoo.build_reference(torch_refs_zoo.load_state_dict_file(path))
     apply_fn = jax.jit(module.apply)
     entry = {}
     for bs in args.batch_sizes:

@@ -30,13 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-import torch_reference  # noqa: E402  (PyTorch references of the mobile and DCGAN generators)
-
 from jaxgc import convert  # noqa: E402
 from jaxgc import stats  # noqa: E402
 from jaxgc.compress.slim import slim_to_macs  # noqa: E402
 from jaxgc.convert import torch_refs  # noqa: E402
+from jaxgc.convert import torch_refs_zoo  # noqa: E402
 from jaxgc.eval import fid_inception  # noqa: E402
 
 H2Z = "cyclegan-h2z-gancompression/latest_net_G.pth"
@@ -113,8 +111,7 @@ def main() -> None:
     x1 = rng.uniform(-1, 1, (1, 256, 256, 3)).astype(np.float32)
     macs = stats.count_macs(module, variables, x1)
     if "h2z" not in args.skip:
-      sd = torch_reference.load_state_dict_file(path)
-      ref = torch_reference.build_reference(convert.infer_arch(sd), sd).eval()
+      ref = torch_refs_zoo.build_reference(torch_refs_zoo.load_state_dict_file(path))
       for bs in (1, 8):
         x = rng.uniform(-1, 1, (bs, 256, 256, 3)).astype(np.float32)
         figs.append({**_pair("horse->zebra (GAN Compression, 2.5 GMACs)", module, variables,
@@ -145,8 +142,7 @@ def main() -> None:
   if "dcgan" not in args.skip:
     path = os.path.join(root, DCGAN)
     module, variables = convert.load_torch_checkpoint(path)
-    sd = torch_reference.load_state_dict_file(path)
-    ref = torch_reference.build_reference(convert.infer_arch(sd), sd).eval()
+    ref = torch_refs_zoo.build_reference(torch_refs_zoo.load_state_dict_file(path))
     z1 = np.zeros((1, 100), np.float32)
     macs = stats.count_macs(module, variables, z1)
     for bs in (1, 64):

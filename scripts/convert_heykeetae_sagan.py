@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402  pylint: disable=wrong-import-position
 
 ARCHS = ("sagan_generator", "sagan_discriminator")
 LAYOUT = "heykeetae"
@@ -120,19 +122,9 @@ def convert(checkpoint: str, outdir: str, arch: str | None = None, samples: int 
 def main(argv: list[str] | None = None, convert_fn=convert, doc: str = __doc__) -> int:
   """Runs the script; returns 0, or 2 after one ``error:`` line on stderr."""
   args = _parser(doc).parse_args(argv)
-  from jaxgc.convert import CheckpointError  # pylint: disable=import-outside-toplevel
-  try:
-    result = convert_fn(args.checkpoint, args.outdir, args.arch, args.samples, args.seed)
-  except (CheckpointError, ValueError, RuntimeError, OSError, ImportError) as e:
-    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    print(f"{os.path.basename(sys.argv[0])}: error: {text}", file=sys.stderr)
-    return 2
-  err = result["parity_max_abs"]
-  print(json.dumps(result))
-  print(f"{result['arch']} ({result['layout']} layout): {result['params']:,} params -> "
-        f"{result['outdir']}; parity vs the PyTorch reference's first call: "
-        + ("torch not installed, skipped" if err is None else f"max |jaxgc - torch| = {err:.3g}"))
-  return 0
+  return _common.run(
+      lambda: convert_fn(args.checkpoint, args.outdir, args.arch, args.samples, args.seed),
+      label="{arch} ({layout} layout)", parity_what="the PyTorch reference's first call")
 
 
 if __name__ == "__main__":

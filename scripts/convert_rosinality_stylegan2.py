@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402  pylint: disable=wrong-import-position
 
 ARCHS = ("stylegan2_generator", "stylegan2_discriminator")
 LAYOUT = "rosinality"
@@ -136,20 +138,9 @@ def main(argv: list[str] | None = None, convert_fn=None, description: str | None
   """Runs the script; returns 0, or 2 after one ``error:`` line on stderr."""
   args = parser(description or __doc__.split("\n\n")[0],
                 key_help or "checkpoint entry: g_ema (default), g or d").parse_args(argv)
-  from jaxgc.convert import CheckpointError  # pylint: disable=import-outside-toplevel
-  try:
-    result = (convert_fn or convert)(args.checkpoint, args.outdir, args.key, args.arch,
-                                     args.samples, args.seed, args.truncation)
-  except (CheckpointError, ValueError, RuntimeError, OSError, ImportError) as e:
-    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    print(f"{os.path.basename(sys.argv[0])}: error: {text}", file=sys.stderr)
-    return 2
-  err = result["parity_max_abs"]
-  print(json.dumps(result))
-  print(f"{result['arch']} ({result['layout']}): {result['params']:,} params -> "
-        f"{result['outdir']}; parity vs the PyTorch reference: "
-        + ("torch not installed, skipped" if err is None else f"max |jaxgc - torch| = {err:.3g}"))
-  return 0
+  return _common.run(lambda: (convert_fn or convert)(
+      args.checkpoint, args.outdir, args.key, args.arch, args.samples, args.seed,
+      args.truncation), label="{arch} ({layout})")
 
 
 if __name__ == "__main__":

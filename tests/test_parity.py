@@ -1,6 +1,6 @@
 """Numerical parity of jaxgc's Flax conversions with upstream-structured PyTorch references.
 
-Every test runs the same weights through ``tests/torch_reference.py`` (PyTorch, NCHW) and
+Every test runs the same weights through ``jaxgc.convert.torch_refs_zoo`` (PyTorch, NCHW) and
 through ``jaxgc.convert`` (Flax, NHWC) and compares the outputs. Real checkpoints come from
 ``$JAXGC_ASSETS`` (see the assets README); without it those tests skip, while a set variable
 with a missing file fails. Random-weight tests need no assets.
@@ -16,15 +16,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-try:  # tests/ as a package or as a plain directory on sys.path
-  from . import torch_reference as ref
-except ImportError:
-  import torch_reference as ref
-
 import jax  # noqa: E402
 
 from conftest import asset_path
 from jaxgc import convert  # noqa: E402
+from jaxgc.convert import torch_refs_zoo as ref  # noqa: E402
 
 ATOL = 1e-4
 PSNR_MIN_DB = 45.0
@@ -105,7 +101,7 @@ def psnr(a_u8: np.ndarray, b_u8: np.ndarray) -> float:
 
 def test_h2z_sub_mobile_generator_parity(assets):
   path = asset_path(assets, H2Z)
-  net = ref.build_reference("sub_mobile_resnet_generator", ref.load_state_dict_file(path))
+  net = ref.build_reference(ref.load_state_dict_file(path), "sub_mobile_resnet_generator")
   module, variables = convert.load_torch_checkpoint(path, arch="sub_mobile_resnet_generator")
   x = uniform_images(0, (2, 64, 64, 3))
   y_torch = nchw_to_nhwc(torch_forward(net, nhwc_to_nchw(x)))
@@ -115,7 +111,7 @@ def test_h2z_sub_mobile_generator_parity(assets):
 def test_h2z_sub_mobile_generator_clamps_input(assets):
   """Upstream ``SubMobileResnetGenerator.forward`` clamps its input to [-1, 1]."""
   path = asset_path(assets, H2Z)
-  net = ref.build_reference("sub_mobile_resnet_generator", ref.load_state_dict_file(path))
+  net = ref.build_reference(ref.load_state_dict_file(path), "sub_mobile_resnet_generator")
   module, variables = convert.load_torch_checkpoint(path, arch="sub_mobile_resnet_generator")
   x = uniform_images(1, (2, 32, 32, 3), low=-2.0, high=2.0)
   y_torch = nchw_to_nhwc(torch_forward(net, nhwc_to_nchw(x)))
@@ -137,7 +133,7 @@ def test_h2z_reproduces_reference_png(assets):
 
   module, variables = convert.load_torch_checkpoint(path)
   y_flax = flax_forward(module, variables, x)
-  net = ref.build_reference("sub_mobile_resnet_generator", ref.load_state_dict_file(path))
+  net = ref.build_reference(ref.load_state_dict_file(path), "sub_mobile_resnet_generator")
   y_torch = nchw_to_nhwc(torch_forward(net, nhwc_to_nchw(x)))
 
   psnr_flax = psnr(tensor2im(y_flax[0]), u8_ref)
@@ -153,7 +149,7 @@ def test_h2z_reproduces_reference_png(assets):
 
 def test_dcgan_digiface_generator_parity(assets):
   path = asset_path(assets, "dcgan-digiface64/weights.tar")
-  net = ref.build_reference("dcgan_generator", ref.load_state_dict_file(path))
+  net = ref.build_reference(ref.load_state_dict_file(path), "dcgan_generator")
   module, variables = convert.load_torch_checkpoint(path, arch="dcgan_generator")
   z = np.random.default_rng(2).standard_normal((2, 100)).astype(np.float32)
   y_torch = nchw_to_nhwc(torch_forward(net, z[:, :, None, None]))
@@ -164,7 +160,7 @@ def test_dcgan_digiface_generator_parity(assets):
 
 def test_mlp_generator_parity(assets):
   path = asset_path(assets, "mnist-mlpgan/G--300.ckpt")
-  net = ref.build_reference("mlp_generator", ref.load_state_dict_file(path))
+  net = ref.build_reference(ref.load_state_dict_file(path), "mlp_generator")
   module, variables = convert.load_torch_checkpoint(path, arch="mlp_generator")
   z = np.random.default_rng(3).standard_normal((2, 64)).astype(np.float32)
   y_torch = torch_forward(net, z).reshape(2, 28, 28, 1)  # [N, 784] row-major -> NHWC
@@ -175,7 +171,7 @@ def test_mlp_generator_parity(assets):
 
 def test_mlp_discriminator_parity(assets):
   path = asset_path(assets, "mnist-mlpgan/D--300.ckpt")
-  net = ref.build_reference("mlp_discriminator", ref.load_state_dict_file(path))
+  net = ref.build_reference(ref.load_state_dict_file(path), "mlp_discriminator")
   module, variables = convert.load_torch_checkpoint(path, arch="mlp_discriminator")
   x = mnist_digits(assets)
   p_torch = torch_forward(net, x.reshape(2, 784))
@@ -187,7 +183,7 @@ def test_mlp_discriminator_parity(assets):
 
 def test_dcgan_mnist_discriminator_parity(assets):
   path = asset_path(assets, "mnist-dcgan-d/netD_epoch_99.pth")
-  net = ref.build_reference("dcgan_discriminator", ref.load_state_dict_file(path))
+  net = ref.build_reference(ref.load_state_dict_file(path), "dcgan_discriminator")
   module, variables = convert.load_torch_checkpoint(path, arch="dcgan_discriminator")
   x = mnist_digits(assets)  # 28x28, the size upstream trained at
   p_torch = torch_forward(net, nhwc_to_nchw(x))  # upstream returns [N]
@@ -230,7 +226,7 @@ RANDOM_CASES = [
 def test_random_weight_parity(arch, norm, n_blocks, use_dropout, as_numpy):
   sd = ref.random_state_dict(arch, seed=n_blocks, ngf=8, n_blocks=n_blocks, norm=norm,
                              use_dropout=use_dropout)
-  net = ref.build_reference(arch, sd)
+  net = ref.build_reference(sd, arch)
   given = {k: v.numpy() for k, v in sd.items()} if as_numpy else sd
   module, variables = convert.convert_state_dict(given, arch=arch)
   x = uniform_images(10 + n_blocks, (2, 64, 64, 3))
@@ -252,7 +248,7 @@ def test_random_mobile_generator_does_not_clamp_input():
   """Upstream ``MobileResnetGenerator.forward`` has its clamp commented out (unlike
   ``SubMobileResnetGenerator``): inputs outside [-1, 1] go through unchanged."""
   sd = ref.random_state_dict("mobile_resnet_generator", seed=5, ngf=8, n_blocks=3)
-  net = ref.build_reference("mobile_resnet_generator", sd)
+  net = ref.build_reference(sd, "mobile_resnet_generator")
   module, variables = convert.convert_state_dict(sd, arch="mobile_resnet_generator")
   x = uniform_images(5, (2, 32, 32, 3), low=-2.0, high=2.0)
   y_torch = nchw_to_nhwc(torch_forward(net, nhwc_to_nchw(x)))

@@ -9,11 +9,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-try:  # tests/ as a package or as a plain directory on sys.path
-  from . import torch_reference as ref
-except ImportError:
-  import torch_reference as ref
-
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
@@ -21,6 +16,7 @@ from jaxgc import convert  # noqa: E402
 from jaxgc import models  # noqa: E402
 from jaxgc.convert import CheckpointError  # noqa: E402
 from jaxgc.convert import mapping  # noqa: E402
+from jaxgc.convert import torch_refs_zoo as ref  # noqa: E402
 from jaxgc.models import patchgan  # noqa: E402
 
 ATOL = 1e-4

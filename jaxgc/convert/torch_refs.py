@@ -59,12 +59,17 @@ def get_norm_layer(norm: str = "instance"):
   raise ValueError(f"norm must be 'batch', 'instance' or 'instance_affine', got {norm!r}")
 
 
-def _uses_bias(norm_layer) -> bool:
-  """Upstream's rule: convolutions followed by a norm carry a bias only with InstanceNorm."""
-  return norm_layer.func is nn.InstanceNorm2d
+def uses_bias(norm_layer) -> bool:
+  """Upstream's rule: convolutions followed by a norm carry a bias only with InstanceNorm.
+
+  Args:
+    norm_layer: a norm class or a ``functools.partial`` of one (``get_norm_layer``); anything
+      else (PatchGAN's ``"none"`` factory) counts as no InstanceNorm.
+  """
+  return getattr(norm_layer, "func", norm_layer) is nn.InstanceNorm2d
 
 
-def _pad(padding_type: str, amount: int) -> tuple[list[nn.Module], int]:
+def pad_layers(padding_type: str, amount: int = 1) -> tuple[list[nn.Module], int]:
   """(explicit padding layers, the convolution's own zero padding) for ``padding_type``."""
   if padding_type == "reflect":
     return [nn.ReflectionPad2d(amount)], 0
@@ -83,12 +88,12 @@ class ResnetBlock(nn.Module):
   def __init__(self, dim: int, padding_type: str, norm_layer, use_dropout: bool,
                use_bias: bool, attr: str = "conv_block"):
     super().__init__()
-    pads, p = _pad(padding_type, 1)
+    pads, p = pad_layers(padding_type)
     seq = pads + [nn.Conv2d(dim, dim, 3, padding=p, bias=use_bias), norm_layer(dim),
                   nn.ReLU(True)]
     if use_dropout:
       seq.append(nn.Dropout(0.5))
-    pads, p = _pad(padding_type, 1)
+    pads, p = pad_layers(padding_type)
     seq += pads + [nn.Conv2d(dim, dim, 3, padding=p, bias=use_bias), norm_layer(dim)]
     self.attr = attr
     setattr(self, attr, nn.Sequential(*seq))
@@ -111,7 +116,7 @@ class ResnetGenerator(nn.Module):
                padding_type: str = "reflect", layout: str = "cyclegan"):
     super().__init__()
     norm_layer = get_norm_layer(norm)
-    use_bias = _uses_bias(norm_layer)
+    use_bias = uses_bias(norm_layer)
     attr = mapping.RESNET_LAYOUTS[layout][0]
     model = [nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, bias=use_bias), norm_layer(ngf),
              nn.ReLU(True)]
@@ -145,7 +150,7 @@ class UnetSkipConnectionBlock(nn.Module):
                innermost: bool = False, norm_layer=None, use_dropout: bool = False):
     super().__init__()
     self.outermost = outermost
-    use_bias = _uses_bias(norm_layer)
+    use_bias = uses_bias(norm_layer)
     input_nc = outer_nc if input_nc is None else input_nc
     downconv = nn.Conv2d(input_nc, inner_nc, 4, stride=2, padding=1, bias=use_bias)
     if outermost:
@@ -228,17 +233,25 @@ def build_reference(state_dict: Mapping[str, Any], arch: str | None = None,
                         use_dropout)
   else:
     raise ValueError(f"no PyTorch reference for arch {arch!r}; expected one of {ARCHS}")
-  net.load_state_dict(_as_tensors(sd), strict=False)  # num_batches_tracked may be absent
-  missing, unexpected = _key_diff(net, sd)
+  return load_checked(net, sd, arch)
+
+
+def load_checked(net: nn.Module, state_dict: Mapping[str, Any], arch: str) -> nn.Module:
+  """Loads ``state_dict`` into ``net`` and returns it in eval mode; every key must match,
+  except ``num_batches_tracked`` counters, which may be absent (``jaxgc.convert`` drops them).
+
+  Raises:
+    RuntimeError: missing or unexpected keys (naming the first three of each), or shapes that
+      do not fit.
+  """
+  sd = {k: v for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
+  want = {k for k in net.state_dict() if not k.endswith("num_batches_tracked")}
+  missing, unexpected = sorted(want - set(sd)), sorted(set(sd) - want)
   if missing or unexpected:
     raise RuntimeError(f"state_dict does not fit the {arch} reference: missing {missing[:3]}, "
                        f"unexpected {unexpected[:3]}")
+  net.load_state_dict(_as_tensors(sd), strict=False)  # num_batches_tracked may be absent
   return net.eval()
-
-
-def _key_diff(net: nn.Module, sd: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-  want = {k for k in net.state_dict() if not k.endswith("num_batches_tracked")}
-  return sorted(want - set(sd)), sorted(set(sd) - want)
 
 
 def randomize_norms(net: nn.Module, seed: int) -> nn.Module:

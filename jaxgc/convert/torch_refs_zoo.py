@@ -1,168 +1,58 @@
-"""PyTorch reference networks for the parity tests, rebuilt after their upstream repositories.
+"""PyTorch reference networks for parity checks: GAN Compression's mobile ResNet generators,
+the DCGAN tutorial generator, csinva's MNIST GANs and LeNet-5, the PatchGAN discriminator
+(optional dependency: importing this module needs torch).
 
 Each class keeps the upstream module structure (``nn.Sequential`` indices included), so a
-``state_dict`` saved by the upstream code loads here with ``strict=True`` and every key name is
-identical to upstream. Only inference behaviour matters here: no weight initialisation schemes,
-no training helpers.
+``state_dict`` saved by the upstream code loads here with every key name identical to upstream.
+Only inference behaviour matters here: no weight initialisation schemes, no training helpers.
+The CycleGAN / pix2pix generators live in ``jaxgc.convert.torch_refs``, whose helpers this
+module shares; ``build_reference`` here covers both modules' architectures.
 
 Upstream sources (read, then rewritten):
 
-* junyanz/pytorch-CycleGAN-and-pix2pix ``models/networks.py``: ``ResnetGenerator``,
-  ``ResnetBlock``, ``get_norm_layer``.
 * mit-han-lab/gan-compression ``models/modules/mobile_modules.py`` (``SeparableConv2d``),
   ``models/modules/resnet_architecture/mobile_resnet_generator.py`` (``MobileResnetGenerator``,
   ``MobileResnetBlock``) and ``sub_mobile_resnet_generator.py`` (``SubMobileResnetGenerator``
   and its own ``MobileResnetBlock``, here ``SubMobileResnetBlock``).
 * chien-liu/DCGAN-PyTorch ``gan_face_generate/models.py`` (``Generator``; the PyTorch DCGAN
   tutorial architecture).
-* csinva/gan-vae-pretrained-pytorch ``mnist_dcgan/dcgan.py`` (``Discriminator``) and
-  ``mnist/gan_mnist.py`` (the ``nn.Sequential`` MLP ``G`` and ``D`` of ``mnist_gan_mlp``).
+* csinva/gan-vae-pretrained-pytorch ``mnist_dcgan/dcgan.py`` (``Discriminator``),
+  ``mnist/gan_mnist.py`` (the ``nn.Sequential`` MLP ``G`` and ``D`` of ``mnist_gan_mlp``) and
+  ``mnist_classifier/lenet.py`` (LeNet-5 after activatedgeek/LeNet-5).
+* junyanz/pytorch-CycleGAN-and-pix2pix ``models/networks.py`` (``NLayerDiscriminator``).
 
-This module imports torch at the top; only tests that already called
-``pytest.importorskip("torch")`` import it.
+Used by the scripts, the tests and the benchmarks; jaxgc itself never imports it.
 """
 
 from __future__ import annotations
 
-import functools
+import collections
 import re
+import warnings
 from typing import Any, Mapping
 
 import numpy as np
-import torch
-from torch import nn
+
+try:
+  import torch
+  from torch import nn
+except ImportError as e:  # pragma: no cover - depends on the environment
+  raise ImportError("jaxgc.convert.torch_refs_zoo needs torch: pip install torch==2.13.0 (CPU "
+                    "build), or pip install 'jaxgc[torch]'") from e
+
+from jaxgc.convert import mapping
+from jaxgc.convert import torch_io
+from jaxgc.convert import torch_refs
 
 ARCHS = (
-    "resnet_generator",
     "mobile_resnet_generator",
     "sub_mobile_resnet_generator",
     "dcgan_generator",
     "dcgan_discriminator",
     "mlp_generator",
     "mlp_discriminator",
+    "lenet5",
 )
-
-
-# --------------------------------------------------------------------------------------------
-# Normalisation and padding helpers
-# --------------------------------------------------------------------------------------------
-
-
-def get_norm_layer(norm_type: str = "instance"):
-  """Norm-layer factory of ``get_norm_layer`` in both CycleGAN and GAN Compression
-  ``models/networks.py``: ``"batch"`` is ``BatchNorm2d(affine=True, track_running_stats=True)``,
-  ``"instance"`` is ``InstanceNorm2d(affine=False, track_running_stats=False)`` (no parameters,
-  no buffers, so no state_dict keys)."""
-  if norm_type == "batch":
-    return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
-  if norm_type == "instance":
-    return functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
-  raise ValueError(f"norm_type must be 'batch' or 'instance', got {norm_type!r}")
-
-
-def _uses_bias(norm_layer) -> bool:
-  """Upstream rule: convolutions followed by a norm layer carry a bias only with InstanceNorm."""
-  if isinstance(norm_layer, functools.partial):
-    return norm_layer.func == nn.InstanceNorm2d
-  return norm_layer == nn.InstanceNorm2d
-
-
-def _pad_layers(padding_type: str, amount: int = 1) -> tuple[list[nn.Module], int]:
-  """Returns (explicit padding layers, implicit conv padding) for a padding type, as the
-  ResNet blocks of all three upstream generators do."""
-  if padding_type == "reflect":
-    return [nn.ReflectionPad2d(amount)], 0
-  if padding_type == "replicate":
-    return [nn.ReplicationPad2d(amount)], 0
-  if padding_type == "zero":
-    return [], amount
-  raise NotImplementedError(f"padding [{padding_type}] is not implemented")
-
-
-# --------------------------------------------------------------------------------------------
-# CycleGAN ResNet generator
-# --------------------------------------------------------------------------------------------
-
-
-class ResnetBlock(nn.Module):
-  """Residual block of the CycleGAN ResNet generator.
-
-  Upstream: junyanz/pytorch-CycleGAN-and-pix2pix ``models/networks.py`` ``ResnetBlock``.
-  ``conv_block``: [pad, conv3x3, norm, ReLU, (Dropout(0.5) only if use_dropout), pad, conv3x3,
-  norm]; ``forward`` returns ``x + conv_block(x)``. With reflect padding and no dropout the two
-  convolutions are ``conv_block.1`` and ``conv_block.5``; with dropout ``conv_block.1`` and
-  ``conv_block.6``.
-  """
-
-  def __init__(self, dim: int, padding_type: str, norm_layer, use_dropout: bool,
-               use_bias: bool):
-    super().__init__()
-    layers: list[nn.Module] = []
-    pads, p = _pad_layers(padding_type)
-    layers += pads
-    layers += [nn.Conv2d(dim, dim, kernel_size=3, padding=p, bias=use_bias), norm_layer(dim),
-               nn.ReLU(True)]
-    if use_dropout:
-      layers += [nn.Dropout(0.5)]
-    pads, p = _pad_layers(padding_type)
-    layers += pads
-    layers += [nn.Conv2d(dim, dim, kernel_size=3, padding=p, bias=use_bias), norm_layer(dim)]
-    self.conv_block = nn.Sequential(*layers)
-
-  def forward(self, x: torch.Tensor) -> torch.Tensor:
-    return x + self.conv_block(x)
-
-
-class ResnetGenerator(nn.Module):
-  """CycleGAN / pix2pix ResNet generator (Johnson et al.).
-
-  Upstream: junyanz/pytorch-CycleGAN-and-pix2pix ``models/networks.py`` ``ResnetGenerator``.
-  ``model``: ReflectionPad(3), conv7x7(input_nc, ngf), norm, ReLU; two stride-2 conv3x3
-  downsamplings (ngf -> 2 ngf -> 4 ngf) each followed by norm and ReLU; ``n_blocks``
-  ``ResnetBlock(4 ngf)``; two ConvTranspose2d(k3, s2, p1, output_padding 1) upsamplings with norm
-  and ReLU; ReflectionPad(3), conv7x7(ngf, output_nc) (always with bias), Tanh. Convs before a
-  norm have a bias only with InstanceNorm. ``forward`` does NOT clamp the input (unlike the GAN
-  Compression generators).
-  """
-
-  def __init__(self, input_nc: int, output_nc: int, ngf: int = 64,
-               norm_layer=nn.BatchNorm2d, use_dropout: bool = False, n_blocks: int = 6,
-               padding_type: str = "reflect"):
-    assert n_blocks >= 0
-    super().__init__()
-    self.input_nc = input_nc
-    self.output_nc = output_nc
-    self.ngf = ngf
-    use_bias = _uses_bias(norm_layer)
-    model: list[nn.Module] = [
-        nn.ReflectionPad2d(3),
-        nn.Conv2d(input_nc, ngf, kernel_size=7, padding=0, bias=use_bias),
-        norm_layer(ngf),
-        nn.ReLU(True),
-    ]
-    n_downsampling = 2
-    for i in range(n_downsampling):
-      mult = 2**i
-      model += [nn.Conv2d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1,
-                          bias=use_bias),
-                norm_layer(ngf * mult * 2),
-                nn.ReLU(True)]
-    mult = 2**n_downsampling
-    for _ in range(n_blocks):
-      model += [ResnetBlock(ngf * mult, padding_type=padding_type, norm_layer=norm_layer,
-                            use_dropout=use_dropout, use_bias=use_bias)]
-    for i in range(n_downsampling):
-      mult = 2**(n_downsampling - i)
-      model += [nn.ConvTranspose2d(ngf * mult, int(ngf * mult / 2), kernel_size=3, stride=2,
-                                   padding=1, output_padding=1, bias=use_bias),
-                norm_layer(int(ngf * mult / 2)),
-                nn.ReLU(True)]
-    model += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0),
-              nn.Tanh()]
-    self.model = nn.Sequential(*model)
-
-  def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 (upstream name)
-    return self.model(input)
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,12 +103,12 @@ class MobileResnetBlock(nn.Module):
                use_bias: bool):
     super().__init__()
     layers: list[nn.Module] = []
-    pads, p = _pad_layers(padding_type)
+    pads, p = torch_refs.pad_layers(padding_type)
     layers += pads
     layers += [SeparableConv2d(dim, dim, kernel_size=3, padding=p, stride=1), norm_layer(dim),
                nn.ReLU(True)]
     layers += [nn.Dropout(dropout_rate)]
-    pads, p = _pad_layers(padding_type)
+    pads, p = torch_refs.pad_layers(padding_type)
     layers += pads
     layers += [SeparableConv2d(dim, dim, kernel_size=3, padding=p, stride=1), norm_layer(dim)]
     self.conv_block = nn.Sequential(*layers)
@@ -242,7 +132,7 @@ class MobileResnetGenerator(nn.Module):
                dropout_rate: float = 0, n_blocks: int = 9, padding_type: str = "reflect"):
     assert n_blocks >= 0
     super().__init__()
-    use_bias = _uses_bias(norm_layer)
+    use_bias = torch_refs.uses_bias(norm_layer)
     model: list[nn.Module] = [
         nn.ReflectionPad2d(3),
         nn.Conv2d(input_nc, ngf, kernel_size=7, padding=0, bias=use_bias),
@@ -289,12 +179,12 @@ class SubMobileResnetBlock(nn.Module):
                use_bias: bool):
     super().__init__()
     layers: list[nn.Module] = []
-    pads, p = _pad_layers(padding_type)
+    pads, p = torch_refs.pad_layers(padding_type)
     layers += pads
     layers += [SeparableConv2d(ic, oc, kernel_size=3, padding=p, stride=1), norm_layer(oc),
                nn.ReLU(True)]
     layers += [nn.Dropout(dropout_rate)]
-    pads, p = _pad_layers(padding_type)
+    pads, p = torch_refs.pad_layers(padding_type)
     layers += pads
     layers += [SeparableConv2d(oc, ic, kernel_size=3, padding=p, stride=1), norm_layer(oc)]
     self.conv_block = nn.Sequential(*layers)
@@ -331,7 +221,7 @@ class SubMobileResnetGenerator(nn.Module):
     assert n_blocks >= 0
     super().__init__()
     channels = list(config["channels"])
-    use_bias = _uses_bias(norm_layer)
+    use_bias = torch_refs.uses_bias(norm_layer)
     model: list[nn.Module] = [
         nn.ReflectionPad2d(3),
         nn.Conv2d(input_nc, channels[0], kernel_size=7, padding=0, bias=use_bias),
@@ -375,7 +265,7 @@ class SubMobileResnetGenerator(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
-# DCGAN and MNIST MLP GAN
+# DCGAN, MNIST MLP GAN, LeNet-5
 # --------------------------------------------------------------------------------------------
 
 
@@ -443,6 +333,30 @@ class DCGANDiscriminator(nn.Module):
     return output.view(-1, 1).squeeze(1)
 
 
+class LeNet5(nn.Module):
+  """LeNet-5 MNIST classifier.
+
+  Upstream: csinva/gan-vae-pretrained-pytorch ``mnist_classifier/lenet.py`` (after
+  activatedgeek/LeNet-5). ``convnet``: c1 Conv(1, 6, 5), ReLU, s2 MaxPool(2), c3 Conv(6, 16, 5),
+  ReLU, s4 MaxPool(2), c5 Conv(16, 120, 5), ReLU; ``fc``: f6 Linear(120, 84), ReLU,
+  f7 Linear(84, 10), LogSoftmax. Input ``[N, 1, 32, 32]`` in [0, 1], output ``[N, 10]``
+  log-probabilities.
+  """
+
+  def __init__(self):
+    super().__init__()
+    self.convnet = nn.Sequential(collections.OrderedDict([
+        ("c1", nn.Conv2d(1, 6, 5)), ("relu1", nn.ReLU()), ("s2", nn.MaxPool2d(2, 2)),
+        ("c3", nn.Conv2d(6, 16, 5)), ("relu3", nn.ReLU()), ("s4", nn.MaxPool2d(2, 2)),
+        ("c5", nn.Conv2d(16, 120, 5)), ("relu5", nn.ReLU())]))
+    self.fc = nn.Sequential(collections.OrderedDict([
+        ("f6", nn.Linear(120, 84)), ("relu6", nn.ReLU()), ("f7", nn.Linear(84, 10)),
+        ("sig7", nn.LogSoftmax(dim=-1))]))
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    return self.fc(self.convnet(x).reshape(len(x), -1))
+
+
 def mlp_generator(latent_size: int = 64, hidden_size: int = 256,
                   image_size: int = 784) -> nn.Sequential:
   """MNIST MLP generator ``G``: Linear(64, 256), ReLU, Linear(256, 256), ReLU,
@@ -476,28 +390,15 @@ def mlp_discriminator(image_size: int = 784, hidden_size: int = 256) -> nn.Seque
 # --------------------------------------------------------------------------------------------
 
 
-def load_state_dict_file(path) -> dict[str, torch.Tensor]:
-  """Loads a checkpoint with ``weights_only=True`` and unwraps ``{'netG_state_dict': ...}``
-  style containers (the DigiFace DCGAN ``weights.tar``)."""
-  obj = torch.load(str(path), map_location="cpu", weights_only=True)
-  return unwrap_state_dict(obj)
+def load_state_dict_file(path) -> dict[str, np.ndarray]:
+  """A checkpoint's state_dict, read without executing pickled code and unwrapped
+  (``{'netG_state_dict': ...}`` of the DigiFace DCGAN ``weights.tar``, ``module.`` prefixes);
+  ``jaxgc.convert.read_torch_file`` then ``unwrap_state_dict``.
 
-
-def unwrap_state_dict(obj) -> dict[str, torch.Tensor]:
-  """Returns the tensor mapping inside a checkpoint container (``*state_dict*`` or
-  ``state_dict`` key), or the object itself when it already is one."""
-  if isinstance(obj, Mapping) and obj and not all(
-      isinstance(v, (torch.Tensor, np.ndarray)) for v in obj.values()):
-    keys = [k for k in obj if "state_dict" in str(k)]
-    if len(keys) != 1:
-      raise ValueError(f"cannot find the state dict among keys {sorted(map(str, obj))}")
-    return dict(obj[keys[0]])
-  return dict(obj)
-
-
-def _as_tensors(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-  return {k: (v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v)))
-          for k, v in state_dict.items()}
+  Raises:
+    FileNotFoundError, CheckpointError: as ``jaxgc.convert.read_torch_file``.
+  """
+  return torch_io.unwrap_state_dict(torch_io.read_torch_file(path), str(path))
 
 
 def _block_indices(sd: Mapping[str, Any]) -> list[int]:
@@ -505,64 +406,39 @@ def _block_indices(sd: Mapping[str, Any]) -> list[int]:
                  for m in [re.match(r"model\.(\d+)\.conv_block\.", k)] if m})
 
 
-def _padding_type(sd: Mapping[str, Any], first_block: int) -> str:
-  """``zero`` padding drops the pad layers, so the first conv is ``conv_block.0``; reflect and
-  replicate leave identical keys (reflect, the default, is assumed)."""
-  return "zero" if any(k.startswith(f"model.{first_block}.conv_block.0.") for k in sd) \
-      else "reflect"
-
-
 def _resnet_common(sd: Mapping[str, Any]) -> dict[str, Any]:
-  blocks = _block_indices(sd)
-  if not blocks:
-    raise ValueError("no ResNet blocks (model.N.conv_block.*) in the state dict")
-  norm = "batch" if "model.2.running_mean" in sd else "instance"
-  last = max(int(k.split(".")[1]) for k in sd if re.match(r"model\.\d+\.weight$", k))
-  return dict(blocks=blocks, norm=norm, input_nc=int(sd["model.1.weight"].shape[1]),
-              output_nc=int(sd[f"model.{last}.weight"].shape[0]),
-              padding_type=_padding_type(sd, blocks[0]))
+  """Constructor arguments shared by the mobile generators (reflect padding, as jaxgc)."""
+  kw = mapping.infer_kwargs("mobile_resnet_generator", sd)
+  return dict(input_nc=kw["input_nc"], output_nc=kw["output_nc"],
+              n_blocks=len(_block_indices(sd)), norm_layer=torch_refs.get_norm_layer(kw["norm"]))
 
 
-def build_reference(arch: str, state_dict: Mapping[str, Any]) -> nn.Module:
-  """Builds the upstream-structured reference for ``arch``, reading every width from the
-  tensor shapes of ``state_dict``, loads it with ``strict=True`` and returns it in eval mode.
+def build_reference(state_dict: Mapping[str, Any], arch: str | None = None) -> nn.Module:
+  """The upstream-structured reference of a state_dict, every width read from its tensor
+  shapes, loaded (``torch_refs.load_checked``) and in eval mode.
 
   Args:
-    arch: one of ``ARCHS``.
-    state_dict: mapping of upstream key names to torch tensors or numpy arrays (a
-      ``{'netG_state_dict': ...}`` container is unwrapped).
+    state_dict: ``{upstream key: torch tensor or numpy array}`` (unwrapped, no ``module.``
+      prefix; ``num_batches_tracked`` may be absent).
+    arch: one of ``ARCHS`` or of ``jaxgc.convert.torch_refs.ARCHS`` (built there); None infers
+      it from the keys (``jaxgc.convert.infer_arch``).
 
   Raises:
-    ValueError: unknown arch or shapes that do not fit it; RuntimeError from
-      ``load_state_dict`` when the keys do not match exactly.
+    ValueError: an architecture without a reference; RuntimeError: keys or shapes that do not
+      fit it.
   """
-  sd = _as_tensors(unwrap_state_dict(state_dict))
-  if arch == "resnet_generator":
+  sd = {k: np.asarray(v) if not isinstance(v, torch.Tensor) else v.detach().numpy()
+        for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
+  arch = arch or mapping.infer_arch(sd)
+  if arch in torch_refs.ARCHS:
+    return torch_refs.build_reference(sd, arch)
+  if arch == "mobile_resnet_generator":
     c = _resnet_common(sd)
-    first = c["blocks"][0]
-    # The two convs of a block (4-D weights; BatchNorm weights are 1-D) are 4 layers apart
-    # (conv, norm, relu, pad, conv; zero padding: conv, norm, relu, conv is 3) without dropout
-    # and one more with the Dropout(0.5) layer.
-    conv_idx = sorted(int(m.group(1)) for k in sd for m in
-                      [re.match(rf"model\.{first}\.conv_block\.(\d+)\.weight$", k)]
-                      if m and sd[k].ndim == 4)
-    gap = conv_idx[1] - conv_idx[0]
-    use_dropout = gap == (4 if c["padding_type"] == "zero" else 5)
-    net = ResnetGenerator(c["input_nc"], c["output_nc"], ngf=int(sd["model.1.weight"].shape[0]),
-                          norm_layer=get_norm_layer(c["norm"]), use_dropout=use_dropout,
-                          n_blocks=len(c["blocks"]), padding_type=c["padding_type"])
-  elif arch == "mobile_resnet_generator":
-    c = _resnet_common(sd)
-    net = MobileResnetGenerator(c["input_nc"], c["output_nc"],
-                                ngf=int(sd["model.1.weight"].shape[0]),
-                                norm_layer=get_norm_layer(c["norm"]),
-                                n_blocks=len(c["blocks"]), padding_type=c["padding_type"])
+    net = MobileResnetGenerator(ngf=int(sd["model.1.weight"].shape[0]), **c)
   elif arch == "sub_mobile_resnet_generator":
     c = _resnet_common(sd)
-    config = sub_mobile_config_from_state_dict(sd)
-    net = SubMobileResnetGenerator(c["input_nc"], c["output_nc"], {"channels": config},
-                                   norm_layer=get_norm_layer(c["norm"]),
-                                   n_blocks=len(c["blocks"]), padding_type=c["padding_type"])
+    net = SubMobileResnetGenerator(config={"channels": sub_mobile_config_from_state_dict(sd)},
+                                   **c)
   elif arch == "dcgan_generator":
     w0 = sd["main.0.weight"]
     net = DCGANGenerator(nz=int(w0.shape[0]), ngf=int(w0.shape[1]) // 8,
@@ -577,10 +453,12 @@ def build_reference(arch: str, state_dict: Mapping[str, Any]) -> nn.Module:
   elif arch == "mlp_discriminator":
     net = mlp_discriminator(image_size=int(sd["0.weight"].shape[1]),
                             hidden_size=int(sd["0.weight"].shape[0]))
+  elif arch == "lenet5":
+    net = LeNet5()
   else:
-    raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
-  net.load_state_dict(sd, strict=True)
-  return net.eval()
+    raise ValueError(f"no PyTorch reference for arch {arch!r}; expected one of "
+                     f"{ARCHS + torch_refs.ARCHS}")
+  return torch_refs.load_checked(net, sd, arch)
 
 
 def sub_mobile_config_from_state_dict(sd: Mapping[str, Any]) -> list[int]:
@@ -615,36 +493,91 @@ def sub_mobile_config_from_state_dict(sd: Mapping[str, Any]) -> list[int]:
   return [c0, c1, c2, *mids, up0, up1]
 
 
+def _randomize(net: nn.Module, seed: int) -> nn.Module:
+  """``torch_refs.randomize_norms`` (random BatchNorm parameters and running statistics)."""
+  return torch_refs.randomize_norms(net, seed)
+
+
 def random_state_dict(arch: str, seed: int = 0, *, ngf: int = 8, n_blocks: int = 9,
                       norm: str = "instance", use_dropout: bool = False, input_nc: int = 3,
                       output_nc: int = 3, padding_type: str = "reflect"
                       ) -> dict[str, torch.Tensor]:
   """Random upstream-keyed state dict for ``resnet_generator`` or ``mobile_resnet_generator``.
 
-  Weights come from PyTorch's default initialisation under ``torch.manual_seed(seed)``;
-  every BatchNorm also gets random affine parameters and running statistics (mean ~ N(0, 0.1),
-  var ~ U(0.5, 1.5)) so that inference-mode BN is really exercised.
+  Weights come from PyTorch's default initialisation under ``torch.manual_seed(seed)``; every
+  norm gets random parameters and every BatchNorm random running statistics
+  (``torch_refs.randomize_norms``), so that inference-mode BN is really exercised.
+
+  Raises:
+    ValueError: another arch.
   """
-  gen = torch.manual_seed(seed)
   if arch == "resnet_generator":
-    net = ResnetGenerator(input_nc, output_nc, ngf=ngf, norm_layer=get_norm_layer(norm),
-                          use_dropout=use_dropout, n_blocks=n_blocks, padding_type=padding_type)
+    net = torch_refs.random_generator(arch, seed, input_nc=input_nc, output_nc=output_nc,
+                                      ngf=ngf, norm=norm, use_dropout=use_dropout,
+                                      n_blocks=n_blocks, padding_type=padding_type)
   elif arch == "mobile_resnet_generator":
-    net = MobileResnetGenerator(input_nc, output_nc, ngf=ngf, norm_layer=get_norm_layer(norm),
-                                dropout_rate=0.5 if use_dropout else 0.0, n_blocks=n_blocks,
-                                padding_type=padding_type)
+    torch.manual_seed(seed)
+    net = _randomize(MobileResnetGenerator(
+        input_nc, output_nc, ngf=ngf, norm_layer=torch_refs.get_norm_layer(norm),
+        dropout_rate=0.5 if use_dropout else 0.0, n_blocks=n_blocks,
+        padding_type=padding_type), seed)
   else:
     raise ValueError(f"random_state_dict supports resnet_generator and "
                      f"mobile_resnet_generator, got {arch!r}")
-  with torch.no_grad():
-    for m in net.modules():
-      if isinstance(m, nn.BatchNorm2d):
-        m.weight.copy_(1.0 + 0.1 * torch.randn(m.weight.shape, generator=gen))
-        m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=gen))
-        m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=gen))
-        m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=gen))
-        m.num_batches_tracked.fill_(100)
   return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def forward(net: nn.Module, arch: str, x: np.ndarray) -> np.ndarray:
+  """Runs a reference on jaxgc's inputs and returns jaxgc's output layout, without gradients.
+
+  Args:
+    net: a reference of ``arch``.
+    arch: its architecture (``ARCHS`` or ``torch_refs.ARCHS``).
+    x: what the converted jaxgc module takes: latents ``[batch, z_dim]`` for the DCGAN and MLP
+      generators, images ``[batch, height, width, channels]`` float32 otherwise.
+
+  Returns:
+    What the converted module returns: images ``[batch, height, width, channels]`` for
+    generators, ``[batch, 1]`` probabilities for the DCGAN and MLP discriminators (upstream's
+    ``[N]`` and ``[N, 784]``-input layouts adapted), ``[batch, 10]`` log-probabilities for
+    LeNet-5; float32.
+  """
+  x = np.ascontiguousarray(x, np.float32)
+  if arch == "dcgan_generator":
+    xt = torch.from_numpy(x.reshape(len(x), -1, 1, 1))
+  elif arch in ("mlp_generator", "mlp_discriminator"):
+    xt = torch.from_numpy(x.reshape(len(x), -1))
+  else:
+    xt = torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2))))
+  with torch.no_grad(), warnings.catch_warnings():
+    # SubMobileResnetGenerator declares some InstanceNorms with a num_features that differs
+    # from the channels they see (as upstream); PyTorch warns, the result is unaffected.
+    warnings.filterwarnings("ignore", message=".*does not match num_features.*")
+    y = net(xt).numpy()
+  if arch == "mlp_generator":
+    return y.reshape(len(x), 28, 28, 1) if y.shape[1] == 784 else y
+  if arch == "dcgan_discriminator":
+    return y.reshape(len(x), 1)
+  if y.ndim == 4:
+    return np.ascontiguousarray(np.transpose(y, (0, 2, 3, 1)))
+  return y
+
+
+def parity(y: np.ndarray, state_dict: Mapping[str, Any], x: np.ndarray,
+           arch: str | None = None) -> float:
+  """Max abs difference between a converted module's outputs ``y`` for ``x`` and its PyTorch
+  reference's (``forward``).
+
+  Raises:
+    ValueError: the shapes differ; as ``build_reference``.
+    RuntimeError: as ``build_reference``.
+  """
+  arch = arch or mapping.infer_arch({k: np.asarray(v) for k, v in state_dict.items()})
+  y_ref = forward(build_reference(state_dict, arch), arch, x)
+  y = np.asarray(y)
+  if y.shape != y_ref.shape:
+    raise ValueError(f"outputs of shape {y.shape}, the PyTorch reference's {y_ref.shape}")
+  return float(np.max(np.abs(y.astype(np.float64) - y_ref.astype(np.float64))))
 
 
 # --------------------------------------------------------------------------------------------
@@ -658,7 +591,7 @@ def patchgan_norm_layer(norm_type: str):
   takes a ``Sequential`` index)."""
   if norm_type == "none":
     return lambda num_features: nn.Identity()
-  return get_norm_layer(norm_type)
+  return torch_refs.get_norm_layer(norm_type)
 
 
 class NLayerDiscriminator(nn.Module):
@@ -676,7 +609,7 @@ class NLayerDiscriminator(nn.Module):
   def __init__(self, input_nc: int, ndf: int = 64, n_layers: int = 3,
                norm_layer=nn.BatchNorm2d):
     super().__init__()
-    use_bias = _uses_bias(norm_layer)
+    use_bias = torch_refs.uses_bias(norm_layer)
     kw, padw = 4, 1
     sequence: list[nn.Module] = [nn.Conv2d(input_nc, ndf, kernel_size=kw, stride=2,
                                            padding=padw),
@@ -703,17 +636,8 @@ class NLayerDiscriminator(nn.Module):
 def random_patchgan(seed: int = 0, *, input_nc: int = 3, ndf: int = 16, n_layers: int = 3,
                     norm: str = "batch") -> NLayerDiscriminator:
   """An ``NLayerDiscriminator`` with PyTorch's default initialisation under
-  ``torch.manual_seed(seed)``, every BatchNorm given random affine parameters and running
-  statistics (mean ~ N(0, 0.1), var ~ U(0.5, 1.5)); in eval mode."""
-  gen = torch.manual_seed(seed)
+  ``torch.manual_seed(seed)``, random norms (``torch_refs.randomize_norms``); in eval mode."""
+  torch.manual_seed(seed)
   net = NLayerDiscriminator(input_nc, ndf=ndf, n_layers=n_layers,
                             norm_layer=patchgan_norm_layer(norm))
-  with torch.no_grad():
-    for m in net.modules():
-      if isinstance(m, nn.BatchNorm2d):
-        m.weight.copy_(1.0 + 0.1 * torch.randn(m.weight.shape, generator=gen))
-        m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=gen))
-        m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=gen))
-        m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=gen))
-        m.num_batches_tracked.fill_(100)
-  return net.eval()
+  return _randomize(net, seed).eval()
