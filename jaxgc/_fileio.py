@@ -58,6 +58,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> int:
   return _atomic_write(path, lambda f: f.write(text), binary=False)
 
 
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> int:
+  """Writes ``array`` as ``.npy`` (no pickles) at ``path`` atomically; returns the bytes."""
+  return _atomic_write(path, lambda f: np.save(f, array, allow_pickle=False), binary=True)
+
+
 def atomic_savez(path: str | os.PathLike, entries: dict[str, np.ndarray]) -> int:
   """Writes ``entries`` as an uncompressed ``.npz`` at ``path`` atomically (temporary file in
   the same folder, fsync, rename): ``path`` is never half-written. Returns the bytes written."""

@@ -9,8 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
-import tempfile
 from typing import Any
 
 import flax.linen as nn
@@ -21,7 +19,6 @@ import orbax.checkpoint as ocp
 from jaxgc import convert
 from jaxgc import models
 from jaxgc import ownership
-from jaxgc._fileio import give_default_mode
 from jaxgc.compress import storage
 from jaxgc.convert import CheckpointError
 
@@ -96,28 +93,12 @@ def save_model(path: str | os.PathLike, module: nn.Module, variables: dict[str, 
   """
   path = os.path.abspath(os.fspath(path))
   check_replaceable(path)
-  parent = os.path.dirname(path)
-  try:
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.tmp-")
-  except OSError as e:
-    raise PermissionError(f"output folder {parent} is not writable: {e.strerror or e}") from None
-  try:
+  with ownership.staged_folder(path, "save_model") as tmp:
     spec = {**models.model_spec(module), **(extra or {})}
     with open(os.path.join(tmp, SPEC_FILE), "w") as f:
       json.dump(spec, f, indent=2)
     tree = jax.tree.map(np.asarray, variables)
     ocp.PyTreeCheckpointer().save(os.path.join(tmp, VARIABLES_DIR), tree)
-    ownership.write_folder_manifest(tmp, "save_model")
-    give_default_mode(tmp)
-    if os.path.exists(path):
-      shutil.rmtree(path)
-    os.replace(tmp, path)
-  except BaseException as e:
-    shutil.rmtree(tmp, ignore_errors=True)
-    if isinstance(e, OSError) and e.errno is not None:   # a full disk: name the folder
-      raise OSError(e.errno, e.strerror or str(e), path) from None
-    raise
   return path
 
 

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from typing import Any, Mapping, Sequence
 
 import flax
@@ -44,7 +42,6 @@ from jaxgc import convert
 from jaxgc import models
 from jaxgc import ownership
 from jaxgc._fileio import atomic_write_text
-from jaxgc._fileio import give_default_mode
 from jaxgc.compress import selection
 from jaxgc.compress import storage
 
@@ -279,27 +276,12 @@ def save(
       "model": _model_spec(module),
       "source": dict(metadata or {}),
   }
-  parent = os.path.dirname(path)
-  try:
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.tmp-")
-  except OSError as e:
-    raise PermissionError(f"output folder {parent} is not writable: {e.strerror or e}") from None
-  try:
+  with ownership.staged_folder(path, "export") as tmp:
     with open(os.path.join(tmp, ARTIFACT_FILE), "wb") as f:
       f.write(blob)
     if stablehlo:
       atomic_write_text(os.path.join(tmp, STABLEHLO_FILE), exported.mlir_module())
     atomic_write_text(os.path.join(tmp, META_FILE), json.dumps(meta, indent=2))
-    ownership.write_folder_manifest(tmp, "export")
-    give_default_mode(tmp)
-    give_default_mode(os.path.join(tmp, ARTIFACT_FILE))
-    if os.path.exists(path):
-      shutil.rmtree(path)
-    os.replace(tmp, path)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return meta
 
 

@@ -25,11 +25,14 @@ Hidden bookkeeping (the lock ``.jaxgc.lock``, staging folders ``.staging-*``, te
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import time
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from jaxgc import _fileio
 
@@ -241,6 +244,38 @@ def check_replaceable(path: str | os.PathLike, layout: Iterable[str], required: 
     raise FileExistsError(f"output folder {path} is not a jaxgc {what} (it holds "
                           f"{foreign[0]!r}): refusing to replace it; choose a new or empty "
                           "folder")
+
+
+@contextlib.contextmanager
+def staged_folder(path: str | os.PathLike, job: str) -> Iterator[str]:
+  """Writes a whole output folder atomically: yields a temporary sibling folder to fill; when
+  the block ends, lists its files in a manifest, gives it ordinary permissions and renames it
+  over ``path`` (which :func:`check_replaceable` must have cleared). On an error it is removed
+  and ``path`` is as it was.
+
+  Raises:
+    PermissionError: the parent folder is not writable (named).
+    OSError: writing failed (a full disk), naming ``path``.
+  """
+  path = os.path.abspath(os.fspath(path))
+  parent = os.path.dirname(path)
+  try:
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.tmp-")
+  except OSError as e:
+    raise PermissionError(f"output folder {parent} is not writable: {e.strerror or e}") from None
+  try:
+    yield tmp
+    write_folder_manifest(tmp, job)
+    _fileio.give_default_mode(tmp)
+    if os.path.exists(path):
+      shutil.rmtree(path)
+    os.replace(tmp, path)
+  except BaseException as e:
+    shutil.rmtree(tmp, ignore_errors=True)
+    if isinstance(e, OSError) and e.errno is not None:   # a full disk: name the folder
+      raise OSError(e.errno, e.strerror or str(e), path) from None
+    raise
 
 
 def record(folder: str | os.PathLike, names: Iterable[str]) -> None:

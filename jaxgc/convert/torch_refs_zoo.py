@@ -470,7 +470,6 @@ def sub_mobile_config_from_state_dict(sd: Mapping[str, Any]) -> list[int]:
   conv output / 2, ``c[7]`` = second up conv output.
   """
   blocks = _block_indices(sd)
-  first = blocks[0]
   # Stem conv at model.1, down convs at model.4 and model.7 (pad, conv, norm, relu layout).
   c0 = int(sd["model.1.weight"].shape[0])
   c1 = int(sd["model.4.weight"].shape[0]) // 2

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -20,7 +19,7 @@ from PIL import Image
 
 from jaxgc import checkpoint as ckpt_lib
 from jaxgc._fileio import cache_root
-from jaxgc._fileio import give_default_mode
+from jaxgc._fileio import atomic_save_npy
 from jaxgc.convert import load_torch_checkpoint
 from jaxgc.data import reference as reference_lib
 from jaxgc.eval.fid_inception import inception_features
@@ -129,11 +128,7 @@ def cached_features(images: np.ndarray, extractor: str = "inception", resize: st
     return np.load(path, allow_pickle=False)
   feats = extract_features(images, extractor, resize, cache_dir=cache_dir, **kwargs)
   os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npy")
-  with os.fdopen(fd, "wb") as f:
-    np.save(f, feats, allow_pickle=False)
-  give_default_mode(tmp)
-  os.replace(tmp, path)
+  atomic_save_npy(path, feats)
   return feats
 
 
@@ -178,9 +173,5 @@ def reference_features(path: str, extractor: str = "inception", resize: str = "c
       bar.update(len(images))
   feats = np.concatenate(parts)
   os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npy")
-  with os.fdopen(fd, "wb") as f:
-    np.save(f, feats, allow_pickle=False)
-  give_default_mode(tmp)
-  os.replace(tmp, cached)
+  atomic_save_npy(cached, feats)
   return feats
