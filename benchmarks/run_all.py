@@ -43,8 +43,10 @@ DCGAN = "dcgan-digiface64/weights.tar"
 INCEPTION = "fid-inception-v3/inception-2015-12-05.torchscript.pt"
 
 
-def interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
-  """Median seconds per call of each ``fns[name]()``, calls interleaved in rotating order."""
+def interleaved(fns: dict, repeats: int, warmup: int = 2, pause: float = 0.2
+                ) -> dict[str, float]:
+  """Median seconds per call of each ``fns[name]()``, calls interleaved in rotating order, each
+  after ``pause`` idle seconds (untimed)."""
   for fn in fns.values():
     for _ in range(warmup):
       fn()
@@ -52,6 +54,7 @@ def interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
   times: dict[str, list[float]] = {n: [] for n in names}
   for r in range(repeats):
     for name in names[r % len(names):] + names[:r % len(names)]:
+      time.sleep(pause)   # threads of the previous call (OpenMP spin-waits) go quiet first
       t = time.perf_counter()
       fns[name]()
       times[name].append(time.perf_counter() - t)

@@ -1,7 +1,8 @@
 """The fast formulations of jaxgc.models.layers equal the convolutions PyTorch runs (issue 19).
 
 Depthwise convolutions run as shifted multiply-adds on the CPU, stride-2 transposed
-convolutions as one convolution of the kernel's phases plus depth-to-space. Both must equal the
+convolutions as one matrix product plus shifted sums per output phase (col2im), wide stride-1
+convolutions as one matrix product plus shifted sums of its outputs. Both must equal the
 reference formulation (XLA's grouped / input-dilated convolution, which the parity tests tie to
 PyTorch) to float32 rounding, be counted as the reference by count_macs, and be intercepted by
 activation quantization like any convolution.
@@ -26,12 +27,12 @@ ATOL = 1e-5
 
 @pytest.mark.parametrize("k, s, p, op", [(3, 2, 1, 1), (4, 2, 1, 0), (3, 2, 0, 0), (5, 2, 2, 1),
                                          (4, 2, 0, 0), (3, 3, 1, 2), (2, 2, 0, 0), (1, 2, 0, 1)])
-def test_subpixel_transposed_conv_equals_the_dilated_one(k, s, p, op):
+def test_col2im_transposed_conv_equals_the_dilated_one(k, s, p, op):
   rng = np.random.default_rng(k * 100 + s * 10 + p)
   x = jnp.asarray(rng.standard_normal((2, 5, 6, 3)), jnp.float32)
   w = jnp.asarray(rng.standard_normal((k, k, 3, 4)) / k, jnp.float32)
   want = layers._transposed_conv_dilated(x, w, s, p, op)
-  got = layers._transposed_conv_subpixel(x, w, s, p, op)
+  got = layers._transposed_conv_col2im(x, w, s, p, op)
   assert got.shape == want.shape == (2, (5 - 1) * s - 2 * p + k + op,
                                      (6 - 1) * s - 2 * p + k + op, 4)
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=ATOL, rtol=0)
@@ -88,9 +89,9 @@ def test_activation_quantization_intercepts_depthwise_convolutions():
   assert "block_0/sep_0/depthwise" in calib and "up_0" in calib
 
 
-@pytest.mark.parametrize("cin, cout, k, pad", [(64, 3, 7, 3), (64, 8, 3, 1), (96, 16, (1, 7), (0, 3)),
-                                               (64, 5, (3, 1), (1, 0))])
-def test_output_side_conv_equals_the_native_one(cin, cout, k, pad):
+@pytest.mark.parametrize("cin, cout, k, pad", [(64, 3, 7, 0), (8, 8, 3, 0), (16, 4, (1, 7), (0, 1)),
+                                               (5, 5, (3, 1), (2, 0)), (4, 6, 4, 0)])
+def test_same_cropped_conv_equals_the_native_one(cin, cout, k, pad):
   kh, kw = (k, k) if isinstance(k, int) else k
   ph, pw = (pad, pad) if isinstance(pad, int) else pad
   rng = np.random.default_rng(cin + cout)
@@ -98,12 +99,15 @@ def test_output_side_conv_equals_the_native_one(cin, cout, k, pad):
   w = jnp.asarray(rng.standard_normal((kh, kw, cin, cout)) / np.sqrt(kh * kw * cin), jnp.float32)
   padding = ((ph, ph), (pw, pw))
   want = layers._conv_native(x, w, (1, 1), padding)
-  got = layers._conv_shifted_outputs(x, w, padding)
+  got = layers._conv_same_cropped(x, w, padding)
+  assert got.shape == want.shape
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=ATOL, rtol=0)
-  def program(x, w, strides=(1, 1)):
+
+  def program(x, w, strides=(1, 1), padding=padding):
     return str(jax.make_jaxpr(lambda x, w: layers.conv2d(x, w, strides, padding))(x, w))
 
   assert "platform_index" in program(x, w)
-  # Below 64 input channels, or strided, the native convolution is the only formulation.
-  assert "platform_index" not in program(x[..., :32], w[:, :, :32])
+  # Strided, or already "same"-padded: the native convolution is the only formulation.
   assert "platform_index" not in program(x, w, (2, 2))
+  same = tuple(((s - 1) // 2, s - 1 - (s - 1) // 2) for s in (kh, kw))
+  assert "platform_index" not in program(x, w, padding=same)
