@@ -43,10 +43,10 @@ DCGAN = "dcgan-digiface64/weights.tar"
 INCEPTION = "fid-inception-v3/inception-2015-12-05.torchscript.pt"
 
 
-def interleaved(fns: dict, repeats: int, warmup: int = 2, pause: float = 0.2
-                ) -> dict[str, float]:
-  """Median seconds per call of each ``fns[name]()``, calls interleaved in rotating order, each
-  after ``pause`` idle seconds (untimed)."""
+def interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
+  """Median seconds per call of each ``fns[name]()``, calls interleaved in rotating order. Each
+  timed call follows an untimed call of the same function, so both frameworks are timed warm
+  (their thread pools awake, the other's spin-waiting threads gone quiet)."""
   for fn in fns.values():
     for _ in range(warmup):
       fn()
@@ -54,7 +54,7 @@ def interleaved(fns: dict, repeats: int, warmup: int = 2, pause: float = 0.2
   times: dict[str, list[float]] = {n: [] for n in names}
   for r in range(repeats):
     for name in names[r % len(names):] + names[:r % len(names)]:
-      time.sleep(pause)   # threads of the previous call (OpenMP spin-waits) go quiet first
+      fns[name]()   # untimed: wakes this framework's threads, outlasts the other's spinning
       t = time.perf_counter()
       fns[name]()
       times[name].append(time.perf_counter() - t)

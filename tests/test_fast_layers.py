@@ -26,6 +26,7 @@ ATOL = 1e-5
 
 
 @pytest.mark.parametrize("k, s, p, op", [(3, 2, 1, 1), (4, 2, 1, 0), (3, 2, 0, 0), (5, 2, 2, 1),
+                                         (4, 1, 0, 0), (3, 1, 1, 0),
                                          (4, 2, 0, 0), (3, 3, 1, 2), (2, 2, 0, 0), (1, 2, 0, 1)])
 def test_col2im_transposed_conv_equals_the_dilated_one(k, s, p, op):
   rng = np.random.default_rng(k * 100 + s * 10 + p)

@@ -187,8 +187,9 @@ class ConvTranspose(nn.Module):
 
   Output size per spatial axis: ``(in - 1) * stride - 2 * padding + kernel + output_padding``.
   Kernel ``[kh, kw, in, out]`` (PyTorch ``[in, out, kh, kw]`` permuted ``(2, 3, 0, 1)``), bias
-  ``[out]``. A stride-2+ layer is computed without multiplying the zeros a dilated input would
-  hold (:func:`_transposed_conv_col2im`, equal to PyTorch's to float32 rounding). Its reference formulation (the input-dilated convolution PyTorch's definition
+  ``[out]``. Computed without multiplying the zeros a dilated input would hold
+  (:func:`_transposed_conv_col2im`, equal to PyTorch's to float32 rounding; also the faster
+  formulation at stride 1, e.g. DCGAN's first layer on a 1x1 input). Its reference formulation (the input-dilated convolution PyTorch's definition
   describes) is what ``jaxgc.stats.count_macs`` traces, so MACs are counted as PyTorch's
   (``out_h * out_w * k * k * in * out``).
   Input ``[batch, height, width, in]`` float32; output ``[batch, out_height, out_width, out]``.
@@ -206,8 +207,7 @@ class ConvTranspose(nn.Module):
     k = self.kernel_size
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
                         (k, k, x.shape[-1], self.features))
-    fn = (_transposed_conv_dilated if self.strides == 1 or stats.reference_formulation()
-          else _transposed_conv_col2im)
+    fn = _transposed_conv_dilated if stats.reference_formulation() else _transposed_conv_col2im
     y = fn(x, kernel, self.strides, self.padding, self.output_padding)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,))
