@@ -28,12 +28,15 @@ ATOL = 1e-5
 @pytest.mark.parametrize("k, s, p, op", [(3, 2, 1, 1), (4, 2, 1, 0), (3, 2, 0, 0), (5, 2, 2, 1),
                                          (4, 1, 0, 0), (3, 1, 1, 0),
                                          (4, 2, 0, 0), (3, 3, 1, 2), (2, 2, 0, 0), (1, 2, 0, 1)])
-def test_col2im_transposed_conv_equals_the_dilated_one(k, s, p, op):
+def test_col2im_and_subpixel_transposed_convs_equal_the_dilated_one(k, s, p, op):
   rng = np.random.default_rng(k * 100 + s * 10 + p)
   x = jnp.asarray(rng.standard_normal((2, 5, 6, 3)), jnp.float32)
   w = jnp.asarray(rng.standard_normal((k, k, 3, 4)) / k, jnp.float32)
   want = layers._transposed_conv_dilated(x, w, s, p, op)
   got = layers._transposed_conv_col2im(x, w, s, p, op)
+  if s > 1:
+    sub = layers._transposed_conv_subpixel(x, w, s, p, op)
+    np.testing.assert_allclose(np.asarray(sub), np.asarray(want), atol=ATOL, rtol=0)
   assert got.shape == want.shape == (2, (5 - 1) * s - 2 * p + k + op,
                                      (6 - 1) * s - 2 * p + k + op, 4)
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=ATOL, rtol=0)
