@@ -39,8 +39,9 @@ def count_params(variables: Any, collection: str | None = "params") -> int:
 CONVENTIONS = ("torchprofile", "valid")
 
 # While MACs are counted, layers with a faster formulation of the same function (col2im
-# transposed convolutions, shifted multiply-add depthwise convolutions and same-padded cropped
-# convolutions on the CPU: jaxgc.models.layers) trace their reference formulation, the convolution PyTorch runs, so the
+# and sub-pixel transposed convolutions, shifted multiply-add depthwise convolutions and
+# unpadded convolutions given one padding row on the CPU: jaxgc.models.layers) trace their
+# reference formulation, the convolution PyTorch runs, so the
 # count is that of the layer, not of its implementation.
 _REFERENCE = contextvars.ContextVar("jaxgc_reference_formulation", default=False)
 
@@ -156,8 +157,8 @@ def xla_flops(module, variables: Any, x: jax.Array, reference: bool = True) -> f
     reference: compile the reference formulation of jaxgc's fast layers (the convolutions
       PyTorch runs, as :func:`count_macs` traces them), a cross-check of the MAC count; False
       compiles what actually runs (shifted multiply-adds count one FLOP per multiply and per
-      add; a col2im transposed convolution's matrix product counts PyTorch's MACs, a same-padded
-      cropped convolution its border too).
+      add; a col2im transposed convolution's matrix product counts PyTorch's MACs, an unpadded
+      convolution its extra padding row too).
 
   Returns:
     FLOPs per sample (float), as counted for the default backend.

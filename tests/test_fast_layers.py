@@ -93,25 +93,25 @@ def test_activation_quantization_intercepts_depthwise_convolutions():
   assert "block_0/sep_0/depthwise" in calib and "up_0" in calib
 
 
-@pytest.mark.parametrize("cin, cout, k, pad", [(64, 3, 7, 0), (8, 8, 3, 0), (16, 4, (1, 7), (0, 1)),
-                                               (5, 5, (3, 1), (2, 0)), (4, 6, 4, 0)])
-def test_same_cropped_conv_equals_the_native_one(cin, cout, k, pad):
+@pytest.mark.parametrize("cin, cout, k, strides", [(64, 3, 7, (1, 1)), (8, 8, 3, (1, 1)),
+                                                   (16, 4, (1, 7), (1, 1)), (5, 5, (3, 1), (2, 2)),
+                                                   (4, 6, 4, (2, 1)), (6, 7, 3, (2, 2))])
+def test_unpadded_conv_on_the_cpu_equals_the_native_one(cin, cout, k, strides):
   kh, kw = (k, k) if isinstance(k, int) else k
-  ph, pw = (pad, pad) if isinstance(pad, int) else pad
   rng = np.random.default_rng(cin + cout)
   x = jnp.asarray(rng.standard_normal((2, 9, 10, cin)), jnp.float32)
   w = jnp.asarray(rng.standard_normal((kh, kw, cin, cout)) / np.sqrt(kh * kw * cin), jnp.float32)
-  padding = ((ph, ph), (pw, pw))
-  want = layers._conv_native(x, w, (1, 1), padding)
-  got = layers._conv_same_cropped(x, w, padding)
+  want = layers._conv_native(x, w, strides, ((0, 0), (0, 0)))
+  got = layers._conv_unpadded_on_cpu(x, w, strides)
   assert got.shape == want.shape
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=ATOL, rtol=0)
+  np.testing.assert_allclose(np.asarray(jax.jit(layers.conv2d, static_argnums=(2, 3))(
+      x, w, strides, ((0, 0), (0, 0)))), np.asarray(want), atol=ATOL, rtol=0)
 
-  def program(x, w, strides=(1, 1), padding=padding):
+  def program(x, w, padding=((0, 0), (0, 0))):
     return str(jax.make_jaxpr(lambda x, w: layers.conv2d(x, w, strides, padding))(x, w))
 
   assert "platform_index" in program(x, w)
-  # Strided, or already "same"-padded: the native convolution is the only formulation.
-  assert "platform_index" not in program(x, w, (2, 2))
-  same = tuple(((s - 1) // 2, s - 1 - (s - 1) // 2) for s in (kh, kw))
-  assert "platform_index" not in program(x, w, padding=same)
+  # Padded convolutions (XLA's fast path already) and 1x1 ones: the native convolution only.
+  assert "platform_index" not in program(x, w, ((1, 1), (0, 0)))
+  assert "platform_index" not in program(x[..., :1, :1, :], w[:1, :1])
