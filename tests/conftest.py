@@ -42,6 +42,23 @@ def asset_path(assets: pathlib.Path, rel: str) -> pathlib.Path:
   return path
 
 
+def one_error_line(capsys, argv, *needles, status=2) -> str:
+  """Runs ``jaxgc`` in-process on ``argv`` and asserts the exit ``status``, nothing on stdout and
+  exactly one ``jaxgc: error:`` line on stderr (a ``jaxgc: note:`` of an alias aside) holding
+  every needle; returns that line."""
+  from jaxgc import cli  # pylint: disable=import-outside-toplevel
+  capsys.readouterr()
+  rc = cli.main(argv)
+  out, err = capsys.readouterr()
+  lines = [x for x in err.splitlines() if not x.startswith("jaxgc: note: ")]
+  assert rc == status, err
+  assert len(lines) == 1 and lines[0].startswith("jaxgc: error: "), err
+  for needle in needles:
+    assert needle in lines[0], (needle, lines[0])
+  assert out == ""
+  return lines[0]
+
+
 def run_on_fake_devices(script: str, devices: int = 8, timeout: float = 300) -> str:
   """Runs ``tests/<script>`` in a fresh Python with ``devices`` fake CPU devices (XLA_FLAGS is
   read only when jax starts, so sharding checks need their own process); asserts that it exits

@@ -22,6 +22,7 @@ import time
 
 import pytest
 
+from conftest import one_error_line
 from conftest import require_asset
 
 from jaxgc import cli
@@ -68,17 +69,6 @@ def _argv(job: str, workdir: pathlib.Path) -> list[str]:
   return [job, "--workdir", str(workdir), "--no-progress", *config]
 
 
-def _one_error_line(capsys, argv, *needles, status=2) -> str:
-  capsys.readouterr()
-  rc = cli.main(argv)
-  out, err = capsys.readouterr()
-  lines = [x for x in err.splitlines() if not x.startswith("jaxgc: note: ")]   # the alias
-  assert rc == status, err
-  assert len(lines) == 1 and lines[0].startswith("jaxgc: error: "), err
-  for needle in needles:
-    assert needle in lines[0], (needle, lines[0])
-  assert out == ""
-  return lines[0]
 
 
 def test_every_job_has_a_row():
@@ -94,7 +84,7 @@ def test_a_folder_jaxgc_did_not_write_is_refused_untouched(job, tmp_path, capsys
   (project / "notes.txt").write_text("mine")
   (project / "data" / "x.bin").write_bytes(b"\x00\x01")
   before = _digest(tmp_path)
-  _one_error_line(capsys, _argv(job, project), f"folder {project} is not empty",
+  one_error_line(capsys, _argv(job, project), f"folder {project} is not empty",
                   "was not written by jaxgc", "'data'")
   assert _digest(tmp_path) == before
   assert sorted(os.listdir(project)) == ["data", "notes.txt"]
@@ -104,7 +94,7 @@ def test_a_folder_jaxgc_did_not_write_is_refused_untouched(job, tmp_path, capsys
 def test_a_workdir_that_is_a_file_is_refused(job, tmp_path, capsys):
   path = tmp_path / "results"
   path.write_text("keep")
-  _one_error_line(capsys, _argv(job, path), f"workdir {path} is not writable",
+  one_error_line(capsys, _argv(job, path), f"workdir {path} is not writable",
                   f"{path} is not a directory")
   assert path.read_text() == "keep"
 
@@ -121,7 +111,7 @@ def test_a_users_file_under_an_output_name_survives(job, tmp_path, capsys):
   name = sorted(_outputs(job))[0]
   (workdir / name).write_bytes(b"the user's")
   before = _digest(tmp_path)
-  _one_error_line(capsys, _argv(job, workdir), f"{workdir / name} was not written by jaxgc")
+  one_error_line(capsys, _argv(job, workdir), f"{workdir / name} was not written by jaxgc")
   assert _digest(tmp_path) == before
 
 
@@ -200,7 +190,7 @@ def test_a_full_disk_names_the_path_and_leaves_nothing_partial(tmp_path, capsys,
 
   monkeypatch.setattr(_fileio.os, "fsync", full)
   workdir = tmp_path / "wd"
-  line = _one_error_line(capsys, ["evaluate", "--workdir", str(workdir), "--no-progress",
+  line = one_error_line(capsys, ["evaluate", "--workdir", str(workdir), "--no-progress",
                                   "--config", "eval_mnist_mlp", "--config.num_samples=100",
                                   "--config.reference.limit=100", "--config.extractor=pixels",
                                   "--config.kid_subset_size=50"],
@@ -217,6 +207,6 @@ def test_a_full_disk_names_the_path_and_leaves_nothing_partial(tmp_path, capsys,
 
   monkeypatch.setattr(ocp.PyTreeCheckpointer, "save", full_save)
   out = tmp_path / "model"
-  _one_error_line(capsys, ["convert", str(ckpt), str(out), "--arch", "mlp_generator"],
+  one_error_line(capsys, ["convert", str(ckpt), str(out), "--arch", "mlp_generator"],
                   "No space left on device", str(out))
   assert not out.exists() and not list(tmp_path.glob(".model*"))

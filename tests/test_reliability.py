@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import one_error_line
 from conftest import require_asset
 
 from jaxgc import cli
@@ -30,17 +31,6 @@ def _digest(root: pathlib.Path) -> dict[str, str]:
           for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def _one_error_line(capsys, argv, *needles, status=2) -> str:
-  capsys.readouterr()
-  rc = cli.main(argv)
-  out, err = capsys.readouterr()
-  lines = err.splitlines()
-  assert rc == status, err
-  assert len(lines) == 1 and lines[0].startswith("jaxgc: error: "), err
-  for needle in needles:
-    assert needle in lines[0], (needle, lines[0])
-  assert out == ""
-  return lines[0]
 
 
 def _small_generator(tmp_path: pathlib.Path, nan: bool = False) -> pathlib.Path:
@@ -62,7 +52,7 @@ def test_convert_refuses_a_folder_holding_user_files(tmp_path, capsys):
   (project / "data").mkdir()
   (project / "data" / "x.bin").write_bytes(b"\x00\x01")
   before = _digest(project)
-  _one_error_line(capsys, ["convert", str(ckpt), str(project), "--arch", "mlp_generator"],
+  one_error_line(capsys, ["convert", str(ckpt), str(project), "--arch", "mlp_generator"],
                   "is not a jaxgc model folder", "it holds 'data'")
   assert _digest(project) == before
   # A model folder jaxgc wrote is replaced; an existing file is refused.
@@ -70,7 +60,7 @@ def test_convert_refuses_a_folder_holding_user_files(tmp_path, capsys):
   assert cli.main(["convert", str(ckpt), str(out), "--arch", "mlp_generator"]) == 0
   assert cli.main(["convert", str(ckpt), str(out), "--arch", "mlp_generator"]) == 0
   (tmp_path / "afile").write_text("keep")
-  _one_error_line(capsys, ["convert", str(ckpt), str(tmp_path / "afile")],
+  one_error_line(capsys, ["convert", str(ckpt), str(tmp_path / "afile")],
                   "exists and is not a folder")
   assert (tmp_path / "afile").read_text() == "keep"
 
@@ -82,13 +72,13 @@ def test_compress_refuses_foreign_files_in_its_checkpoints_folder(tmp_path, caps
   (workdir / "checkpoints" / "readme.txt").write_text("user notes")
   before = _digest(workdir)
   # Without a manifest, and without the layout of an earlier compress run: not jaxgc's.
-  _one_error_line(capsys, ["compress", "--config", "mnist_mlp_ptq", "--workdir", str(workdir),
+  one_error_line(capsys, ["compress", "--config", "mnist_mlp_ptq", "--workdir", str(workdir),
                            "--no-progress"], "was not written by jaxgc", "'checkpoints'")
   assert _digest(workdir) == before
   # The layout of an earlier run (checkpoints/ and report.json): checkpoints/ is checked too.
   (workdir / "report.json").write_text("{}")
   before = _digest(workdir)
-  _one_error_line(capsys, ["compress", "--config", "mnist_mlp_ptq", "--workdir", str(workdir),
+  one_error_line(capsys, ["compress", "--config", "mnist_mlp_ptq", "--workdir", str(workdir),
                            "--no-progress"], "which jaxgc did not write", "mine")
   assert _digest(workdir) == before
 
@@ -97,7 +87,7 @@ def test_a_model_folder_with_nan_weights_is_refused(tmp_path, capsys):
   path = _small_generator(tmp_path, nan=True)
   with pytest.raises(CheckpointError, match=r"NaN or Inf weights .* params/dense_1/kernel"):
     load_model(path)
-  line = _one_error_line(
+  line = one_error_line(
       capsys, ["evaluate", "--workdir", str(tmp_path / "out"), f"--config.generators=('{path}',)",
                "--config.reference.kind=generator", f"--config.reference.path={path}",
                "--config.extractor=pixels", "--config.num_samples=16", "--no-progress"],
@@ -125,7 +115,7 @@ def test_nan_outputs_never_become_pixels():
 def test_config_file_errors_name_the_file_and_line(tmp_path, capsys, body, needles):
   cfg = tmp_path / "bad_config.py"
   cfg.write_text(body)
-  _one_error_line(capsys, ["compress", "--config", str(cfg), "--workdir", str(tmp_path / "w")],
+  one_error_line(capsys, ["compress", "--config", str(cfg), "--workdir", str(tmp_path / "w")],
                   str(cfg), *needles)
   assert not (tmp_path / "w").exists()
 
@@ -138,7 +128,7 @@ def test_unexpected_errors_are_one_line_unless_debugging(tmp_path, capsys, monke
 
   monkeypatch.setattr(job, "run", broken)
   argv = ["compress", "--config", "mnist_mlp_ptq", "--workdir", str(tmp_path / "w")]
-  _one_error_line(capsys, argv, "RuntimeError: something deep broke", "--debug")
+  one_error_line(capsys, argv, "RuntimeError: something deep broke", "--debug")
   with pytest.raises(RuntimeError, match="something deep broke"):
     cli.main(argv + ["--debug"])
   monkeypatch.setenv("JAXGC_DEBUG", "1")
@@ -150,7 +140,7 @@ def test_unexpected_errors_are_one_line_unless_debugging(tmp_path, capsys, monke
     raise KeyboardInterrupt
 
   monkeypatch.setattr(job, "run", interrupted)
-  _one_error_line(capsys, argv, "interrupted", status=130)
+  one_error_line(capsys, argv, "interrupted", status=130)
 
 
 def test_every_job_documents_config_overrides(capsys):
@@ -167,7 +157,7 @@ def test_every_job_documents_config_overrides(capsys):
     ("--config.sweep.clip=(1,)", "'sweep.clip' must be a tuple of bool"),
 ])
 def test_overrides_of_the_wrong_type_name_the_key(tmp_path, capsys, override, needle):
-  _one_error_line(capsys, ["compress", "--config", "mnist_mlp_ptq", "--workdir",
+  one_error_line(capsys, ["compress", "--config", "mnist_mlp_ptq", "--workdir",
                            str(tmp_path / "w"), override], needle)
   assert not (tmp_path / "w").exists()
 
@@ -261,7 +251,7 @@ def test_a_config_rejected_late_does_not_block_the_corrected_rerun(tmp_path, cap
           "--config.steps=1", "--config.eval_samples=8", "--config.batch_size=8",
           "--config.checkpoint_every=1", "--config.sample_every=0", "--config.latency_repeats=1",
           "--config.latency_batch=1", "--config.metrics.extractor=none", "--no-progress"]
-  _one_error_line(capsys, base + ["--config.nm_group=7"], "7")
+  one_error_line(capsys, base + ["--config.nm_group=7"], "7")
   assert cli.main(base + ["--config.nm_group=8"]) == 0
 
 
@@ -284,10 +274,10 @@ def test_workdir_lock_refuses_a_live_holder_and_takes_over_a_stale_one(tmp_path,
   live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
   try:
     lock.write_text(f"{host} {live.pid}\n")
-    _one_error_line(capsys, _small_compress(workdir), "is in use by another jaxgc job",
+    one_error_line(capsys, _small_compress(workdir), "is in use by another jaxgc job",
                     f"pid {live.pid} on host {host}")
     lock.write_text(f"some-other-host {live.pid}\n")
-    _one_error_line(capsys, _small_compress(workdir), "on host some-other-host")
+    one_error_line(capsys, _small_compress(workdir), "on host some-other-host")
   finally:
     live.kill()
     live.wait()
@@ -364,7 +354,7 @@ def test_every_output_is_listed_in_a_manifest_and_old_workdirs_are_adopted(tmp_p
   mine = tmp_path / "mine"
   mine.mkdir()
   (mine / "report.json").write_text('{"my": "results"}')
-  _one_error_line(capsys, _small_compress(mine), f"folder {mine} is not empty",
+  one_error_line(capsys, _small_compress(mine), f"folder {mine} is not empty",
                   "'report.json'")
   assert sorted(os.listdir(mine)) == ["report.json"]
   assert (mine / "report.json").read_text() == '{"my": "results"}'
@@ -379,12 +369,12 @@ def test_every_output_is_listed_in_a_manifest_and_old_workdirs_are_adopted(tmp_p
 def test_a_refused_job_leaves_the_folder_as_it_found_it(tmp_path, capsys):
   from jaxgc import ownership  # pylint: disable=import-outside-toplevel
   fresh = tmp_path / "a" / "b"
-  _one_error_line(capsys, ["compress", "--config", "mnist_mlp_ptq", "--workdir", str(fresh),
+  one_error_line(capsys, ["compress", "--config", "mnist_mlp_ptq", "--workdir", str(fresh),
                            "--config.sweep.weight_bits=(1,)", "--no-progress"], "sweep.weight_bits", "got 1")
   assert not (tmp_path / "a").exists()
   empty = tmp_path / "empty"
   empty.mkdir()
-  _one_error_line(capsys, ["compress", "--config", "mnist_mlp_ptq", "--workdir", str(empty),
+  one_error_line(capsys, ["compress", "--config", "mnist_mlp_ptq", "--workdir", str(empty),
                            "--config.sweep.weight_bits=(1,)", "--no-progress"], "sweep.weight_bits", "got 1")
   assert os.listdir(empty) == []
   with pytest.raises(ValueError, match=r"cannot read the jaxgc manifest"):

@@ -325,7 +325,15 @@ def parity(y: np.ndarray, state_dict: Mapping[str, Any], x: np.ndarray,
     ValueError: ``y`` and the reference's output differ in shape; as ``build_reference``.
     RuntimeError: as ``build_reference``.
   """
-  y_ref = forward_nhwc(build_reference(state_dict, arch), x)
+  return max_abs_diff(y, forward_nhwc(build_reference(state_dict, arch), x))
+
+
+def max_abs_diff(y: Any, y_ref: np.ndarray) -> float:
+  """``max |y - y_ref|`` in float64 over outputs of the same shape (any, float32).
+
+  Raises:
+    ValueError: the shapes differ (naming both).
+  """
   y = np.asarray(y)
   if y.shape != y_ref.shape:
     raise ValueError(f"outputs of shape {y.shape}, the PyTorch reference's {y_ref.shape}")

@@ -33,6 +33,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 from jaxgc.convert import mapping
 from jaxgc.convert import spectral
+from jaxgc.convert import torch_refs
 
 ARCHS = mapping.SAGAN_ARCHS
 LAYOUTS = tuple(mapping.SPECTRAL_LAYOUTS)
@@ -280,8 +281,4 @@ def parity(y: np.ndarray, state_dict: Mapping[str, Any], x: np.ndarray,
     ValueError: ``y`` and the reference's output differ in shape; as ``build_reference``.
     RuntimeError: as ``build_reference``.
   """
-  y_ref = forward_nhwc(build_reference(state_dict, arch), x)
-  y = np.asarray(y)
-  if y.shape != y_ref.shape:
-    raise ValueError(f"outputs of shape {y.shape}, the PyTorch reference's {y_ref.shape}")
-  return float(np.max(np.abs(y.astype(np.float64) - y_ref.astype(np.float64))))
+  return torch_refs.max_abs_diff(y, forward_nhwc(build_reference(state_dict, arch), x))

@@ -121,6 +121,8 @@ class Blur(nn.Module):
 
 
 class Upsample(nn.Module):
+  """rosinality ``op``'s ``Upsample``: zero-insertion by ``factor`` then the [1,3,3,1] blur
+  (upfirdn2d), NCHW float32 ``[n, c, h, w]`` -> ``[n, c, h * factor, w * factor]``."""
 
   def __init__(self, factor: int = 2):
     super().__init__()
@@ -406,6 +408,8 @@ def nvlabs_channels(resolution: int, channel_base: int = 32768, channel_max: int
 
 
 def normalize_2nd_moment(x, eps=1e-8):
+  """NVlabs ``networks.normalize_2nd_moment``: ``x / sqrt(mean(x**2, dim=1) + eps)``, ``[n, d]``
+  float32."""
   return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
 
 

@@ -198,7 +198,6 @@ def locked_workdir(job: str, outputs: tuple[str, ...], signature: tuple[str, ...
             pass
           _remove_if_empty(workdir, created)
 
-    wrapper.outputs = tuple(outputs)
     return wrapper
 
   return decorate

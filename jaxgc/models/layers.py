@@ -255,8 +255,8 @@ class ConvTranspose(nn.Module):
   Output size per spatial axis: ``(in - 1) * stride - 2 * padding + kernel + output_padding``.
   Kernel ``[kh, kw, in, out]`` (PyTorch ``[in, out, kh, kw]`` permuted ``(2, 3, 0, 1)``), bias
   ``[out]``. Computed by :func:`transposed_conv` without multiplying the zeros a dilated input
-  would hold, equal to PyTorch's to float32 rounding. Its reference formulation (the input-dilated convolution PyTorch's definition
-  describes) is what ``jaxgc.stats.count_macs`` traces, so MACs are counted as PyTorch's
+  would hold, equal to PyTorch's to float32 rounding. Its reference formulation (the
+  input-dilated convolution PyTorch's definition describes) is what ``jaxgc.stats.count_macs`` traces, so MACs are counted as PyTorch's
   (``out_h * out_w * k * k * in * out``).
   Input ``[batch, height, width, in]`` float32; output ``[batch, out_height, out_width, out]``.
   """
