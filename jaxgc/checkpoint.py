@@ -29,7 +29,7 @@ CALIBRATION_FILE = "calibration.json"  # written by `jaxgc compress` with activa
 SAMPLES_FILE = "samples.png"  # written by the conversion scripts of scripts/
 # Everything a model folder written by jaxgc may hold; a folder with anything else is not ours.
 MODEL_ENTRIES = frozenset({SPEC_FILE, VARIABLES_DIR, QUANTIZED_FILE, CALIBRATION_FILE,
-                           SAMPLES_FILE, ownership.MANIFEST})
+                           SAMPLES_FILE})
 
 
 def check_replaceable(path: str | os.PathLike) -> None:

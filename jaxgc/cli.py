@@ -302,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       "", "0")
   _quiet_libraries()
   _signals.reset()
-  previous = _install_sigint()
+  restore_hooks = _install_sigint()
   try:
     status = _dispatch(args, overrides)
     _signals.check()   # a Ctrl-C that landed where Python ignores exceptions
@@ -319,8 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"jaxgc: error: {_describe(e)}", file=sys.stderr)
     return 2
   finally:
-    if previous is not None:
-      signal.signal(signal.SIGINT, previous)
+    restore_hooks()
 
 
 def _dispatch(args, overrides) -> int:
@@ -342,19 +341,23 @@ def _dispatch(args, overrides) -> int:
 def _install_sigint():
   """Installs :func:`jaxgc._signals.handler` for SIGINT (main thread only) and keeps a Ctrl-C
   that lands in a garbage-collection callback from printing "Exception ignored" (it is recorded
-  and raised at the next check); returns the previous handler, or None."""
+  and raised at the next check); returns a function that puts both hooks back as they were."""
   if threading.current_thread() is not threading.main_thread():
-    return None
-  if not getattr(sys.unraisablehook, "_jaxgc", False):
-    default = sys.unraisablehook
+    return lambda: None
+  default = sys.unraisablehook
 
-    def hook(unraisable):
-      if unraisable.exc_type is not KeyboardInterrupt:
-        default(unraisable)
+  def hook(unraisable):
+    if unraisable.exc_type is not KeyboardInterrupt:
+      default(unraisable)
 
-    hook._jaxgc = True  # pylint: disable=protected-access
-    sys.unraisablehook = hook
-  return signal.signal(signal.SIGINT, _signals.handler)
+  sys.unraisablehook = hook
+  previous = signal.signal(signal.SIGINT, _signals.handler)
+
+  def restore():
+    signal.signal(signal.SIGINT, previous)
+    sys.unraisablehook = default
+
+  return restore
 
 
 # Errors whose message already says what went wrong, in jaxgc's words.

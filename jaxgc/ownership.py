@@ -143,7 +143,6 @@ def claim(folder: str | os.PathLike, job: str, outputs: Iterable[str],
   manifest.setdefault("runs", []).append(
       {"job": job, "config_sha256": None if config is None else config_sha256(config),
        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": "running"})
-  manifest["files_at_claim"] = listing(folder, manifest["entries"])
   _write(folder, manifest)
   return manifest
 
@@ -158,29 +157,30 @@ def snapshot(folder: str | os.PathLike) -> str | None:
     return None
 
 
-def finish(folder: str | os.PathLike, status: str, previous: str | None = None) -> None:
+def finish(folder: str | os.PathLike, status: str, previous: str | None = None,
+           files_at_claim: dict[str, int] | None = None) -> None:
   """Records the end of the latest run (``status``: ``"ok"``, ``"failed"``, ...) and every file
   now under the folder's owned entries, with its bytes.
 
-  When the run failed without changing any file, the manifest is put back as it was before
-  :func:`claim` (``previous``, from :func:`snapshot`; removed when there was none), so a
+  When the run failed without changing any file (the folder's :func:`listing` equals
+  ``files_at_claim``, taken right after :func:`claim`), the manifest is put back as it was
+  before :func:`claim` (``previous``, from :func:`snapshot`; removed when there was none), so a
   refused job leaves the folder exactly as it found it (and a folder it created can be removed
-  while empty). Nothing happens when the claim was never recorded.
+  while empty). Nothing happens when the folder has no manifest.
   """
   folder = os.fspath(folder)
   manifest = read(folder)
-  if manifest is None or "files_at_claim" not in manifest:
+  if manifest is None:
     return
   runs = manifest.setdefault("runs", [])
   files = listing(folder, manifest["entries"])
-  if status != "ok" and files == manifest.pop("files_at_claim", None):
+  if status != "ok" and files_at_claim is not None and files == files_at_claim:
     path = os.path.join(folder, MANIFEST)
     if previous is None:
       os.remove(path)
     else:
       _fileio.atomic_write_text(path, previous)
     return
-  manifest.pop("files_at_claim", None)
   if runs:
     runs[-1]["status"] = status
     runs[-1]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

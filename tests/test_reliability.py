@@ -411,3 +411,28 @@ def test_a_sweep_records_a_broken_setting_goes_on_and_exits_1(tmp_path, capsys, 
   assert ok["psnr_db"] > 20 and "psnr_db" not in report["rows"][-1]   # no number for NaN
   assert sorted(os.listdir(workdir / "checkpoints")) == ["fp32", "w8_per_channel"]
   assert "- `w4_per_channel`: 16 of 16 images hold NaN" in (workdir / "report.md").read_text()
+
+
+def test_the_manifest_on_disk_holds_only_what_a_user_reads(tmp_path):
+  """A claim writes the job, its config hash and status; the file listing the run compares
+  against on failure stays in memory (no derivable state in the user's folder mid-run)."""
+  import json  # pylint: disable=import-outside-toplevel
+  from jaxgc import ownership  # pylint: disable=import-outside-toplevel
+  (tmp_path / "report.json").write_text("{}")
+  manifest = ownership.claim(str(tmp_path), "study", ("report.json",),
+                             signature=("report.json",))
+  on_disk = json.loads((tmp_path / ownership.MANIFEST).read_text())
+  assert on_disk == manifest and "files_at_claim" not in on_disk
+  assert on_disk["runs"][-1]["status"] == "running"
+  claimed = ownership.listing(str(tmp_path), manifest["entries"])
+  ownership.finish(str(tmp_path), "failed", None, claimed)   # nothing changed: put back
+  assert sorted(os.listdir(tmp_path)) == ["report.json"]
+
+
+def test_the_cli_puts_the_signal_hooks_back(tmp_path):
+  import signal  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  hook, handler = sys.unraisablehook, signal.getsignal(signal.SIGINT)
+  assert cli.main(["compress", "--config", "mnist_mlp_ptq", "--workdir", str(tmp_path / "w"),
+                   "--config.sweep.weight_bits=(1,)", "--no-progress"]) == 2
+  assert sys.unraisablehook is hook and signal.getsignal(signal.SIGINT) is handler

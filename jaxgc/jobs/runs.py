@@ -180,8 +180,10 @@ def locked_workdir(job: str, outputs: tuple[str, ...], signature: tuple[str, ...
         _remove_if_empty(workdir, created)
         raise
       status, previous = "failed", ownership.snapshot(workdir)
+      claimed = None   # the owned files right after the claim; None until it is recorded
       try:
-        ownership.claim(workdir, job, outputs, signature, config)
+        manifest = ownership.claim(workdir, job, outputs, signature, config)
+        claimed = ownership.listing(workdir, manifest["entries"])
         result = run(config, workdir, *args, **kwargs)
         status = "ok"
         return result
@@ -190,7 +192,8 @@ def locked_workdir(job: str, outputs: tuple[str, ...], signature: tuple[str, ...
         raise
       finally:
         try:
-          ownership.finish(workdir, status, previous)
+          if claimed is not None:
+            ownership.finish(workdir, status, previous, claimed)
         finally:
           try:
             os.remove(lock)
