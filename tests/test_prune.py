@@ -44,7 +44,7 @@ def normal(seed, shape):
 
 
 def kernel_paths(params):
-  return [p for p in prune_scores._leaves_by_path(params) if p.endswith("kernel")]
+  return [p for p in prune_scores.leaves_by_path(params) if p.endswith("kernel")]
 
 
 # --------------------------------------------------------------------------- unstructured

@@ -37,7 +37,8 @@ def _is_real(value: Any) -> bool:
   return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
 
 
-def _check_fraction(name: str, value: Any) -> None:
+def check_fraction(name: str, value: Any) -> None:
+  """Raises ``ValueError`` naming ``name`` unless ``value`` is a real number in [0, 1)."""
   if not _is_real(value) or not 0 <= value < 1:
     raise ValueError(f"{name} must be in [0, 1), got {value!r}")
 
@@ -119,7 +120,7 @@ class PruneConfig:
   initial_sparsity: float = 0.0
 
   def __post_init__(self):
-    _check_fraction("sparsity", self.sparsity)
+    check_fraction("sparsity", self.sparsity)
     _check_choice("granularity", self.granularity, GRANULARITIES)
     _check_choice("score", self.score, SCORES)
     _check_choice("scope", self.scope, SCOPES)

@@ -12,11 +12,11 @@ import numpy as np
 
 from jaxgc.compress import selection
 from jaxgc.compress.prune_config import PruneConfig
-from jaxgc.compress.prune_schedules import _selected_leaves
-from jaxgc.compress.prune_schedules import _targets
-from jaxgc.compress.prune_scores import _leaf_scores
-from jaxgc.compress.prune_scores import _leaves_by_path
-from jaxgc.compress.prune_scores import _to_tree
+from jaxgc.compress.prune_schedules import selected_leaves
+from jaxgc.compress.prune_schedules import sparsity_targets
+from jaxgc.compress.prune_scores import leaf_scores
+from jaxgc.compress.prune_scores import leaves_by_path
+from jaxgc.compress.prune_scores import tree_from_paths
 
 def _num_pruned(sparsity: Any, size: int) -> jax.Array:
   """``floor(sparsity * size + 1/2)``, int32, computed in float32 (exact for size < 2**24)."""
@@ -82,7 +82,7 @@ def _check_sparsity_arg(sparsity: Any) -> None:
     raise ValueError(f"sparsity must be in [0, 1), got {float(sparsity)!r}")
 
 
-def _check_channels(path: str, out: int, sparsity: Any) -> None:
+def check_channels(path: str, out: int, sparsity: Any) -> None:
   """Raises if a concrete ``sparsity`` would prune all ``out`` filters of ``path``."""
   with jax.ensure_compile_time_eval():
     k = _num_pruned(sparsity, out)
@@ -184,7 +184,7 @@ def compute_masks(
       channel scores of the wrong shape; ``"random"`` without ``key``; ``"saliency"`` without
       ``grads``; ``previous_masks`` not matching ``params``. Messages name the path.
   """
-  leaves = _selected_leaves(params, config)
+  leaves = selected_leaves(params, config)
   sparsity = config.sparsity if sparsity is None else sparsity
   _check_sparsity_arg(sparsity)
   channel_scores = dict(channel_scores or {})
@@ -194,11 +194,11 @@ def compute_masks(
   if channel_scores and config.granularity != "channel":
     raise ValueError(f"channel_scores needs granularity 'channel', got {config.granularity!r}")
   if config.granularity == "channel":
-    targets = _targets(leaves, config)
+    targets = sparsity_targets(leaves, config)
     for path, w in leaves:
-      _check_channels(path, jnp.shape(w)[-1], _leaf_sparsity(config, targets, path, sparsity))
+      check_channels(path, jnp.shape(w)[-1], _leaf_sparsity(config, targets, path, sparsity))
   if previous_masks is not None:
-    _check_masks(params, previous_masks)
+    check_masks(params, previous_masks)
   return _masks(params, config, jnp.asarray(sparsity, jnp.float32), grads, key, channel_scores,
                 previous_masks)
 
@@ -207,12 +207,12 @@ def compute_masks(
 def _masks(params: Any, config: PruneConfig, sparsity: jax.Array, grads: Any,
            key: jax.Array | None, channel_scores: dict[str, Any], previous_masks: Any) -> Any:
   """The body of :func:`compute_masks` after its checks; compiled once per config and shapes."""
-  leaves = _selected_leaves(params, config)
-  targets = _targets(leaves, config)
-  scores = {p: _gathered(s) for p, s in _leaf_scores(leaves, config, grads, key).items()}
+  leaves = selected_leaves(params, config)
+  targets = sparsity_targets(leaves, config)
+  scores = {p: _gathered(s) for p, s in leaf_scores(leaves, config, grads, key).items()}
   previous = {}
   if previous_masks is not None:
-    previous = {p: _gathered(m) for p, m in _leaves_by_path(previous_masks).items()
+    previous = {p: _gathered(m) for p, m in leaves_by_path(previous_masks).items()
                 if m is not None}
   masks = {}
 
@@ -221,7 +221,7 @@ def _masks(params: Any, config: PruneConfig, sparsity: jax.Array, grads: Any,
       sc = _demote(scores[path], previous.get(path))
       masks[path] = _nm_keep(sc, config.n, config.m) | (sparsity <= 0)
   elif config.granularity == "channel":
-    params_by_path = _leaves_by_path(params)
+    params_by_path = leaves_by_path(params)
     for path, w in leaves:
       out = jnp.shape(w)[-1]
       fs = _channel_scores(path, w, scores[path], config, params_by_path, channel_scores)
@@ -240,13 +240,13 @@ def _masks(params: Any, config: PruneConfig, sparsity: jax.Array, grads: Any,
       sc = _demote(scores[path], previous.get(path))
       k = _num_pruned(_leaf_sparsity(config, targets, path, sparsity), sc.size)
       masks[path] = _keep_top(sc.ravel(), jnp.clip(k, 0, sc.size - 1)).reshape(sc.shape)
-  return _to_tree(params, {p: _sharded_like(masks[p], w) for p, w in leaves})
+  return tree_from_paths(params, {p: _sharded_like(masks[p], w) for p, w in leaves})
 
 
-def _check_masks(params: Any, masks: Any) -> None:
+def check_masks(params: Any, masks: Any) -> None:
   """Raises ``ValueError`` naming the path unless ``masks`` fits ``params``."""
   is_none = lambda x: x is None  # noqa: E731
-  param_leaves = _leaves_by_path(params)
+  param_leaves = leaves_by_path(params)
   mask_flat, mask_def = selection.flatten_with_paths(masks, is_leaf=is_none)
   mask_leaves = {p: m for p, m in mask_flat if p is not None}
   missing = [p for p in param_leaves if p not in mask_leaves]
@@ -268,7 +268,7 @@ def _check_masks(params: Any, masks: Any) -> None:
       raise ValueError(f"mask for '{path}' has dtype {jnp.result_type(m)}, expected bool")
 
 
-def _map_masked(fn: Any, masks: Any, *trees: Any) -> Any:
+def map_masked(fn: Any, masks: Any, *trees: Any) -> Any:
   """``fn(mask, *leaves)`` at masked leaves; the first of ``trees`` elsewhere."""
   return jax.tree.map(lambda m, x, *rest: x if m is None else fn(m, x, *rest),
                       masks, *trees, is_leaf=lambda x: x is None)
@@ -290,8 +290,8 @@ def apply_masks(params: Any, masks: Any) -> Any:
     ValueError: the mask tree does not match ``params`` (a path missing or extra), or a mask
       has another shape than its parameter or is not bool (naming the path).
   """
-  _check_masks(params, masks)
-  return _map_masked(lambda m, w: jnp.where(m, w, jnp.zeros((), jnp.result_type(w))),
+  check_masks(params, masks)
+  return map_masked(lambda m, w: jnp.where(m, w, jnp.zeros((), jnp.result_type(w))),
                      masks, params)
 
 
@@ -307,7 +307,7 @@ def mask_sparsity(masks: Any) -> dict[str, Any]:
     masked weights, ``sparsity = 1 - nonzero / size`` (0.0 when nothing is masked). Host Python
     values (one transfer).
   """
-  by_path = {p: m for p, m in _leaves_by_path(jax.device_get(masks)).items() if m is not None}
+  by_path = {p: m for p, m in leaves_by_path(jax.device_get(masks)).items() if m is not None}
   leaves = {}
   for path, m in by_path.items():
     m = np.asarray(m)

@@ -12,15 +12,15 @@ import optax
 
 from jaxgc.compress import selection
 from jaxgc.compress.prune_config import PruneConfig
-from jaxgc.compress.prune_masks import _check_channels
-from jaxgc.compress.prune_masks import _check_masks
-from jaxgc.compress.prune_masks import _map_masked
+from jaxgc.compress.prune_masks import check_channels
+from jaxgc.compress.prune_masks import check_masks
+from jaxgc.compress.prune_masks import map_masked
 from jaxgc.compress.prune_masks import compute_masks
-from jaxgc.compress.prune_schedules import _selected_leaves
-from jaxgc.compress.prune_schedules import _targets
+from jaxgc.compress.prune_schedules import selected_leaves
+from jaxgc.compress.prune_schedules import sparsity_targets
 from jaxgc.compress.prune_schedules import is_update_step
 from jaxgc.compress.prune_schedules import sparsity_at
-from jaxgc.compress.prune_scores import _to_tree
+from jaxgc.compress.prune_scores import tree_from_paths
 
 class PruneState(NamedTuple):
   """State of :func:`pruning`.
@@ -90,15 +90,15 @@ def pruning(config: PruneConfig, *, key: jax.Array | None = None
 
   def init_fn(params):
     params = selection.unbox(params)
-    leaves = _selected_leaves(params, config)  # checks the leaves against the granularity
+    leaves = selected_leaves(params, config)  # checks the leaves against the granularity
     if config.granularity == "channel":
-      targets = _targets(leaves, config)
+      targets = sparsity_targets(leaves, config)
       for path, w in leaves:
-        _check_channels(path, jnp.shape(w)[-1], targets[path])
+        check_channels(path, jnp.shape(w)[-1], targets[path])
     with jax.ensure_compile_time_eval():
       s0 = float(sparsity_at(config, 0))
     if s0 == 0:
-      masks = _to_tree(params, {p: jnp.ones_like(w, dtype=bool) for p, w in leaves})
+      masks = tree_from_paths(params, {p: jnp.ones_like(w, dtype=bool) for p, w in leaves})
     elif config.score == "saliency":
       raise ValueError(f"score 'saliency' needs gradients, which init does not have: the "
                        f"schedule must be at sparsity 0 at step 0, got {s0:g}")
@@ -120,7 +120,7 @@ def pruning(config: PruneConfig, *, key: jax.Array | None = None
 
     masks = jax.lax.cond(is_update_step(config, step), recompute, lambda _: state.masks,
                          optax.apply_updates(params, updates))
-    updates = _map_masked(lambda m, u, w: jnp.where(m, u, -w), masks, updates, params)
+    updates = map_masked(lambda m, u, w: jnp.where(m, u, -w), masks, updates, params)
     return (selection.rebox(boxed, updates),
             PruneState(count=optax.safe_increment(step), masks=masks))
 
@@ -154,13 +154,13 @@ def keep_masks(masks: Any) -> optax.GradientTransformation:
   pure_masks = selection.unbox(masks)
 
   def init_fn(params):
-    _check_masks(selection.unbox(params), pure_masks)
+    check_masks(selection.unbox(params), pure_masks)
     return optax.EmptyState()
 
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError("keep_masks needs params: call update(updates, state, params)")
-    new = _map_masked(lambda m, u, w: jnp.where(m, u, -w), pure_masks, selection.unbox(updates),
+    new = map_masked(lambda m, u, w: jnp.where(m, u, -w), pure_masks, selection.unbox(updates),
                       selection.unbox(params))
     return selection.rebox(updates, new), state
 

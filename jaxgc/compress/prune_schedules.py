@@ -12,7 +12,7 @@ import numpy as np
 
 from jaxgc.compress import selection
 from jaxgc.compress.prune_config import PruneConfig
-from jaxgc.compress.prune_config import _check_fraction
+from jaxgc.compress.prune_config import check_fraction
 
 def sparsity_at(config: PruneConfig, step: int | jax.Array) -> jax.Array:
   """The scheduled overall sparsity at training step ``step``.
@@ -102,7 +102,7 @@ def erk_sparsities(shapes: Mapping[str, Sequence[int]], sparsity: float) -> dict
   Raises:
     ValueError: ``shapes`` empty, a leaf with no element, or ``sparsity`` outside [0, 1).
   """
-  _check_fraction("sparsity", sparsity)
+  check_fraction("sparsity", sparsity)
   if not shapes:
     raise ValueError("erk_sparsities needs at least one leaf shape")
   sizes = {p: float(np.prod(s, dtype=np.float64)) for p, s in shapes.items()}
@@ -125,7 +125,7 @@ def erk_sparsities(shapes: Mapping[str, Sequence[int]], sparsity: float) -> dict
   return {p: 0.0 if p in dense else max(0.0, 1.0 - eps * raw[p]) for p in shapes}
 
 
-def _selected_leaves(params: Any, config: PruneConfig) -> list[tuple[str, jax.Array]]:
+def selected_leaves(params: Any, config: PruneConfig) -> list[tuple[str, jax.Array]]:
   """``(path, leaf)`` of the leaves ``config`` prunes, in tree-flatten order, checked."""
   paths = set(selection.selected_paths(params, config.include, config.exclude))
   leaves, _ = selection.flatten_with_paths(params)
@@ -159,10 +159,13 @@ def target_sparsities(params: Any, config: PruneConfig) -> dict[str, float]:
     ValueError: nothing selected, or a selected leaf is not float or does not fit the
       granularity (naming its path).
   """
-  return _targets(_selected_leaves(params, config), config)
+  return sparsity_targets(selected_leaves(params, config), config)
 
 
-def _targets(leaves: Sequence[tuple[str, jax.Array]], config: PruneConfig) -> dict[str, float]:
+def sparsity_targets(leaves: Sequence[tuple[str, jax.Array]],
+                     config: PruneConfig) -> dict[str, float]:
+  """``{path: final sparsity in [0, 1)}`` of ``leaves``: ERK-distributed or uniform, as
+  ``config.distribution`` says."""
   if config.distribution == "erk":
     return erk_sparsities({p: tuple(jnp.shape(w)) for p, w in leaves}, config.sparsity)
   return {p: float(config.sparsity) for p, _ in leaves}

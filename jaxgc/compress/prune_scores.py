@@ -10,10 +10,16 @@ import jax.numpy as jnp
 
 from jaxgc.compress import selection
 from jaxgc.compress.prune_config import PruneConfig
-from jaxgc.compress.prune_schedules import _selected_leaves
+from jaxgc.compress.prune_schedules import selected_leaves
 
-def _leaf_scores(leaves: Sequence[tuple[str, jax.Array]], config: PruneConfig, grads: Any,
-                 key: jax.Array | None) -> dict[str, jax.Array]:
+def leaf_scores(leaves: Sequence[tuple[str, jax.Array]], config: PruneConfig, grads: Any,
+                key: jax.Array | None) -> dict[str, jax.Array]:
+  """``{path: importance, shaped like the leaf}`` by ``config.score`` (magnitude, random or
+  gradient saliency).
+
+  Raises:
+    ValueError: ``random`` without ``key``, or ``saliency`` without ``grads``.
+  """
   if config.score == "random":
     if key is None:
       raise ValueError("score 'random' needs a PRNG key: pass key=jax.random.key(seed)")
@@ -25,7 +31,7 @@ def _leaf_scores(leaves: Sequence[tuple[str, jax.Array]], config: PruneConfig, g
     return {p: jnp.abs(jnp.asarray(w, jnp.float32)) for p, w in leaves}
   if grads is None:
     raise ValueError("score 'saliency' needs grads: pass grads, a tree like params")
-  by_path = _leaves_by_path(grads)
+  by_path = leaves_by_path(grads)
   scores = {}
   for p, w in leaves:
     if p not in by_path:
@@ -38,11 +44,12 @@ def _leaf_scores(leaves: Sequence[tuple[str, jax.Array]], config: PruneConfig, g
   return scores
 
 
-def _leaves_by_path(tree: Any) -> dict[str, Any]:
+def leaves_by_path(tree: Any) -> dict[str, Any]:
+  """``{"/"-joined path: leaf}`` of every leaf of ``tree`` that has a path."""
   return {p: x for p, x in selection.flatten_with_paths(tree)[0] if p is not None}
 
 
-def _to_tree(params: Any, by_path: Mapping[str, Any]) -> Any:
+def tree_from_paths(params: Any, by_path: Mapping[str, Any]) -> Any:
   """A tree like ``params`` with ``by_path[path]`` at the listed leaves and ``None`` elsewhere."""
   return selection.map_with_paths(lambda p, _: by_path.get(p), params, rng_leaves="none")
 
@@ -75,5 +82,5 @@ def compute_scores(params: Any, config: PruneConfig, *, grads: Any = None,
       ``"random"`` without ``key``; ``"saliency"`` without ``grads`` or with grads missing a
       leaf or of another shape (naming the path).
   """
-  leaves = _selected_leaves(params, config)
-  return _to_tree(params, _leaf_scores(leaves, config, grads, key))
+  leaves = selected_leaves(params, config)
+  return tree_from_paths(params, leaf_scores(leaves, config, grads, key))
