@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import pytest
 
 from jaxgc import models
-from jaxgc.stats import count_macs
 from jaxgc.models.patchgan import PatchGANDiscriminator
+from jaxgc.stats import count_macs
 from jaxgc.stats import count_params
 
 
