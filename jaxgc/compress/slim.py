@@ -441,6 +441,29 @@ def _masks_from_keep(variables: Any, groups: Iterable[ChannelGroup],
   return jax.tree_util.tree_map_with_path(leaf_mask, variables)
 
 
+def masks_from_keep(variables: Any, groups: Sequence[ChannelGroup],
+                    keep: Mapping[str, np.ndarray]) -> Any:
+  """Channel pruning masks over ``variables`` from a boolean keep vector per group.
+
+  Args:
+    variables: the network's variables.
+    groups: its groups (:func:`channel_groups`).
+    keep: ``{group name: bool [size]}`` (``True`` = keep), every group present.
+
+  Returns:
+    The structure of ``variables``: a bool array zeroing every slot of the dropped channels,
+    None for leaves no group touches (the format :func:`slim` takes).
+
+  Raises:
+    ValueError: a group missing from ``keep`` or a vector of the wrong length.
+  """
+  for g in groups:
+    if g.name not in keep or np.shape(keep[g.name]) != (g.size,):
+      raise ValueError(f"keep needs a bool vector of {g.size} channels for group {g.name}, got "
+                       f"{None if g.name not in keep else np.shape(keep[g.name])}")
+  return _masks_from_keep(variables, groups, keep)
+
+
 def channel_masks(module: nn.Module, variables: Any, sparsity: float | None = None, *,
                   widths: Mapping[str, Any] | None = None, criterion: str = "l1",
                   groups: Sequence[ChannelGroup] | None = None, multiple_of: int = 1) -> Any:
