@@ -90,8 +90,9 @@ def test_peer_feedback_flows(net):
   _, _, _, spec = net
   agent = agents.PruningAgent(spec.sizes, dim=8, init_logit=0.0)
   d_gates = [jnp.ones(5), jnp.ones(7)]  # a D-agent's gates
-  a = agents.peer_summary(d_gates, [0.9, 0.1])
-  b = agents.peer_summary([jnp.zeros(5).at[0].set(1), jnp.ones(7)], [0.2, 3.0])
+  a = agents.peer_summary(agents.keep_ratios(d_gates), [0.9, 0.1])
+  b = agents.peer_summary(agents.keep_ratios([jnp.zeros(5).at[0].set(1), jnp.ones(7)]),
+                         [0.2, 3.0])
   params = agent.init(jax.random.key(5), a)
   apply = jax.jit(agent.apply)
   la, lb = apply(params, a), apply(params, b)

@@ -315,8 +315,9 @@ def keep_ratios(gates: Sequence[jax.Array]) -> jax.Array:
   return jnp.stack([jnp.mean(g.astype(jnp.float32)) for g in gates])
 
 
-def peer_summary(gates: Sequence[jax.Array], loss_stats: Sequence[Any]) -> jax.Array:
-  """``[groups + len(loss_stats)]`` float32: the peer's keep ratios then its loss statistics,
-  under stop-gradient."""
+def peer_summary(ratios: jax.Array, loss_stats: Sequence[Any]) -> jax.Array:
+  """``[groups + len(loss_stats)]`` float32: the peer's per-group keep ratios (``[groups]``,
+  :func:`keep_ratios`) then its loss statistics, under stop-gradient."""
   return jax.lax.stop_gradient(jnp.concatenate(
-      [keep_ratios(gates), jnp.asarray(loss_stats, jnp.float32).reshape(-1)]))
+      [jnp.asarray(ratios, jnp.float32).reshape(-1),
+       jnp.asarray(loss_stats, jnp.float32).reshape(-1)]))
