@@ -350,10 +350,10 @@ def final_masks(models: CollabModels, state: CollabState, config: CollabConfig, 
   keeps every channel when D is not pruned)."""
   g_peer = agents_lib.peer_summary(state.d_keep, state.d_acc)
   d_peer = agents_lib.peer_summary(state.g_keep, state.g_adv)
-  g_logits = models.g_agent.apply({"params": state.ga.params}, g_peer)
+  g_logits = jax.jit(models.g_agent.apply)({"params": state.ga.params}, g_peer)
   g_keep = agents_lib.harden(models.g_spec, g_logits, config.g_budget)
   if config.prune_d:
-    d_logits = models.d_agent.apply({"params": state.da.params}, d_peer)
+    d_logits = jax.jit(models.d_agent.apply)({"params": state.da.params}, d_peer)
     d_keep = agents_lib.harden(models.d_spec, d_logits, config.d_target)
   else:
     d_keep = [jnp.ones(n, bool) for n in models.d_spec.sizes]
