@@ -72,6 +72,8 @@ class CollabConfig:
     d_outputs: ``"prob"`` (D ends in a sigmoid) or ``"logits"``.
     feature_layer: the frozen D's layer whose input is ``phi`` (``"dense_2"`` for the MNIST MLP
       discriminator).
+    search: the agents gate G and D and learn (True); False fine-tunes the (slimmed) pair with
+      the same objective, every gate open, no budget term, the agents untouched.
 
   Raises:
     ValueError: a budget outside (0, 1], negative weights, or an unknown ``d_outputs`` (one
@@ -94,6 +96,7 @@ class CollabConfig:
   prune_d: bool = True
   d_outputs: str = "prob"
   feature_layer: str = "dense_2"
+  search: bool = True
 
   def __post_init__(self):
     agents_lib.check_budget(self.g_budget, "g_budget")
@@ -137,6 +140,11 @@ class CollabState:
   d_acc: jax.Array
   g_adv: jax.Array
 
+  @property
+  def step(self) -> jax.Array:
+    """Steps taken (G's optimizer updates)."""
+    return self.g.step
+
 
 @dataclasses.dataclass(frozen=True)
 class CollabModels:
@@ -149,12 +157,16 @@ class CollabModels:
   g_agent: agents_lib.PruningAgent
   d_agent: agents_lib.PruningAgent
   pair: density_lib.PairDiscriminator
+  teacher: nn.Module          # the teacher generator (the student's module before slimming)
+  feature_disc: nn.Module     # the frozen discriminator copy whose features are phi
 
 
 def build_models(generator: nn.Module, g_vars: Any, discriminator: nn.Module, d_vars: Any,
                  z: jax.Array, config: CollabConfig, agent_dim: int = 32,
-                 pair_hidden: tuple[int, ...] = (64,)) -> CollabModels:
-  """Gate specs and agents for a G/D pair.
+                 pair_hidden: tuple[int, ...] = (64,), teacher: nn.Module | None = None,
+                 feature_disc: nn.Module | None = None) -> CollabModels:
+  """Gate specs and agents for a G/D pair (``teacher`` and ``feature_disc`` default to
+  ``generator`` and ``discriminator``; give the originals when the pair is slimmed).
 
   Raises:
     ValueError: no discriminator, an architecture that cannot be gated (naming it), or ``k``
@@ -170,7 +182,8 @@ def build_models(generator: nn.Module, g_vars: Any, discriminator: nn.Module, d_
       generator, discriminator, g_spec, d_spec,
       agents_lib.PruningAgent(g_spec.sizes, agent_dim, use_peer=config.use_peer),
       agents_lib.PruningAgent(d_spec.sizes, agent_dim, use_peer=config.use_peer),
-      density_lib.PairDiscriminator(pair_hidden))
+      density_lib.PairDiscriminator(pair_hidden), teacher or generator,
+      feature_disc or discriminator)
 
 
 def g_peer_dim(models: CollabModels) -> int:
@@ -230,7 +243,7 @@ def make_collab_step(models: CollabModels, config: CollabConfig,
     ``step``, compiled with ``jax.jit(..., donate_argnums=(0,))``: ``z`` ``[batch, z_dim]``
     float32 latents, sharded over ``'data'``; the teacher's variables and the frozen D copy
     (the feature space) replicated. It returns ``(new_state, metrics)``, metrics float32
-    scalars: ``g_loss``, ``d_loss``, ``density``, ``kl``, ``kde``, ``pair_d``, ``pair_g``,
+    scalars: ``loss`` (= ``g_loss``, G's objective), ``g_loss``, ``d_loss``, ``density``, ``kl``, ``kde``, ``pair_d``, ``pair_g``,
     ``recon``, ``g_adv``, ``d_acc_real``, ``d_acc_fake``, ``g_ratio``, ``d_ratio`` (MACs
     fractions of the sampled gates) and ``g_keep/<group>``, ``d_keep/<group>``.
   """
@@ -238,31 +251,35 @@ def make_collab_step(models: CollabModels, config: CollabConfig,
   cfg = config
 
   def features(d_frozen, x):
-    return density_lib.penultimate_features(disc, d_frozen, x, cfg.feature_layer)
+    return density_lib.penultimate_features(models.feature_disc, d_frozen, x, cfg.feature_layer)
 
   def step(state: CollabState, z: jax.Array, teacher_vars: Any, d_frozen: Any):
     key, k_pert, k_g, k_d = jax.random.split(state.key, 4)
     b = z.shape[0]
     zp = density_lib.perturb_latents(k_pert, z, cfg.m, cfg.sigma) if cfg.m else None
-    t_out = jax.lax.stop_gradient(gen.apply(teacher_vars, z))
+    t_out = jax.lax.stop_gradient(models.teacher.apply(teacher_vars, z))
     t_feat = features(d_frozen, t_out)
     t_pert = None
     if zp is not None:
-      tp = gen.apply(teacher_vars, zp.reshape((b * cfg.m,) + z.shape[1:]))
+      tp = models.teacher.apply(teacher_vars, zp.reshape((b * cfg.m,) + z.shape[1:]))
       t_pert = jax.lax.stop_gradient(features(d_frozen, tp).reshape(b, cfg.m, -1))
     g_peer = agents_lib.peer_summary(state.d_keep, state.d_acc)
     d_peer = agents_lib.peer_summary(state.g_keep, state.g_adv)
     # the D gates the G update sees: the D-agent's sample, a constant there
+    d_prunes = cfg.prune_d and cfg.search
     d_gates = (agents_lib.sample_gates(k_d, models.d_agent.apply({"params": state.da.params},
                                                                  d_peer), cfg.temperature)
-               if cfg.prune_d else [jnp.ones(n) for n in models.d_spec.sizes])
+               if d_prunes else [jnp.ones(n) for n in models.d_spec.sizes])
     d_vars = {"params": state.d.params, **state.d.frozen}
     d_gated_const = jax.lax.stop_gradient(
         agents_lib.apply_gates(models.d_spec, d_vars, d_gates))
 
     def g_loss_fn(g_params, ga_params, pair_params):
-      g_gates = agents_lib.sample_gates(
-          k_g, models.g_agent.apply({"params": ga_params}, g_peer), cfg.temperature)
+      if cfg.search:
+        g_gates = agents_lib.sample_gates(
+            k_g, models.g_agent.apply({"params": ga_params}, g_peer), cfg.temperature)
+      else:
+        g_gates = [jnp.ones(n) for n in models.g_spec.sizes]
       gv = agents_lib.apply_gates(models.g_spec, {"params": g_params, **state.g.frozen},
                                   g_gates)
       s_out = gen.apply(gv, z)
@@ -271,7 +288,7 @@ def make_collab_step(models: CollabModels, config: CollabConfig,
       recon = gan_losses.reconstruction_loss(s_out, t_out, "l1")
       budget, ratio = agents_lib.budget_loss(models.g_spec, g_gates, cfg.g_budget,
                                              cfg.budget_weight)
-      loss = cfg.adv_weight * adv + cfg.recon_weight * recon + budget
+      loss = cfg.adv_weight * adv + cfg.recon_weight * recon + (budget if cfg.search else 0.0)
       dens = {"density": jnp.zeros(()), "kl": jnp.zeros(()), "kde": jnp.zeros(()),
               "pair_g": jnp.zeros(()), "pair_d": jnp.zeros(())}
       if cfg.density_weight > 0:
@@ -296,7 +313,8 @@ def make_collab_step(models: CollabModels, config: CollabConfig,
     (_, g_aux), (g_grads, ga_grads, pair_grads) = jax.value_and_grad(
         g_loss_fn, argnums=(0, 1, 2), has_aux=True)(state.g.params, state.ga.params,
                                                     state.pair.params)
-    g_state, ga_state = state.g.apply_gradients(g_grads), state.ga.apply_gradients(ga_grads)
+    g_state = state.g.apply_gradients(g_grads)
+    ga_state = state.ga.apply_gradients(ga_grads) if cfg.search else state.ga
     pair_state = (state.pair.apply_gradients(pair_grads) if cfg.density_weight > 0
                   else state.pair)
     g_gates = [jax.lax.stop_gradient(x) for x in g_aux.pop("g_gates")]
@@ -306,7 +324,7 @@ def make_collab_step(models: CollabModels, config: CollabConfig,
         models.g_spec, {"params": g_state.params, **g_state.frozen}, g_gates), z))
 
     def d_loss_fn(d_params, da_params):
-      if cfg.prune_d:
+      if d_prunes:
         gates = agents_lib.sample_gates(
             k_d, models.d_agent.apply({"params": da_params}, d_peer), cfg.temperature)
       else:
@@ -318,13 +336,13 @@ def make_collab_step(models: CollabModels, config: CollabConfig,
       budget, ratio = agents_lib.budget_loss(models.d_spec, gates, cfg.d_target,
                                              cfg.budget_weight)
       acc = jnp.stack([jnp.mean(real > 0), jnp.mean(fake < 0)]).astype(jnp.float32)
-      return d_loss + (budget if cfg.prune_d else 0.0), {
+      return d_loss + (budget if d_prunes else 0.0), {
           "d_loss": d_loss, "d_ratio": ratio, "d_acc": acc, "d_gates": gates}
 
     (_, d_aux), (d_grads, da_grads) = jax.value_and_grad(
         d_loss_fn, argnums=(0, 1), has_aux=True)(state.d.params, state.da.params)
     d_state = state.d.apply_gradients(d_grads)
-    da_state = state.da.apply_gradients(da_grads) if cfg.prune_d else state.da
+    da_state = state.da.apply_gradients(da_grads) if d_prunes else state.da
     d_gates_new = [jax.lax.stop_gradient(x) for x in d_aux.pop("d_gates")]
     d_acc = d_aux.pop("d_acc")
 
@@ -332,7 +350,7 @@ def make_collab_step(models: CollabModels, config: CollabConfig,
                         key=key, g_keep=agents_lib.keep_ratios(g_gates),
                         d_keep=agents_lib.keep_ratios(d_gates_new), d_acc=d_acc,
                         g_adv=g_aux["g_adv"])
-    metrics = {**g_aux, **d_aux, "d_acc_real": d_acc[0],
+    metrics = {"loss": g_aux["g_loss"], **g_aux, **d_aux, "d_acc_real": d_acc[0],
                "d_acc_fake": d_acc[1]}
     for name, r in zip(models.g_spec.names, new.g_keep):
       metrics[f"g_keep/{name}"] = r
