@@ -145,6 +145,26 @@ class CollabState:
     """Steps taken (G's optimizer updates)."""
     return self.g.step
 
+  def checkpoint_tree(self) -> dict[str, Any]:
+    """The arrays an orbax checkpoint holds (``jaxgc.train.save_state``): every train state's
+    leaves, the key's raw data and the peer statistics."""
+    def leaves(ts):
+      return {"step": ts.step, "params": ts.params, "opt_state": ts.opt_state,
+              "frozen": ts.frozen}
+    return {"g": leaves(self.g), "d": leaves(self.d), "ga": leaves(self.ga),
+            "da": leaves(self.da), "pair": leaves(self.pair),
+            "key": jax.random.key_data(self.key), "g_keep": self.g_keep, "d_keep": self.d_keep,
+            "d_acc": self.d_acc, "g_adv": self.g_adv}
+
+  def from_checkpoint_tree(self, tree: dict[str, Any]) -> "CollabState":
+    """This state with the values of :meth:`checkpoint_tree`'s ``tree``."""
+    return self.replace(
+        g=self.g.replace(**tree["g"]), d=self.d.replace(**tree["d"]),
+        ga=self.ga.replace(**tree["ga"]), da=self.da.replace(**tree["da"]),
+        pair=self.pair.replace(**tree["pair"]), key=jax.random.wrap_key_data(tree["key"]),
+        g_keep=tree["g_keep"], d_keep=tree["d_keep"], d_acc=tree["d_acc"],
+        g_adv=tree["g_adv"])
+
 
 @dataclasses.dataclass(frozen=True)
 class CollabModels:
