@@ -1,6 +1,8 @@
 """Collaborative G/D pruning (jaxgc.train.collab_step): the sharded step, the hardened and
 slimmed pair, bad input."""
 
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -67,3 +69,71 @@ def test_bad_input_is_one_line():
     with pytest.raises(ValueError) as e:
       fn()
     assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+# ------------------------------------------------------------------------------------------------
+# The job.
+
+_TINY = {"generator": "mnist-mlpgan/G--300.ckpt", "discriminator": "mnist-mlpgan/D--300.ckpt",
+         "methods": ("collab",), "budgets": (0.5,), "search_steps": 4, "finetune_steps": 0,
+         "batch_size": 16, "checkpoint_every": 1, "eval_samples": 16, "latency_repeats": 1,
+         "tensorboard": False, "agent_dim": 8, "metrics": {"extractor": "none"}}
+
+
+def test_job_resume_equals_uninterrupted(tmp_path, monkeypatch):
+  from conftest import require_asset  # pylint: disable=import-outside-toplevel
+  from jaxgc.checkpoint import load_any_model  # pylint: disable=import-outside-toplevel
+  from jaxgc.jobs import collab as job  # pylint: disable=import-outside-toplevel
+  require_asset(_TINY["generator"])
+  pytest.importorskip("torch", reason="torch reads the PyTorch checkpoint")
+  whole = job.run(_TINY, tmp_path / "whole", progress=False)
+  real_make = cs.make_collab_step
+  calls = {"n": 0}
+
+  def interrupted_make(*a, **k):
+    step = real_make(*a, **k)
+
+    def wrapped(*args):
+      calls["n"] += 1
+      if calls["n"] == 3:
+        raise KeyboardInterrupt
+      return step(*args)
+    return wrapped
+
+  monkeypatch.setattr(cs, "make_collab_step", interrupted_make)
+  with pytest.raises(KeyboardInterrupt):
+    job.run(_TINY, tmp_path / "resumed", progress=False)
+  monkeypatch.setattr(cs, "make_collab_step", real_make)
+  resumed = job.run(_TINY, tmp_path / "resumed", progress=False)
+  a, b = whole["rows"][0], resumed["rows"][0]
+  for key in ("g_macs", "d_macs", "g_keep", "d_keep", "g_params", "d_params"):
+    assert a[key] == b[key], key
+  np.testing.assert_allclose(a["psnr"], b["psnr"], rtol=1e-5)
+  assert whole["dynamics"]["collab_b0.50"]["step"] == [1, 2, 3, 4]
+  for k, v in whole["dynamics"]["collab_b0.50"].items():
+    np.testing.assert_allclose(v, resumed["dynamics"]["collab_b0.50"][k], rtol=1e-5, atol=1e-6,
+                               err_msg=k)
+  ga = load_any_model(tmp_path / "whole" / "runs" / "collab_b0.50" / "model_g")[1]
+  gb = load_any_model(tmp_path / "resumed" / "runs" / "collab_b0.50" / "model_g")[1]
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6), ga, gb)
+  assert abs(a["g_budget_ratio"] / 0.5 - 1) <= 0.02 and abs(a["d_budget_ratio"] / 0.5 - 1) <= 0.02
+  for name in ("report.md", "dynamics.png", "keep_ratios.png", "widths.png", "samples.png"):
+    assert (tmp_path / "whole" / name).is_file(), name
+
+
+@pytest.mark.parametrize("override,needle", [
+    ({"budgets": (0.5, 1.5)}, "budget must be a MACs fraction in (0, 1], got 1.5"),
+    ({"k": 16}, "neighbours k must be an int in [1, batch=16), got 16"),
+    ({"m": 20}, "perturbed copies M"),
+    ({"discriminator": ""}, "collaborative pruning needs the trained discriminator"),
+    ({"methods": ("collab", "bogus")}, "unknown method 'bogus'"),
+])
+def test_job_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, override, needle):
+  from conftest import one_error_line  # pylint: disable=import-outside-toplevel
+  config = pathlib.Path(__file__).resolve().parents[1] / "configs" / "collab_mnist_mlp.py"
+  argv = ["collab", "--workdir", str(tmp_path / "wd"), "--no-progress", "--config",
+          str(config), "--config.batch_size=16"]
+  for k, v in override.items():
+    argv.append(f"--config.{k}={v!r}")
+  one_error_line(capsys, argv, needle)
+  assert not (tmp_path / "wd").exists()
