@@ -453,8 +453,10 @@ def _plots(report: dict, workdir: str) -> None:
     d = dyn[name]
     keys = [k for k in d if "_keep/" in k]
     if keys:
+      steps = d["step"]
       ax.imshow(np.asarray([d[k] for k in keys]), aspect="auto", vmin=0, vmax=1, cmap="viridis",
-                interpolation="nearest")
+                interpolation="nearest",
+                extent=(steps[0] - 0.5, steps[-1] + 0.5, len(keys) - 0.5, -0.5))
       ax.set_yticks(range(len(keys)), keys, fontsize=6)
     ax.set_title(name, fontsize=8)
   axes[-1, 0].set_xlabel("search step (keep ratio per group, 0 to 1)")
