@@ -108,15 +108,9 @@ def gate_spec(module: nn.Module, variables: Any, x: jax.Array) -> GateSpec:
   return GateSpec(groups, tuple(layers), int(sum(table.values())))
 
 
-def expected_macs(spec: GateSpec, gates: Sequence[jax.Array]) -> jax.Array:
-  """MACs per sample of the gated network, float32 scalar, differentiable in ``gates``.
-
-  Each layer's MACs scale with the kept fraction of its output group and of its input channels
-  (``sum(gates) / size`` per group; channels of no group count as kept). With 0/1 gates this is
-  the slimmed network's exact count for dense and convolutional layers (``stats.count_macs``).
-  """
-  kept = [jnp.sum(g.astype(jnp.float32)) for g in gates]
-  total = jnp.float32(0.0)
+def _macs_of_kept(spec: GateSpec, kept: Sequence[Any]) -> Any:
+  """MACs per sample with ``kept[i]`` channels of group ``i`` (floats or traced scalars)."""
+  total = 0.0
   for layer in spec.layers:
     out_frac = 1.0 if layer.out_group < 0 else kept[layer.out_group] / spec.sizes[
         layer.out_group]
@@ -126,6 +120,16 @@ def expected_macs(spec: GateSpec, gates: Sequence[jax.Array]) -> jax.Array:
       in_frac = (fixed + sum(kept[gi] for gi, _ in layer.in_groups)) / layer.in_total
     total = total + layer.macs * out_frac * in_frac
   return total
+
+
+def expected_macs(spec: GateSpec, gates: Sequence[jax.Array]) -> jax.Array:
+  """MACs per sample of the gated network, float32 scalar, differentiable in ``gates``.
+
+  Each layer's MACs scale with the kept fraction of its output group and of its input channels
+  (``sum(gates) / size`` per group; channels of no group count as kept). With 0/1 gates this is
+  the slimmed network's exact count for dense and convolutional layers (``stats.count_macs``).
+  """
+  return jnp.float32(0.0) + _macs_of_kept(spec, [jnp.sum(g.astype(jnp.float32)) for g in gates])
 
 
 def budget_loss(spec: GateSpec, gates: Sequence[jax.Array], target: float,
@@ -192,17 +196,7 @@ def deterministic_gates(logits: Sequence[jax.Array]) -> list[jax.Array]:
 
 def _ratio_np(spec: GateSpec, keep: Sequence[np.ndarray]) -> float:
   """:func:`expected_macs` of boolean keep vectors, in numpy, over the total."""
-  kept = [float(np.sum(k)) for k in keep]
-  total = 0.0
-  for layer in spec.layers:
-    out_frac = 1.0 if layer.out_group < 0 else kept[layer.out_group] / spec.sizes[
-        layer.out_group]
-    in_frac = 1.0
-    if layer.in_groups and layer.in_total:
-      fixed = layer.in_total - sum(size for _, size in layer.in_groups)
-      in_frac = (fixed + sum(kept[gi] for gi, _ in layer.in_groups)) / layer.in_total
-    total += layer.macs * out_frac * in_frac
-  return total / spec.total_macs
+  return float(_macs_of_kept(spec, [float(np.sum(k)) for k in keep])) / spec.total_macs
 
 
 def harden(spec: GateSpec, logits: Sequence[Any], target: float,
