@@ -80,7 +80,23 @@ _TINY = {"generator": "mnist-mlpgan/G--300.ckpt", "discriminator": "mnist-mlpgan
          "tensorboard": False, "agent_dim": 8, "metrics": {"extractor": "none"}}
 
 
-def test_job_resume_equals_uninterrupted(tmp_path, monkeypatch):
+@pytest.fixture
+def compile_cache(tmp_path):
+  """A persistent compilation cache for the test: the three runs of the job compile the same
+  steps, so the second and third read them from the cache (about 3x faster on 2 cores)."""
+  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+           "jax_persistent_cache_min_entry_size_bytes")
+  before = {n: getattr(jax.config, n) for n in names}
+  for n, v in zip(names, (str(tmp_path / "xla_cache"), 0, 0)):
+    jax.config.update(n, v)
+  yield
+  for n, v in before.items():
+    jax.config.update(n, v)
+  from jax._src import compilation_cache  # pylint: disable=import-outside-toplevel
+  getattr(compilation_cache, "reset_cache", lambda: None)()
+
+
+def test_job_resume_equals_uninterrupted(tmp_path, monkeypatch, compile_cache):
   from conftest import require_asset  # pylint: disable=import-outside-toplevel
   from jaxgc.checkpoint import load_any_model  # pylint: disable=import-outside-toplevel
   from jaxgc.jobs import collab as job  # pylint: disable=import-outside-toplevel
