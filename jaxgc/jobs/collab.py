@@ -477,21 +477,31 @@ def _plots(report: dict, workdir: str) -> None:
   report_lib.save_figure(fig, os.path.join(workdir, "widths.png"))
 
 
+BASELINES = ("magnitude_l1", "selfsup")
+
+
 def _claims(rows: list[dict]) -> list[str]:
-  """The paper's two claims, checked on this run's rows (equal MACs budget)."""
+  """The paper's two claims, checked on this run's rows (equal MACs budget): collab's quality
+  against the baselines (a), (b) and, separately, against its own ablations; the spread of D's
+  accuracy during the search against the ablations."""
   lines = []
   key = "fid" if any(r.get("fid") is not None for r in rows) else "psnr"
   better = (lambda a, b: a < b) if key == "fid" else (lambda a, b: a > b)
+  pick = min if key == "fid" else max
   for b in sorted({r["budget"] for r in rows}, reverse=True):
-    at = {r["method"]: r for r in rows if r["budget"] == b and r.get(key) is not None}
-    if "collab" not in at or len(at) < 2:
+    at = {r["method"]: r[key] for r in rows if r["budget"] == b and r.get(key) is not None}
+    if "collab" not in at:
       continue
-    others = {m: r[key] for m, r in at.items() if m != "collab"}
-    best = min(others, key=others.get) if key == "fid" else max(others, key=others.get)
-    verdict = "holds" if better(at["collab"][key], others[best]) else "does not hold"
-    lines.append(f"- budget {b:g}: collab {key} {at['collab'][key]:.3f} vs the best other "
-                 f"method ({best}) {others[best]:.3f}: *better quality at equal MACs* "
-                 f"{verdict}")
+    for label, group in (("baselines", BASELINES),
+                         ("ablations", [m for m in METHODS if m not in BASELINES + ("collab",)])):
+      others = {m: at[m] for m in group if m in at}
+      if not others:
+        continue
+      best = pick(others, key=others.get)
+      verdict = "holds" if better(at["collab"], others[best]) else "does not hold"
+      lines.append(f"- budget {b:g}, vs the {label}: collab {key} {at['collab']:.3f}, the best "
+                   f"of them ({best}) {others[best]:.3f}: *better quality at equal MACs* "
+                   f"{verdict}")
   for b in sorted({r["budget"] for r in rows}, reverse=True):
     at = {r["method"]: r for r in rows if r["budget"] == b and r.get("d_acc_std") is not None}
     if "collab" in at and len(at) > 1:
