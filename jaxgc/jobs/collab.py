@@ -535,7 +535,7 @@ def _markdown(report: dict) -> str:
       f"- quality on {report['eval_inputs']}: PSNR / SSIM of the student's images against the "
       "teacher's on the same latents; FID, KID, precision, recall, density, coverage of "
       f"{c['metrics']['num_samples']} student samples against the teacher's in "
-      f"{c['metrics']['extractor']} feature space",
+      f"{c['metrics']['extractor']} feature space (KID unscaled, in that space's units)",
       "- MACs and params are those of the slimmed networks that run; latency: the G, "
       f"jitted, median over {c['latency_repeats']} calls of a batch of {c['latency_batch']} "
       "on this machine's CPU",
