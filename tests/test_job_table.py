@@ -50,6 +50,11 @@ TINY = {
                  "--config.checkpoint_every=1", "--config.eval_samples=64",
                  "--config.metrics.extractor=none"], "runs/*/metrics.jsonl"),
     "train": None,     # the alias of selfsup
+    "collab": (["--config", str(ROOT / "configs" / "collab_mnist_mlp.py"),
+                "--config.search_steps=2000",
+                "--config.methods=('collab',)", "--config.budgets=(0.5,)",
+                "--config.checkpoint_every=1", "--config.eval_samples=64",
+                "--config.metrics.extractor=none"], "runs/*/search/metrics.jsonl"),
     "distill": None,   # its teacher is the 2.5 GMACs horse->zebra generator: refusals only
 }
 

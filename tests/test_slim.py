@@ -43,6 +43,8 @@ ARCHS = {
                                                              norm="instance_affine"),
     "unet": lambda: models.UnetGenerator(num_downs=5, ngf=4),
     "unet_instance": lambda: models.UnetGenerator(num_downs=5, ngf=4, norm="instance"),
+    "mlp_generator": lambda: models.MLPGenerator(z_dim=16, hidden=(32, 24)),
+    "mlp_discriminator": lambda: models.MLPDiscriminator(hidden=(32, 24)),
 }
 
 
@@ -405,7 +407,7 @@ def test_bad_widths_criterion_and_ratio():
   _raises("ratio 1000.0 is out of reach", slim_to_macs, module, v, 1000.0)
 
 
-@pytest.mark.parametrize("module", [models.DCGANDiscriminator(), models.MLPGenerator()],
+@pytest.mark.parametrize("module", [models.DCGANDiscriminator(), models.LeNet5()],
                          ids=lambda m: type(m).__name__)
 def test_unsupported_architecture(module):
   v = jax.eval_shape(module.init, jax.random.key(0), models.example_input(module))

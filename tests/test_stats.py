@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import pytest
 
 from jaxgc import models
+from jaxgc.models.patchgan import PatchGANDiscriminator
 from jaxgc.stats import count_macs
 from jaxgc.stats import count_params
 
@@ -36,3 +37,16 @@ def test_dense_macs_equal_weight_count():
   # For an MLP every weight is used exactly once per sample; biases are not MACs.
   weights = sum(x.size for x in jax.tree.leaves(v["params"]) if x.ndim == 2)
   assert count_macs(module, v, z) == weights
+
+
+@pytest.mark.parametrize("module,x", [
+    (models.MLPGenerator(), jnp.zeros((2, 64))),
+    (models.ResnetGenerator(ngf=8, n_blocks=2), jnp.zeros((1, 32, 32, 3))),
+    (PatchGANDiscriminator(ndf=8), jnp.zeros((2, 64, 64, 3)))])
+def test_layer_macs_sum_to_count_macs(module, x):
+  from jaxgc.stats import layer_macs  # pylint: disable=import-outside-toplevel
+  v = _shapes(module, x)
+  table = layer_macs(module, v, x)
+  assert sum(table.values()) == count_macs(module, v, x)
+  # every layer is a module of the params tree
+  assert all(name.split("/")[0] in v["params"] for name in table), table

@@ -54,12 +54,14 @@ sub_mobile_resnet_generator.py`` and ``super_mobile_resnet_generator.py``, where
 convolution of a ``SuperMobileResnetBlock`` outputs ``input.size(1)`` channels).
 
 Supported: ``ResnetGenerator`` (every norm, affine InstanceNorm included),
-``MobileResnetGenerator``, ``SubMobileResnetGenerator``, ``DCGANGenerator`` and
-``UnetGenerator`` (registry names ``resnet_generator``, ``mobile_resnet_generator``,
-``sub_mobile_resnet_generator``, ``dcgan_generator``, ``unet_generator``). Group names are the
-widths they set on the slimmed module: ``"stem"``, ``"down[0]"``, ``"down[1]"`` (the trunk),
-``"hidden[i]"``, ``"up[0]"``, ``"up[1]"``; ``"features[i]"`` for the DCGAN generator;
-``"down[i]"`` (``i < num_downs``) and ``"up[i]"`` (``i < num_downs - 1``) for the U-Net.
+``MobileResnetGenerator``, ``SubMobileResnetGenerator``, ``DCGANGenerator``, ``UnetGenerator``
+and the MNIST MLP pair ``MLPGenerator`` / ``MLPDiscriminator`` (registry names
+``resnet_generator``, ``mobile_resnet_generator``, ``sub_mobile_resnet_generator``,
+``dcgan_generator``, ``unet_generator``, ``mlp_generator``, ``mlp_discriminator``). Group names are
+the widths they set on the slimmed module: ``"stem"``, ``"down[0]"``, ``"down[1]"`` (the
+trunk), ``"hidden[i]"``, ``"up[0]"``, ``"up[1]"``; ``"features[i]"`` for the DCGAN generator;
+``"hidden[i]"`` (the output of ``dense_i``) for the MLP pair; ``"down[i]"`` (``i <
+num_downs``) and ``"up[i]"`` (``i < num_downs - 1``) for the U-Net.
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ import numpy as np
 from jaxgc import stats
 from jaxgc.compress.selection import path_str
 from jaxgc.models.dcgan import DCGANGenerator
+from jaxgc.models.mlp import MLPDiscriminator
+from jaxgc.models.mlp import MLPGenerator
 from jaxgc.models.registry import example_input
 from jaxgc.models.resnet import MobileResnetGenerator
 from jaxgc.models.resnet import ResnetGenerator
@@ -94,7 +98,7 @@ Slot = tuple[str, int]
 Segment = tuple[str, int, int]
 
 _SUPPORTED = (ResnetGenerator, MobileResnetGenerator, SubMobileResnetGenerator, DCGANGenerator,
-              UnetGenerator)
+              UnetGenerator, MLPGenerator, MLPDiscriminator)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,6 +294,9 @@ def channel_groups(module: nn.Module, variables: Any, *, trunk: bool = True
     n = len(module.features)
     return [g("features", i, [f"convt_{i}"], [f"bn_{i}"], [f"convt_{i + 1}"])
             for i in range(n - 1)]
+  if isinstance(module, (MLPGenerator, MLPDiscriminator)):
+    return [g("hidden", i, [f"dense_{i}"], [], [f"dense_{i + 1}"])
+            for i in range(len(module.hidden))]
   if isinstance(module, UnetGenerator):
     return _unet_groups(g, module.num_downs, _current_widths(module, variables)["down"])
   return _resnet_groups(g, _n_blocks(module), mobile=not isinstance(module, ResnetGenerator),
@@ -337,6 +344,8 @@ def _current_widths(module: nn.Module, variables: Any) -> dict[str, Any]:
 
   if isinstance(module, DCGANGenerator):
     return {"features": tuple(out(f"convt_{i}") for i in range(len(module.features)))}
+  if isinstance(module, (MLPGenerator, MLPDiscriminator)):
+    return {"hidden": tuple(out(f"dense_{i}") for i in range(len(module.hidden)))}
   if isinstance(module, UnetGenerator):
     return {"down": tuple(out(f"down_{i}") for i in range(module.num_downs)),
             "up": tuple(out(f"up_{i}") for i in range(module.num_downs - 1))}
@@ -430,6 +439,29 @@ def _masks_from_keep(variables: Any, groups: Iterable[ChannelGroup],
     return jnp.asarray(m)
 
   return jax.tree_util.tree_map_with_path(leaf_mask, variables)
+
+
+def masks_from_keep(variables: Any, groups: Sequence[ChannelGroup],
+                    keep: Mapping[str, np.ndarray]) -> Any:
+  """Channel pruning masks over ``variables`` from a boolean keep vector per group.
+
+  Args:
+    variables: the network's variables.
+    groups: its groups (:func:`channel_groups`).
+    keep: ``{group name: bool [size]}`` (``True`` = keep), every group present.
+
+  Returns:
+    The structure of ``variables``: a bool array zeroing every slot of the dropped channels,
+    None for leaves no group touches (the format :func:`slim` takes).
+
+  Raises:
+    ValueError: a group missing from ``keep`` or a vector of the wrong length.
+  """
+  for g in groups:
+    if g.name not in keep or np.shape(keep[g.name]) != (g.size,):
+      raise ValueError(f"keep needs a bool vector of {g.size} channels for group {g.name}, got "
+                       f"{None if g.name not in keep else np.shape(keep[g.name])}")
+  return _masks_from_keep(variables, groups, keep)
 
 
 def channel_masks(module: nn.Module, variables: Any, sparsity: float | None = None, *,

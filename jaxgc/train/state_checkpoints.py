@@ -34,6 +34,8 @@ def checkpoint_manager(directory: str | os.PathLike, every: int, max_to_keep: in
 
 
 def _leaves(state: TrainState) -> dict[str, Any]:
+  if hasattr(state, "checkpoint_tree"):   # a composite state (e.g. collab_step.CollabState)
+    return state.checkpoint_tree()
   return {"step": state.step, "params": state.params, "opt_state": state.opt_state,
           "frozen": state.frozen}
 
@@ -69,4 +71,6 @@ def restore_latest(manager: ocp.CheckpointManager, template: TrainState
     return None
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _leaves(template))
   leaves = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  if hasattr(template, "checkpoint_tree"):
+    return template.from_checkpoint_tree(leaves)
   return template.replace(**leaves)
