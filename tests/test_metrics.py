@@ -127,8 +127,8 @@ def test_prdc_kernels_memory_is_blockwise(kind):
     radius = jax.ShapeDtypeStruct((n_pad,), jnp.float64)
     count = jax.ShapeDtypeStruct((), jnp.int64)
     if kind == "knn":
-      fn = metrics._knn_pass_fn(None, 5, block, block, "float32")
-      compiled = fn.lower(rows, rows, count).compile()
+      fn = metrics._knn_pass_fn(None, 5, block, "float32")
+      compiled = fn.lower(rows, count).compile()
     else:
       fn = metrics._cross_pass_fn(None, block, block, "float32")
       compiled = fn.lower(rows, radius, rows, radius, count, count).compile()
