@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import warnings
 from typing import Any, NamedTuple
 
@@ -31,6 +32,7 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxgc.eval import npy_blocks
 from jaxgc.parallel import DATA_AXIS
 from jaxgc.parallel import data_axis_size
 from jaxgc.parallel import pad_rows
@@ -73,7 +75,35 @@ def _as_features(x: Any, name: str, min_samples: int = 1) -> np.ndarray:
   return arr
 
 
-def _check_same_dim(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+class _NpyFeatures(NamedTuple):
+  """A ``.npy`` feature file, checked from its header; read in blocks when placed."""
+
+  path: str
+  shape: tuple[int, int]
+  dtype: np.dtype
+
+  def host(self) -> np.ndarray:
+    return np.load(self.path, mmap_mode="r").astype(self.dtype, copy=False)
+
+
+def _as_feature_source(x: Any, name: str, min_samples: int) -> np.ndarray | _NpyFeatures:
+  """:func:`_as_features` for an array; for a ``.npy`` path, the same checks of its header
+  (finiteness is checked block by block when it is read)."""
+  if not npy_blocks.is_path(x):
+    return _as_features(x, name, min_samples)
+  shape, dtype = npy_blocks.npy_shape(x)
+  if len(shape) != 2:
+    raise ValueError(f"{name} must be a 2-D array [n, d], got shape {shape} in {x!r}")
+  if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+    raise ValueError(f"{name} must have a real numeric dtype, got {dtype} in {x!r}")
+  if shape[1] < 1 or shape[0] < min_samples:
+    raise ValueError(f"{name} has shape {shape} in {x!r}, at least {min_samples} samples and "
+                     "one column are needed")
+  dtype = np.dtype(dtype) if dtype in (np.float32, np.float64) else np.dtype(np.float64)
+  return _NpyFeatures(os.fspath(x), shape, dtype)
+
+
+def _check_same_dim(a: Any, b: Any, name_a: str, name_b: str) -> None:
   if a.shape[1] != b.shape[1]:
     raise ValueError(
         f"feature dimensions differ: {name_a} has d={a.shape[1]}, {name_b} has d={b.shape[1]}")
@@ -357,12 +387,41 @@ def _fast_sq(qb, qq32, rb, rr32):
   return (qq32[:, None] + rr32[None, :]) - 2.0 * jnp.matmul(qb, rb.T)
 
 
-def _merge_top(best_v, best_i, d2, col0, m):
-  """Running ``m`` smallest per row: ``best [B, m]`` merged with ``d2 [B, C]`` (column ids from
-  ``col0``). Two ``top_k``: the block's own ``m`` smallest, then ``2m`` -> ``m``."""
-  neg, pos = jax.lax.top_k(-d2, min(m, d2.shape[1]))
+_GROUP = 16  # columns per group of the two-stage block selection
+
+
+def _block_top(d2, m, rows_are_queries=True):
+  """The ``m`` smallest of each query of a ``[B, C]`` block and their columns, ``(neg values,
+  ids)`` ``[Q, m]``. Queries are the rows, or (``rows_are_queries=False``) the columns, selected
+  without transposing the block. Two stages, exact: group minima over ``_GROUP`` neighbours,
+  the ``m`` groups with the smallest minima hold the ``m`` smallest values (ties: equal values),
+  then ``top_k`` over those ``m * _GROUP`` values."""
+  x = d2 if rows_are_queries else d2.T
+  n_ref = d2.shape[1] if rows_are_queries else d2.shape[0]
+  if n_ref % _GROUP or n_ref // _GROUP < m:
+    neg, pos = jax.lax.top_k(-x, min(m, n_ref))
+    return neg, pos.astype(jnp.int32)
+  groups = n_ref // _GROUP
+  if rows_are_queries:
+    g = d2.reshape(d2.shape[0], groups, _GROUP)
+    _, gidx = jax.lax.top_k(-jnp.min(g, axis=2), m)  # [Q, m]
+    cand = jnp.take_along_axis(g, gidx[:, :, None], axis=1).reshape(-1, m * _GROUP)
+  else:
+    g = d2.reshape(groups, _GROUP, d2.shape[1])
+    _, gidx = jax.lax.top_k(-jnp.min(g, axis=1).T, m)  # [Q, m]
+    cand = jnp.take_along_axis(g, gidx.T[:, None, :], axis=0)  # [m, _GROUP, Q]
+    cand = cand.reshape(m * _GROUP, -1).T
+  neg, pos = jax.lax.top_k(-cand, m)
+  ids = jnp.take_along_axis(gidx, pos // _GROUP, axis=1) * _GROUP + pos % _GROUP
+  return neg, ids.astype(jnp.int32)
+
+
+def _merge_top(best_v, best_i, d2, col0, m, rows_are_queries=True):
+  """Running ``m`` smallest per query: ``best [Q, m]`` merged with the block ``d2`` (reference
+  ids from ``col0``): the block's own ``m`` smallest (:func:`_block_top`), then ``2m -> m``."""
+  neg, pos = _block_top(d2, m, rows_are_queries)
   neg_all = jnp.concatenate([-best_v, neg], axis=1)
-  ids_all = jnp.concatenate([best_i, col0 + pos.astype(jnp.int32)], axis=1)
+  ids_all = jnp.concatenate([best_i, col0 + pos], axis=1)
   neg_best, sel = jax.lax.top_k(neg_all, m)
   return -neg_best, jnp.take_along_axis(ids_all, sel, axis=1)
 
@@ -398,7 +457,8 @@ def _self_candidates(q, qq, r, rr, n_refs, q_offset, *, block, m, symmetric):
       def columns(state):
         bv, bi = state
         v, ids = _merge_top(rows(bv, j), rows(bi, j),
-                            jnp.where((gi < n_refs)[:, None], d2, inf).T, i * block, m)
+                            jnp.where((gi < n_refs)[:, None], d2, inf), i * block, m,
+                            rows_are_queries=False)
         return (jax.lax.dynamic_update_slice_in_dim(bv, v, j * block, 0),
                 jax.lax.dynamic_update_slice_in_dim(bi, ids, j * block, 0))
       best_v, best_i = jax.lax.cond(i != j, columns, lambda s: s, (best_v, best_i))
@@ -592,10 +652,19 @@ def _layout(n: int, block_size: int, n_dev: int) -> tuple[int, int]:
   return block, round_up(n, n_dev * block)
 
 
-def _put_features(x: np.ndarray, block_size: int, mesh: Mesh | None) -> _Placed:
-  """One padded device copy of ``x`` (and, with a mesh, one replicated copy as references)."""
+def _put_features(x: np.ndarray | _NpyFeatures, block_size: int, mesh: Mesh | None) -> _Placed:
+  """One padded device copy of ``x`` (and, with a mesh, one replicated copy as references).
+
+  A ``.npy`` file is read in row blocks into the device array without a mesh; with a mesh it is
+  read whole, then sharded.
+  """
   n_dev = data_axis_size(mesh)
   block, n_pad = _layout(x.shape[0], block_size, n_dev)
+  if isinstance(x, _NpyFeatures):
+    if mesh is None:
+      rows = npy_blocks.npy_to_device(x.path, n_pad, x.dtype, os.path.basename(x.path))
+      return _Placed(rows, rows, x.shape[0], block)
+    x = _as_features(x.host(), x.path, 1)
   xp = pad_rows(x, n_pad)
   if mesh is None:
     rows = jnp.asarray(xp)
@@ -603,9 +672,10 @@ def _put_features(x: np.ndarray, block_size: int, mesh: Mesh | None) -> _Placed:
   return _Placed(put(xp, mesh, P(_AXIS)), put(xp, mesh, P()), x.shape[0], block)
 
 
-def _exact_kth_host(x: np.ndarray, rows: np.ndarray, k: int, dist_dtype) -> np.ndarray:
+def _exact_kth_host(x: np.ndarray | _NpyFeatures, rows: np.ndarray, k: int, dist_dtype
+                    ) -> np.ndarray:
   """sklearn-order float64 k-NN radii of ``x[rows]`` (the rows the certificate rejected)."""
-  x64 = x.astype(np.float64)
+  x64 = (x.host() if isinstance(x, _NpyFeatures) else x).astype(np.float64)
   sq = np.einsum("ij,ij->i", x64, x64)
   out = np.empty(len(rows), dist_dtype)
   for s in range(0, len(rows), 256):
@@ -662,15 +732,19 @@ def prdc(real_features: Any,
 
   Identical to ``prdc.compute_prdc`` (the authors' package): same Euclidean distances as its
   sklearn call (float64 squared distances, float32 distances when both inputs are float32), same
-  strict ``<``. Computed in blocks of ``block_size`` queries x ``block_size`` references by
-  jitted kernels with a running top-(k+1) (``jax.lax.top_k``): memory ``O(n d + block_size^2)``,
-  never an ``n x n`` matrix; compute ``3 n^2 d`` (two self passes and one cross pass whose
-  distances serve both precision/density and recall/coverage). float32 features stay float32 in
-  memory and are upcast block by block.
+  strict ``<``. Computed in blocks of ``block_size`` x ``block_size`` distances, never an ``n x n``
+  matrix: each block by a float32 matmul, and every decision within the float32 error bound of
+  its threshold (a k-th neighbour candidate, a ball test) re-decided from float64 distances (see
+  the section comment above ``_U32``; rows a certificate rejects, e.g. exact duplicates, are
+  redone in float64 on the host). Compute ``4 n^2 d`` float32 FLOPs: the self passes use the
+  symmetry of the real-real and fake-fake distances (blocks ``I <= J``; not with a mesh), and
+  one cross pass serves precision/density and recall/coverage. Memory ``O(n d + block_size^2)``.
 
   Args:
-    real_features: ``[n_real, d]`` float32/float64 array, ``n_real >= nearest_k + 1``, finite.
-    fake_features: ``[n_fake, d]`` float32/float64 array, ``n_fake >= nearest_k + 1``, finite.
+    real_features: ``[n_real, d]`` float32/float64 array, ``n_real >= nearest_k + 1``, finite;
+      or the path (``str``/``os.PathLike``) of a 2-D ``.npy`` file of them, read in blocks
+      straight into the device array (host memory: one block; with a mesh it is read whole).
+    fake_features: ``[n_fake, d]``, likewise.
     nearest_k: positive int ``k`` of the k-NN radii (5 in both papers).
     block_size: positive int, rows per block on each side of a distance block (memory
       ``~block_size^2 * 8`` bytes per block; 1024 is a good default).
@@ -690,8 +764,8 @@ def prdc(real_features: Any,
   """
   k = _positive_int(nearest_k, "nearest_k")
   block_size = _positive_int(block_size, "block_size")
-  real = _as_features(real_features, "real_features", min_samples=k + 1)
-  fake = _as_features(fake_features, "fake_features", min_samples=k + 1)
+  real = _as_feature_source(real_features, "real_features", min_samples=k + 1)
+  fake = _as_feature_source(fake_features, "fake_features", min_samples=k + 1)
   _check_same_dim(real, fake, "real_features", "fake_features")
   data_axis_size(mesh)
   cross_dtype = np.float32 if real.dtype == fake.dtype == np.float32 else np.float64
