@@ -149,6 +149,34 @@ def test_lsh_is_linear_scale_and_does_not_recompile():
   assert second < 10.0  # an n x n float32 distance matrix alone would be 10 GB
 
 
+def test_lsh_padding_to_buckets_changes_nothing():
+  rng = np.random.default_rng(11)
+  real, fake = _gauss(rng, 700), _gauss(rng, 650, mean=0.3)
+  params = lsh.make_hash_params(jax.random.key(0), 16, 30, 8)
+  key = jax.random.key(1)
+  got = []
+  for pad in (0, 324, 2000):  # unpadded, the bucket (1024), a larger padding
+    ref, qry = (np.pad(x, ((0, pad + 700 - len(x)), (0, 0))) for x in (real, fake))
+    w = lsh._lsh_width(ref, params, None, key, n=700)
+    count = lsh._lsh_inside_count(ref, 700, qry, 650, params, w, 2, table_size=2**16)
+    got.append((float(w), int(count)))
+  assert got[0] == got[1] == got[2], got
+  assert [lsh.sample_bucket(n) for n in (1, 257, 1000, 1025, 1281, 10**6)] == [
+      256, 320, 1024, 1280, 1536, 2**20]
+  assert lsh.sample_bucket(1000, multiple=3) == 1026
+
+
+def test_lsh_new_sample_count_does_not_recompile(caplog):
+  rng = np.random.default_rng(12)
+  lsh.lsh_precision_recall(_gauss(rng, 1100), _gauss(rng, 1050))
+  with jax.log_compiles(True), caplog.at_level("DEBUG"):
+    caplog.clear()
+    out = lsh.lsh_precision_recall(_gauss(rng, 1200), _gauss(rng, 1250))  # same bucket: 1280
+  compiles = [r.getMessage() for r in caplog.records if "ompil" in r.getMessage()]
+  assert not compiles, compiles
+  assert 0.0 < out["precision"] <= 1.0
+
+
 def test_bucket_occupancy_diagnostics():
   rng = np.random.default_rng(8)
   real, fake = _gauss(rng, 2000), _gauss(rng, 500)

@@ -313,28 +313,63 @@ def _lsh_knn_inside(ref, radii2, qry, params, w, perm, *, max_candidates, num_bl
 
 
 _SCALE_SAMPLES = 2048
+_MIN_BUCKET = 256
+
+
+def sample_bucket(n: int, multiple: int = 1) -> int:
+  """The padded sample count a set of ``n`` samples is compiled for (``method="lsh"``).
+
+  The smallest ``2**e * {1, 1.25, 1.5, 1.75}`` (at least 256) that is ``>= n``, rounded up to a
+  multiple of ``multiple`` (the device count): at most 25% padding, and one compilation per
+  bucket, about 4 per doubling of ``n`` (n = 1k..1M: 41 buckets).
+  """
+  b = _MIN_BUCKET
+  while b < n:
+    e = b.bit_length() - 1
+    step = 1 << max(e - 2, 0)
+    b = b + step if b + step <= (2 << e) else 2 << e
+  return -(-b // multiple) * multiple
 
 
 @jax.jit
-def _robust_projection_scale(ref, params):
-  """Median over the ``L*K`` hashes of ``1.4826 * MAD`` of the projected reference rows."""
-  proj = ref.astype(jnp.float32) @ params.projections
-  mad = jnp.median(jnp.abs(proj - jnp.median(proj, axis=0)), axis=0)
+def _robust_projection_scale(ref, n, params, key):
+  """Median over the ``L*K`` hashes of ``1.4826 * MAD`` of the projected reference rows.
+
+  ``ref`` ``[n_pad, d]`` holds ``n`` valid rows. At most ``_SCALE_SAMPLES`` of them are used:
+  those with the smallest random priorities ``bits(key, n_pad)`` (row ``i``'s priority does not
+  depend on ``n_pad``: threefry is counter-based, ``jax_threefry_partitionable``), so the result
+  does not depend on the padding.
+  """
+  n_pad = ref.shape[0]
+  valid = jnp.arange(n_pad) < n
+  prio = (jax.random.bits(key, (n_pad,), jnp.uint32) >> 1).astype(jnp.int32)
+  take = min(n_pad, _SCALE_SAMPLES)
+  _, rows = jax.lax.top_k(-jnp.where(valid, prio, jnp.iinfo(jnp.int32).max), take)
+  proj = ref[rows].astype(jnp.float32) @ params.projections
+  proj = jnp.where(valid[rows][:, None], proj, jnp.nan)
+  mad = jnp.nanmedian(jnp.abs(proj - jnp.nanmedian(proj, axis=0)), axis=0)
   return jnp.median(_MAD_TO_STD * mad)
 
 
-def _lsh_width(reference, params, bucket_width, key) -> jax.Array:
-  """The ``"lsh"`` bucket width: given, or ``LSH_WIDTH_FACTOR *`` the robust projection scale.
-
-  The scale is estimated on at most ``_SCALE_SAMPLES`` reference rows drawn without replacement
-  (by ``key``, so deterministic for a seed), unpadded and replicated: independent of ``mesh``.
-  """
+def _lsh_width(reference, params, bucket_width, key, n=None) -> jax.Array:
+  """The ``"lsh"`` bucket width: given, or ``LSH_WIDTH_FACTOR *`` the robust projection scale
+  of at most ``_SCALE_SAMPLES`` reference rows drawn by ``key`` (the first ``n`` rows of
+  ``reference`` are valid; default all)."""
   if bucket_width is not None:
     return jnp.float32(bucket_width)
-  n = reference.shape[0]
-  if n > _SCALE_SAMPLES:
-    reference = reference[jax.random.permutation(key, n)[:_SCALE_SAMPLES]]
-  return LSH_WIDTH_FACTOR * _robust_projection_scale(reference, params)
+  n = reference.shape[0] if n is None else n
+  return LSH_WIDTH_FACTOR * _robust_projection_scale(reference, n, params, key)
+
+
+@functools.partial(jax.jit, static_argnames=("table_size",))
+def _lsh_inside_count(ref, n_ref, qry, n_q, params, w, min_occupancy, *, table_size):
+  """How many of the ``n_q`` valid query rows whose slot holds ``>= min_occupancy`` of the
+  ``n_ref`` valid reference rows in some table. Shapes are the padded buckets: a new ``n`` in
+  the same bucket reuses the compiled code."""
+  counts = _slot_counts(ref, jnp.arange(ref.shape[0]) < n_ref, params, w, table_size=table_size)
+  occ = _query_occupancy(counts, qry, params, w, table_size=table_size)
+  inside = jnp.any(occ >= min_occupancy, axis=1) & (jnp.arange(qry.shape[0]) < n_q)
+  return jnp.sum(inside, dtype=jnp.int32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,9 +387,9 @@ def _check_features(name: str, x: Any) -> jax.Array:
     raise ValueError(f"{name} must have shape [n, d] with n, d >= 1, got shape {tuple(arr.shape)}")
   if not jnp.issubdtype(arr.dtype, jnp.number) or jnp.issubdtype(arr.dtype, jnp.complexfloating):
     raise ValueError(f"{name} must be real numbers, got dtype {arr.dtype}")
-  arr = jnp.asarray(arr, jnp.float32)
-  if not bool(jnp.all(jnp.isfinite(arr))):
-    bad = int(jnp.sum(~jnp.isfinite(arr)))
+  arr = np.asarray(arr, np.float32)  # host checks: no compilation per sample count
+  if not np.all(np.isfinite(arr)):
+    bad = int(np.sum(~np.isfinite(arr)))
     raise ValueError(f"{name} must be finite, got {bad} NaN/Inf entries")
   return arr
 
@@ -379,39 +414,43 @@ def _coverage(reference, queries, *, method, params, bucket_width, min_occupancy
               table_size, max_candidates, perm_key, block_size, mesh) -> tuple[float, float]:
   """Fraction of ``queries`` inside the manifold of ``reference``, and the bucket width used."""
   n_ref, n_q = reference.shape[0], queries.shape[0]
+  if method == "lsh":
+    ref = _put_bucketed(reference, n_ref, mesh)
+    qry = _put_bucketed(queries, n_q, mesh)
+    w = _lsh_width(ref, params, bucket_width, perm_key, n=n_ref)
+    inside = _lsh_inside_count(ref, jnp.int32(n_ref), qry, jnp.int32(n_q), params, w,
+                               jnp.int32(min_occupancy), table_size=table_size)
+    return int(inside) / n_q, float(w)
   nq_pad, num_blocks, block = _padded_rows_and_layout(n_q, block_size, mesh)
   qry = put(pad_rows(queries, nq_pad), mesh, P("data", None))
   spec = _block_spec(mesh, 3)
 
-  if method == "lsh":
-    nr_pad = math.ceil(n_ref / _n_dev(mesh)) * _n_dev(mesh)
-    ref = put(pad_rows(reference, nr_pad), mesh, P("data", None))
-    ref_mask = put(jnp.arange(nr_pad) < n_ref, mesh, P("data"))
-    w = _lsh_width(reference, params, bucket_width, perm_key)
-    counts = _slot_counts(ref, ref_mask, params, w, table_size=table_size)
-    occ = _query_occupancy(counts, qry, params, w, table_size=table_size)
-    inside = jnp.any(occ[:n_q] >= min_occupancy, axis=1)
+  r2 = _sqradii(reference, nearest_k, block_size, mesh)  # [nr_pad], -1 on padding
+  nr_pad = r2.shape[0]
+  ref = put(pad_rows(reference, nr_pad), mesh, P())
+  r2 = put(r2, mesh, P())
+  if method == "knn":
+    w = jnp.float32(jnp.nan)
+    ref_blocks = _block_layout(n_ref, block_size, _n_dev(mesh))[0]
+    inside = _knn_inside(ref, r2, qry, num_blocks=num_blocks, block=block,
+                         ref_blocks=ref_blocks, spec=spec)[:n_q]
   else:
-    r2 = _sqradii(reference, nearest_k, block_size, mesh)  # [nr_pad], -1 on padding
-    nr_pad = r2.shape[0]
-    ref = put(pad_rows(reference, nr_pad), mesh, P())
-    r2 = put(r2, mesh, P())
-    if method == "knn":
-      w = jnp.float32(jnp.nan)
-      ref_blocks = _block_layout(n_ref, block_size, _n_dev(mesh))[0]
-      inside = _knn_inside(ref, r2, qry, num_blocks=num_blocks, block=block,
-                           ref_blocks=ref_blocks, spec=spec)[:n_q]
+    if bucket_width is None:
+      w = LSH_KNN_WIDTH_FACTOR * jnp.median(jnp.sqrt(jnp.maximum(r2[:n_ref], 0.0)))
     else:
-      if bucket_width is None:
-        w = LSH_KNN_WIDTH_FACTOR * jnp.median(jnp.sqrt(jnp.maximum(r2[:n_ref], 0.0)))
-      else:
-        w = jnp.float32(bucket_width)
-      # Shuffle the real rows only, so the candidate order does not depend on the padding.
-      perm = jnp.concatenate([jax.random.permutation(perm_key, n_ref),
-                              jnp.arange(n_ref, nr_pad)]).astype(jnp.int32)
-      inside = _lsh_knn_inside(ref, r2, qry, params, w, perm, max_candidates=max_candidates,
-                               num_blocks=num_blocks, block=block, spec=spec)[:n_q]
+      w = jnp.float32(bucket_width)
+    # Shuffle the real rows only, so the candidate order does not depend on the padding.
+    perm = jnp.concatenate([jax.random.permutation(perm_key, n_ref),
+                            jnp.arange(n_ref, nr_pad)]).astype(jnp.int32)
+    inside = _lsh_knn_inside(ref, r2, qry, params, w, perm, max_candidates=max_candidates,
+                             num_blocks=num_blocks, block=block, spec=spec)[:n_q]
   return float(jnp.mean(inside)), float(w)
+
+
+def _put_bucketed(x, n: int, mesh) -> jax.Array:
+  """``x [n, d]`` padded with zero rows to :func:`sample_bucket` (a multiple of the device
+  count), sharded over ``"data"`` with a mesh."""
+  return put(pad_rows(x, sample_bucket(n, _n_dev(mesh))), mesh, P("data", None))
 
 
 def _check_pair(name_a: str, a: Any, name_b: str, b: Any, suffix: str = "_features"
@@ -525,7 +564,8 @@ def lsh_precision_recall(
   if method == "lsh" and bucket_width is None:
     # One width, from the real (reference) features, for both directions: a collapsed fake set
     # (low-bit generators) must not shrink or blow up the buckets that measure its recall.
-    bucket_width = float(_lsh_width(real, params, None, k_perm_p))
+    bucket_width = float(_lsh_width(pad_rows(real, sample_bucket(real.shape[0])), params, None,
+                                    k_perm_p, n=real.shape[0]))
     if not bucket_width > 0:
       raise ValueError(f"real_features have no spread along the projections (automatic "
                        f"bucket_width {bucket_width}); pass bucket_width=")
