@@ -149,18 +149,18 @@ def test_lsh_is_linear_scale_and_does_not_recompile():
   assert second < 10.0  # an n x n float32 distance matrix alone would be 10 GB
 
 
-def test_lsh_padding_to_buckets_changes_nothing():
+def test_lsh_block_padding_and_npy_paths_change_nothing(tmp_path, monkeypatch):
   rng = np.random.default_rng(11)
   real, fake = _gauss(rng, 700), _gauss(rng, 650, mean=0.3)
-  params = lsh.make_hash_params(jax.random.key(0), 16, 30, 8)
-  key = jax.random.key(1)
-  got = []
-  for pad in (0, 324, 2000):  # unpadded, the bucket (1024), a larger padding
-    ref, qry = (np.pad(x, ((0, pad + 700 - len(x)), (0, 0))) for x in (real, fake))
-    w = lsh._lsh_width(ref, params, None, key, n=700)
-    count = lsh._lsh_inside_count(ref, 700, qry, 650, params, w, 2, table_size=2**16)
-    got.append((float(w), int(count)))
-  assert got[0] == got[1] == got[2], got
+  expected = lsh.lsh_precision_recall(real, fake, table_size=2**16)
+  np.save(tmp_path / "real.npy", real)
+  np.save(tmp_path / "fake.npy", fake.astype(np.float64))
+  assert lsh.lsh_precision_recall(tmp_path / "real.npy", str(tmp_path / "fake.npy"),
+                                  table_size=2**16) == expected
+  monkeypatch.setattr(lsh, "_STREAM_ROWS", 96)  # 8 padded blocks instead of one
+  assert lsh.lsh_precision_recall(real, fake, table_size=2**16) == expected
+  assert lsh.lsh_precision_recall(tmp_path / "real.npy", tmp_path / "fake.npy",
+                                  table_size=2**16) == expected
   assert [lsh.sample_bucket(n) for n in (1, 257, 1000, 1025, 1281, 10**6)] == [
       256, 320, 1024, 1280, 1536, 2**20]
   assert lsh.sample_bucket(1000, multiple=3) == 1026

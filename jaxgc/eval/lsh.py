@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from typing import Any, NamedTuple
 
 import jax
@@ -46,6 +47,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxgc.eval import npy_blocks
 from jaxgc.parallel import check_mesh
 from jaxgc.parallel import pad_rows
 from jaxgc.parallel import put
@@ -331,45 +333,109 @@ def sample_bucket(n: int, multiple: int = 1) -> int:
   return -(-b // multiple) * multiple
 
 
-@jax.jit
-def _robust_projection_scale(ref, n, params, key):
-  """Median over the ``L*K`` hashes of ``1.4826 * MAD`` of the projected reference rows.
+_STREAM_ROWS = 65536
 
-  ``ref`` ``[n_pad, d]`` holds ``n`` valid rows. At most ``_SCALE_SAMPLES`` of them are used:
-  those with the smallest random priorities ``bits(key, n_pad)`` (row ``i``'s priority does not
-  depend on ``n_pad``: threefry is counter-based, ``jax_threefry_partitionable``), so the result
-  does not depend on the padding.
-  """
-  n_pad = ref.shape[0]
-  valid = jnp.arange(n_pad) < n
-  prio = (jax.random.bits(key, (n_pad,), jnp.uint32) >> 1).astype(jnp.int32)
-  take = min(n_pad, _SCALE_SAMPLES)
-  _, rows = jax.lax.top_k(-jnp.where(valid, prio, jnp.iinfo(jnp.int32).max), take)
-  proj = ref[rows].astype(jnp.float32) @ params.projections
-  proj = jnp.where(valid[rows][:, None], proj, jnp.nan)
+
+def _scale_rows(n: int, key: jax.Array) -> np.ndarray:
+  """Sorted indices of the at most ``_SCALE_SAMPLES`` rows (of ``n``) the width is estimated on:
+  the smallest random priorities ``bits(key, [sample_bucket(n)])[:n]`` (stable ties). Row
+  ``i``'s priority does not depend on the drawn length (threefry is counter-based,
+  ``jax_threefry_partitionable``): one compilation per bucket, not per ``n``."""
+  prio = np.asarray(jax.random.bits(key, (sample_bucket(n),), jnp.uint32))[:n]
+  return np.sort(np.argsort(prio, kind="stable")[:_SCALE_SAMPLES])
+
+
+@jax.jit
+def _robust_projection_scale(rows, n_valid, params):
+  """Median over the ``L*K`` hashes of ``1.4826 * MAD`` of the projections of the first
+  ``n_valid`` of ``rows [_SCALE_SAMPLES, d]`` (the rest is padding)."""
+  proj = rows.astype(jnp.float32) @ params.projections
+  proj = jnp.where((jnp.arange(rows.shape[0]) < n_valid)[:, None], proj, jnp.nan)
   mad = jnp.nanmedian(jnp.abs(proj - jnp.nanmedian(proj, axis=0)), axis=0)
   return jnp.median(_MAD_TO_STD * mad)
 
 
-def _lsh_width(reference, params, bucket_width, key, n=None) -> jax.Array:
+def _lsh_width(reference, params, bucket_width, key) -> jax.Array:
   """The ``"lsh"`` bucket width: given, or ``LSH_WIDTH_FACTOR *`` the robust projection scale
-  of at most ``_SCALE_SAMPLES`` reference rows drawn by ``key`` (the first ``n`` rows of
-  ``reference`` are valid; default all)."""
+  of at most ``_SCALE_SAMPLES`` reference rows drawn by ``key`` (:func:`_scale_rows`).
+  ``reference``: an array or a :class:`_NpyRows` file."""
   if bucket_width is not None:
     return jnp.float32(bucket_width)
-  n = reference.shape[0] if n is None else n
-  return LSH_WIDTH_FACTOR * _robust_projection_scale(reference, n, params, key)
+  idx = _scale_rows(reference.shape[0], key)
+  rows = reference.take(idx) if isinstance(reference, _NpyRows) else np.asarray(reference)[idx]
+  rows = pad_rows(np.asarray(rows, np.float32), _SCALE_SAMPLES)
+  return LSH_WIDTH_FACTOR * _robust_projection_scale(rows, len(idx), params)
+
+
+class _NpyRows(NamedTuple):
+  """A 2-D ``.npy`` feature file, checked from its header (values: block by block)."""
+
+  path: str
+  shape: tuple[int, int]
+  name: str
+
+  def take(self, idx: np.ndarray) -> np.ndarray:
+    rows = np.asarray(np.load(self.path, mmap_mode="r")[idx], np.float32)
+    if not np.all(np.isfinite(rows)):
+      raise ValueError(f"{self.name} must be finite, got NaN/Inf entries in {self.path!r}")
+    return rows
+
+
+def _row_blocks(x, rows: int):
+  """``(block [<= rows, d] float32, n_valid)`` over an array or a :class:`_NpyRows` file (read
+  with ``readinto``, each block checked finite)."""
+  if not isinstance(x, _NpyRows):
+    for start in range(0, x.shape[0], rows):
+      blk = x[start:start + rows]
+      yield blk, blk.shape[0]
+    return
+  for start, blk in npy_blocks.iter_npy_rows(x.path, rows):
+    if not np.all(np.isfinite(blk)):
+      raise ValueError(f"{x.name} must be finite, got NaN/Inf entries in {x.path!r} "
+                       f"(rows from {start})")
+    yield blk.astype(np.float32), blk.shape[0]
+
+
+@functools.partial(jax.jit, static_argnames=("table_size",), donate_argnums=(0,))
+def _add_slot_counts(counts, blk, n_valid, params, w, *, table_size):
+  """``counts [L, table_size]`` plus the valid rows of one reference block."""
+  num_tables = params.multipliers.shape[0]
+  slots = (bucket_ids(blk, params, w) % jnp.uint32(table_size)).astype(jnp.int32)
+  valid = (jnp.arange(blk.shape[0]) < n_valid).astype(jnp.int32)
+  return counts.at[jnp.arange(num_tables)[None, :], slots].add(valid[:, None])
 
 
 @functools.partial(jax.jit, static_argnames=("table_size",))
-def _lsh_inside_count(ref, n_ref, qry, n_q, params, w, min_occupancy, *, table_size):
-  """How many of the ``n_q`` valid query rows whose slot holds ``>= min_occupancy`` of the
-  ``n_ref`` valid reference rows in some table. Shapes are the padded buckets: a new ``n`` in
-  the same bucket reuses the compiled code."""
-  counts = _slot_counts(ref, jnp.arange(ref.shape[0]) < n_ref, params, w, table_size=table_size)
-  occ = _query_occupancy(counts, qry, params, w, table_size=table_size)
-  inside = jnp.any(occ >= min_occupancy, axis=1) & (jnp.arange(qry.shape[0]) < n_q)
+def _inside_count(counts, blk, n_valid, params, w, min_occupancy, *, table_size):
+  """How many valid rows of a query block have ``>= min_occupancy`` in some table's slot."""
+  occ = _query_occupancy(counts, blk, params, w, table_size=table_size)
+  inside = jnp.any(occ >= min_occupancy, axis=1) & (jnp.arange(blk.shape[0]) < n_valid)
   return jnp.sum(inside, dtype=jnp.int32)
+
+
+def _lsh_fraction(reference, queries, params, w, min_occupancy, table_size, mesh) -> float:
+  """``method="lsh"``: fraction of ``queries`` inside, streamed in fixed-shape row blocks.
+
+  Blocks of ``min(_STREAM_ROWS, sample_bucket(n))`` rows (padded, masked; sharded over
+  ``"data"`` with a mesh): a new ``n`` compiles nothing above ``_STREAM_ROWS`` rows and once
+  per :func:`sample_bucket` below. Memory: the ``[L, table_size]`` counts and one block.
+  """
+  n_dev = _n_dev(mesh)
+
+  def blocks(x):
+    rows = min(_STREAM_ROWS, sample_bucket(x.shape[0], n_dev))
+    rows = -(-rows // n_dev) * n_dev
+    for blk, n in _row_blocks(x, rows):
+      yield put(pad_rows(blk, rows), mesh, P("data", None)), jnp.int32(n)
+
+  counts = put(np.zeros((params.multipliers.shape[0], table_size), np.int32), mesh, P())
+  for blk, n in blocks(reference):
+    counts = _add_slot_counts(counts, blk, n, params, w, table_size=table_size)
+  inside = 0
+  for blk, n in blocks(queries):
+    inside += int(_inside_count(counts, blk, n, params, w, jnp.int32(min_occupancy),
+                                table_size=table_size))
+  return inside / queries.shape[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,7 +447,16 @@ def _check_int(name: str, value: Any, low: int) -> None:
     raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
-def _check_features(name: str, x: Any) -> jax.Array:
+def _check_features(name: str, x: Any, allow_path: bool = False):
+  if npy_blocks.is_path(x):
+    shape, dtype = npy_blocks.npy_shape(x)
+    if len(shape) != 2 or shape[0] < 1 or shape[1] < 1:
+      raise ValueError(f"{name} must have shape [n, d] with n, d >= 1, got shape {shape} in {x!r}")
+    if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
+      raise ValueError(f"{name} must be real numbers, got dtype {dtype} in {x!r}")
+    if allow_path:
+      return _NpyRows(os.fspath(x), tuple(shape), name)
+    x = np.load(x)
   arr = np.asarray(x) if not isinstance(x, jax.Array) else x
   if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
     raise ValueError(f"{name} must have shape [n, d] with n, d >= 1, got shape {tuple(arr.shape)}")
@@ -415,12 +490,8 @@ def _coverage(reference, queries, *, method, params, bucket_width, min_occupancy
   """Fraction of ``queries`` inside the manifold of ``reference``, and the bucket width used."""
   n_ref, n_q = reference.shape[0], queries.shape[0]
   if method == "lsh":
-    ref = _put_bucketed(reference, n_ref, mesh)
-    qry = _put_bucketed(queries, n_q, mesh)
-    w = _lsh_width(ref, params, bucket_width, perm_key, n=n_ref)
-    inside = _lsh_inside_count(ref, jnp.int32(n_ref), qry, jnp.int32(n_q), params, w,
-                               jnp.int32(min_occupancy), table_size=table_size)
-    return int(inside) / n_q, float(w)
+    w = _lsh_width(reference, params, bucket_width, perm_key)
+    return _lsh_fraction(reference, queries, params, w, min_occupancy, table_size, mesh), float(w)
   nq_pad, num_blocks, block = _padded_rows_and_layout(n_q, block_size, mesh)
   qry = put(pad_rows(queries, nq_pad), mesh, P("data", None))
   spec = _block_spec(mesh, 3)
@@ -447,17 +518,11 @@ def _coverage(reference, queries, *, method, params, bucket_width, min_occupancy
   return float(jnp.mean(inside)), float(w)
 
 
-def _put_bucketed(x, n: int, mesh) -> jax.Array:
-  """``x [n, d]`` padded with zero rows to :func:`sample_bucket` (a multiple of the device
-  count), sharded over ``"data"`` with a mesh."""
-  return put(pad_rows(x, sample_bucket(n, _n_dev(mesh))), mesh, P("data", None))
-
-
-def _check_pair(name_a: str, a: Any, name_b: str, b: Any, suffix: str = "_features"
-                ) -> tuple[np.ndarray, np.ndarray]:
+def _check_pair(name_a: str, a: Any, name_b: str, b: Any, suffix: str = "_features",
+                allow_path: bool = False) -> tuple[Any, Any]:
   """Both feature arrays checked (:func:`_check_features`), with the same dimension."""
-  a = _check_features(name_a + suffix, a)
-  b = _check_features(name_b + suffix, b)
+  a = _check_features(name_a + suffix, a, allow_path)
+  b = _check_features(name_b + suffix, b, allow_path)
   if a.shape[1] != b.shape[1]:
     raise ValueError(f"{name_a} and {name_b} feature dims differ: {a.shape[1]} vs {b.shape[1]}")
   return a, b
@@ -494,8 +559,12 @@ def lsh_precision_recall(
   """Precision (quality) and recall (diversity) of ``fake`` against ``real``, by LSH.
 
   Args:
-    real_features: ``[n_real, d]`` finite floats (e.g. Inception pool features).
-    fake_features: ``[n_fake, d]`` finite floats, same ``d``.
+    real_features: ``[n_real, d]`` finite floats (e.g. Inception pool features), or the path
+      of a 2-D ``.npy`` file of them. ``method="lsh"`` streams both sets (arrays and files,
+      read with ``readinto``) in fixed-shape blocks of ``min(65536, sample_bucket(n))`` rows:
+      memory is the count tables plus one block (1M x 512 float32 files: well below the 4 GB
+      of the two arrays), and a new ``n`` reuses compiled code. Other methods load files whole.
+    fake_features: ``[n_fake, d]``, likewise, same ``d``.
     method: ``"lsh"`` (bucket occupancy, O(1) per sample), ``"lsh_knn"`` (bucket candidates +
       k-NN radius test, O(log n) per sample after exact radii) or ``"knn"`` (exact k-NN test,
       Kynkäänniemi et al. 2019; blocked, O(n^2 d) compute, O(block_size^2) memory).
@@ -547,7 +616,8 @@ def lsh_precision_recall(
   """
   if method not in METHODS:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-  real, fake = _check_pair("real", real_features, "fake", fake_features)
+  real, fake = _check_pair("real", real_features, "fake", fake_features,
+                           allow_path=method == "lsh")
   _check_hashing(num_tables, hashes_per_table, table_size, seed, bucket_width)
   _check_int("min_occupancy", min_occupancy, 1)
   _check_int("nearest_k", nearest_k, 1)
@@ -564,8 +634,7 @@ def lsh_precision_recall(
   if method == "lsh" and bucket_width is None:
     # One width, from the real (reference) features, for both directions: a collapsed fake set
     # (low-bit generators) must not shrink or blow up the buckets that measure its recall.
-    bucket_width = float(_lsh_width(pad_rows(real, sample_bucket(real.shape[0])), params, None,
-                                    k_perm_p, n=real.shape[0]))
+    bucket_width = float(_lsh_width(real, params, None, k_perm_p))
     if not bucket_width > 0:
       raise ValueError(f"real_features have no spread along the projections (automatic "
                        f"bucket_width {bucket_width}); pass bucket_width=")
