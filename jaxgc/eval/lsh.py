@@ -334,15 +334,22 @@ def sample_bucket(n: int, multiple: int = 1) -> int:
 
 
 _STREAM_ROWS = 65536
+_PRIO_ROWS = 65536
 
 
 def _scale_rows(n: int, key: jax.Array) -> np.ndarray:
   """Sorted indices of the at most ``_SCALE_SAMPLES`` rows (of ``n``) the width is estimated on:
-  the smallest random priorities ``bits(key, [sample_bucket(n)])[:n]`` (stable ties). Row
-  ``i``'s priority does not depend on the drawn length (threefry is counter-based,
-  ``jax_threefry_partitionable``): one compilation per bucket, not per ``n``."""
-  prio = np.asarray(jax.random.bits(key, (sample_bucket(n),), jnp.uint32))[:n]
-  return np.sort(np.argsort(prio, kind="stable")[:_SCALE_SAMPLES])
+  the smallest random uint32 priorities (stable ties), drawn in fixed chunks of
+  ``_PRIO_ROWS`` rows: row ``i``'s priority does not depend on ``n``, and a new ``n``
+  compiles nothing."""
+  prio = np.concatenate([np.asarray(_priorities(key, c)) for c in range(-(-n // _PRIO_ROWS))])
+  return np.sort(np.argsort(prio[:n], kind="stable")[:_SCALE_SAMPLES])
+
+
+@jax.jit
+def _priorities(key, chunk):
+  """Random uint32 priorities of rows ``chunk * _PRIO_ROWS ..`` (one compilation)."""
+  return jax.random.bits(jax.random.fold_in(key, chunk), (_PRIO_ROWS,), jnp.uint32)
 
 
 @jax.jit
@@ -396,46 +403,55 @@ def _row_blocks(x, rows: int):
     yield blk.astype(np.float32), blk.shape[0]
 
 
-@functools.partial(jax.jit, static_argnames=("table_size",), donate_argnums=(0,))
-def _add_slot_counts(counts, blk, n_valid, params, w, *, table_size):
-  """``counts [L, table_size]`` plus the valid rows of one reference block."""
-  num_tables = params.multipliers.shape[0]
-  slots = (bucket_ids(blk, params, w) % jnp.uint32(table_size)).astype(jnp.int32)
-  valid = (jnp.arange(blk.shape[0]) < n_valid).astype(jnp.int32)
-  return counts.at[jnp.arange(num_tables)[None, :], slots].add(valid[:, None])
-
-
 @functools.partial(jax.jit, static_argnames=("table_size",))
-def _inside_count(counts, blk, n_valid, params, w, min_occupancy, *, table_size):
-  """How many valid rows of a query block have ``>= min_occupancy`` in some table's slot."""
-  occ = _query_occupancy(counts, blk, params, w, table_size=table_size)
-  inside = jnp.any(occ >= min_occupancy, axis=1) & (jnp.arange(blk.shape[0]) < n_valid)
+def _block_slots(blk, n_valid, params, w, *, table_size):
+  """``[rows, L]`` int32 count slot of every row of a block in every table; ``-1`` on padding."""
+  slots = (bucket_ids(blk, params, w) % jnp.uint32(table_size)).astype(jnp.int32)
+  return jnp.where((jnp.arange(blk.shape[0]) < n_valid)[:, None], slots, -1)
+
+
+@functools.partial(jax.jit, static_argnames=("table_size",), donate_argnums=(0,))
+def _add_slot_counts(counts, slots, *, table_size):
+  """``counts [L, table_size]`` plus one block of slots (padding, ``-1``, adds nothing)."""
+  del table_size
+  tables = jnp.arange(counts.shape[0])[None, :]
+  return counts.at[tables, jnp.maximum(slots, 0)].add((slots >= 0).astype(jnp.int32))
+
+
+@jax.jit
+def _inside_count(counts, slots, min_occupancy):
+  """How many valid rows of a block of slots have ``>= min_occupancy`` in some table's slot."""
+  occ = counts[jnp.arange(counts.shape[0])[None, :], jnp.maximum(slots, 0)]
+  inside = jnp.any(occ >= min_occupancy, axis=1) & (slots[:, 0] >= 0)
   return jnp.sum(inside, dtype=jnp.int32)
 
 
-def _lsh_fraction(reference, queries, params, w, min_occupancy, table_size, mesh) -> float:
-  """``method="lsh"``: fraction of ``queries`` inside, streamed in fixed-shape row blocks.
+def _lsh_streamed(real, fake, params, w, min_occupancy, table_size, mesh) -> tuple[float, float]:
+  """``method="lsh"`` precision and recall, each set read and hashed once, in row blocks.
 
-  Blocks of ``min(_STREAM_ROWS, sample_bucket(n))`` rows (padded, masked; sharded over
-  ``"data"`` with a mesh): a new ``n`` compiles nothing above ``_STREAM_ROWS`` rows and once
-  per :func:`sample_bucket` below. Memory: the ``[L, table_size]`` counts and one block.
+  Blocks of ``min(_STREAM_ROWS, sample_bucket(n))`` rows (padded, masked; sharded over ``"data"``
+  with a mesh): a new ``n`` compiles nothing above ``_STREAM_ROWS`` rows and once per
+  :func:`sample_bucket` below. Memory: two ``[L, table_size]`` count tables, the int32 slots of
+  both sets (``4 L`` bytes per sample) and one block of features.
   """
   n_dev = _n_dev(mesh)
 
-  def blocks(x):
-    rows = min(_STREAM_ROWS, sample_bucket(x.shape[0], n_dev))
-    rows = -(-rows // n_dev) * n_dev
+  def slots_and_counts(x):
+    rows = -(-min(_STREAM_ROWS, sample_bucket(x.shape[0], n_dev)) // n_dev) * n_dev
+    counts = put(np.zeros((params.multipliers.shape[0], table_size), np.int32), mesh, P())
+    slots = []
     for blk, n in _row_blocks(x, rows):
-      yield put(pad_rows(blk, rows), mesh, P("data", None)), jnp.int32(n)
+      blk = put(pad_rows(blk, rows), mesh, P("data", None))
+      slots.append(_block_slots(blk, jnp.int32(n), params, w, table_size=table_size))
+      counts = _add_slot_counts(counts, slots[-1], table_size=table_size)
+    return slots, counts
 
-  counts = put(np.zeros((params.multipliers.shape[0], table_size), np.int32), mesh, P())
-  for blk, n in blocks(reference):
-    counts = _add_slot_counts(counts, blk, n, params, w, table_size=table_size)
-  inside = 0
-  for blk, n in blocks(queries):
-    inside += int(_inside_count(counts, blk, n, params, w, jnp.int32(min_occupancy),
-                                table_size=table_size))
-  return inside / queries.shape[0]
+  real_slots, real_counts = slots_and_counts(real)
+  fake_slots, fake_counts = slots_and_counts(fake)
+  m = jnp.int32(min_occupancy)
+  precision = sum(int(_inside_count(real_counts, s, m)) for s in fake_slots) / fake.shape[0]
+  recall = sum(int(_inside_count(fake_counts, s, m)) for s in real_slots) / real.shape[0]
+  return precision, recall
 
 
 # --------------------------------------------------------------------------------------------
@@ -489,9 +505,6 @@ def _coverage(reference, queries, *, method, params, bucket_width, min_occupancy
               table_size, max_candidates, perm_key, block_size, mesh) -> tuple[float, float]:
   """Fraction of ``queries`` inside the manifold of ``reference``, and the bucket width used."""
   n_ref, n_q = reference.shape[0], queries.shape[0]
-  if method == "lsh":
-    w = _lsh_width(reference, params, bucket_width, perm_key)
-    return _lsh_fraction(reference, queries, params, w, min_occupancy, table_size, mesh), float(w)
   nq_pad, num_blocks, block = _padded_rows_and_layout(n_q, block_size, mesh)
   qry = put(pad_rows(queries, nq_pad), mesh, P("data", None))
   spec = _block_spec(mesh, 3)
@@ -641,6 +654,12 @@ def lsh_precision_recall(
   common = dict(method=method, params=params, bucket_width=bucket_width,
                 min_occupancy=min_occupancy, nearest_k=nearest_k, table_size=table_size,
                 max_candidates=max_candidates, block_size=block_size, mesh=_auto_mesh(mesh))
+  if method == "lsh":
+    w = float(bucket_width)
+    precision, recall = _lsh_streamed(real, fake, params, jnp.float32(w), min_occupancy,
+                                      table_size, _auto_mesh(mesh))
+    return {"precision": precision, "recall": recall, "bucket_width_real": w,
+            "bucket_width_fake": w}
   precision, w_real = _coverage(real, fake, perm_key=k_perm_p, **common)
   recall, w_fake = _coverage(fake, real, perm_key=k_perm_r, **common)
   return {"precision": precision, "recall": recall,
