@@ -10,6 +10,7 @@ upper bound on the selection share), and, with ``--package``, the ``prdc`` packa
 features in a subprocess. Real and fake: two seeded N(0, I) samples.
 
   nice -n 10 python benchmarks/prdc_bound.py --n 10000 --dim 2048 --package
+  nice -n 10 python benchmarks/prdc_bound.py --n 50000 --dim 2048 --paths   # peak RSS
 """
 
 from __future__ import annotations
@@ -89,6 +90,39 @@ def measure(n: int, dim: int, k: int, block_size: int = 1024) -> dict:
   }
 
 
+_PATHS = r"""
+import json, resource, sys, time
+from jaxgc.eval import metrics
+t = time.perf_counter()
+out = metrics.prdc(sys.argv[1], sys.argv[2], nearest_k=int(sys.argv[3]))
+print(json.dumps({"seconds_first_call": round(time.perf_counter() - t, 3),
+                  "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                  **out}))
+"""
+
+
+def from_paths(n: int, dim: int, k: int, tmp: str | None = None) -> dict:
+  """``prdc`` of ``n x dim`` float32 features given as ``.npy`` paths, in a fresh process: its
+  seconds (compilation included) and peak resident memory (``ru_maxrss``)."""
+  import tempfile  # pylint: disable=import-outside-toplevel
+  with tempfile.TemporaryDirectory(dir=tmp) as d:
+    paths = []
+    for name, seed in (("real", 0), ("fake", 1)):
+      path = os.path.join(d, f"{name}.npy")
+      f = np.lib.format.open_memmap(path, "w+", np.float32, (n, dim))
+      rng = np.random.default_rng(seed)
+      for s in range(0, n, 8192):
+        f[s:s + 8192] = rng.standard_normal((min(8192, n - s), dim), dtype=np.float32)
+      f.flush()
+      del f
+      paths.append(path)
+    proc = subprocess.run([sys.executable, "-c", _PATHS, *paths, str(k)], capture_output=True,
+                          text=True)
+  if proc.returncode != 0:
+    return {"failed": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+  return {"n": n, "dim": dim, "input": ".npy paths", **json.loads(proc.stdout.splitlines()[-1])}
+
+
 def package(n: int, dim: int, k: int) -> dict:
   proc = subprocess.run([sys.executable, "-c", _PACKAGE, str(n), str(dim), str(k)],
                         capture_output=True, text=True)
@@ -103,8 +137,17 @@ def main() -> None:
   parser.add_argument("--dim", type=int, default=2048)
   parser.add_argument("--k", type=int, default=5)
   parser.add_argument("--package", action="store_true", help="also time the prdc package")
+  parser.add_argument("--paths", action="store_true",
+                      help="only: features saved as .npy files, prdc from the paths in a fresh "
+                      "process (seconds, peak RSS)")
+  parser.add_argument("--tmp", default=None, help="folder for the --paths .npy files")
   args = parser.parse_args()
   load = os.getloadavg()
+  if args.paths:
+    out = from_paths(args.n, args.dim, args.k, args.tmp)
+    out["load_average_before_after"] = [round(load[0], 2), round(os.getloadavg()[0], 2)]
+    print(json.dumps(out, indent=2))
+    return
   out = measure(args.n, args.dim, args.k)
   if args.package:
     pk = package(args.n, args.dim, args.k)

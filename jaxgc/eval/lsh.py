@@ -315,25 +315,9 @@ def _lsh_knn_inside(ref, radii2, qry, params, w, perm, *, max_candidates, num_bl
 
 
 _SCALE_SAMPLES = 2048
-_MIN_BUCKET = 256
 
 
-def sample_bucket(n: int, multiple: int = 1) -> int:
-  """The padded sample count a set of ``n`` samples is compiled for (``method="lsh"``).
-
-  The smallest ``2**e * {1, 1.25, 1.5, 1.75}`` (at least 256) that is ``>= n``, rounded up to a
-  multiple of ``multiple`` (the device count): at most 25% padding, and one compilation per
-  bucket, about 4 per doubling of ``n`` (n = 1k..1M: 41 buckets).
-  """
-  b = _MIN_BUCKET
-  while b < n:
-    e = b.bit_length() - 1
-    step = 1 << max(e - 2, 0)
-    b = b + step if b + step <= (2 << e) else 2 << e
-  return -(-b // multiple) * multiple
-
-
-_STREAM_ROWS = 65536
+_STREAM_ROWS = 8192
 _PRIO_ROWS = 65536
 
 
@@ -403,6 +387,15 @@ def _row_blocks(x, rows: int):
     yield blk.astype(np.float32), blk.shape[0]
 
 
+def _zero_counts(num_tables: int, table_size: int, mesh) -> jax.Array:
+  """``[L, table_size]`` int32 zeros made on the device(s) (replicated with a mesh)."""
+  shape = (num_tables, table_size)
+  if mesh is None:
+    return jnp.zeros(shape, jnp.int32)
+  return jax.jit(lambda: jnp.zeros(shape, jnp.int32),
+                 out_shardings=NamedSharding(mesh, P()))()
+
+
 @functools.partial(jax.jit, static_argnames=("table_size",))
 def _block_slots(blk, n_valid, params, w, *, table_size):
   """``[rows, L]`` int32 count slot of every row of a block in every table; ``-1`` on padding."""
@@ -429,16 +422,15 @@ def _inside_count(counts, slots, min_occupancy):
 def _lsh_streamed(real, fake, params, w, min_occupancy, table_size, mesh) -> tuple[float, float]:
   """``method="lsh"`` precision and recall, each set read and hashed once, in row blocks.
 
-  Blocks of ``min(_STREAM_ROWS, sample_bucket(n))`` rows (padded, masked; sharded over ``"data"``
-  with a mesh): a new ``n`` compiles nothing above ``_STREAM_ROWS`` rows and once per
-  :func:`sample_bucket` below. Memory: two ``[L, table_size]`` count tables, the int32 slots of
+  Blocks of ``_STREAM_ROWS`` rows (the last one padded and masked; sharded over ``"data"`` with
+  a mesh): one shape for every ``n``, so a new ``n`` compiles nothing. Memory: two ``[L, table_size]`` count tables, the int32 slots of
   both sets (``4 L`` bytes per sample) and one block of features.
   """
   n_dev = _n_dev(mesh)
 
   def slots_and_counts(x):
-    rows = -(-min(_STREAM_ROWS, sample_bucket(x.shape[0], n_dev)) // n_dev) * n_dev
-    counts = put(np.zeros((params.multipliers.shape[0], table_size), np.int32), mesh, P())
+    rows = -(-_STREAM_ROWS // n_dev) * n_dev
+    counts = _zero_counts(params.multipliers.shape[0], table_size, mesh)
     slots = []
     for blk, n in _row_blocks(x, rows):
       blk = put(pad_rows(blk, rows), mesh, P("data", None))
@@ -574,9 +566,9 @@ def lsh_precision_recall(
   Args:
     real_features: ``[n_real, d]`` finite floats (e.g. Inception pool features), or the path
       of a 2-D ``.npy`` file of them. ``method="lsh"`` streams both sets (arrays and files,
-      read with ``readinto``) in fixed-shape blocks of ``min(65536, sample_bucket(n))`` rows:
-      memory is the count tables plus one block (1M x 512 float32 files: well below the 4 GB
-      of the two arrays), and a new ``n`` reuses compiled code. Other methods load files whole.
+      read with ``readinto``) in fixed-shape blocks of 8192 rows: memory is the count tables,
+      the slots and one block (1M x 512 float32 files: well below the 4 GB of the two arrays),
+      and a new ``n`` reuses the compiled code. Other methods load files whole.
     fake_features: ``[n_fake, d]``, likewise, same ``d``.
     method: ``"lsh"`` (bucket occupancy, O(1) per sample), ``"lsh_knn"`` (bucket candidates +
       k-NN radius test, O(log n) per sample after exact radii) or ``"knn"`` (exact k-NN test,
