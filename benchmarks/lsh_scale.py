@@ -5,8 +5,10 @@ Prints one JSON object with the load average. Three figures, each selectable:
 - ``compilations``: XLA compilations (``jax.monitoring`` backend-compile events) of
   ``lsh_precision_recall`` over a sweep of sample counts ``n = 1k .. 1M`` (``--sweep-points``
   values, geometric, 64-d: the count does not depend on ``d``), in one process.
-- ``first_call``: in fresh processes, the first ``lsh_precision_recall`` at ``20k x 512`` (its
-  compilations included) against exact ``prdc`` at the same size (first call, and warm).
+- ``first_call``: in fresh processes, the first ``lsh_precision_recall`` at ``20k x 512``: cold
+  (its compilations included), at a new ``n`` (compiled at another ``n`` first) and with JAX's
+  persistent compilation cache filled by an earlier process (as CLI jobs run), against exact
+  ``prdc`` at the same size (first call, and warm).
 - ``million``: ``1M x 512`` float32 real and fake features saved as ``.npy`` files, LSH precision
   and recall from the paths in a fresh process: seconds and peak resident memory (``ru_maxrss``).
 
@@ -58,8 +60,14 @@ else:
   n, d = int(a), int(b)
   real = np.random.default_rng(0).standard_normal((n, d), dtype=np.float32)
   fake = np.random.default_rng(1).standard_normal((n, d), dtype=np.float32)
-  if tool == "lsh":
+  if tool.startswith("lsh"):
+    import jax
     from jaxgc.eval import lsh
+    if tool == "lsh_cached":  # JAX's persistent cache, as the CLI jobs use it
+      jax.config.update("jax_compilation_cache_dir", sys.argv[4])
+      jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    if tool == "lsh_new_n":  # compiled at another n first, in this process
+      lsh.lsh_precision_recall(real[: n // 3], fake[: n // 4])
     run = lambda: lsh.lsh_precision_recall(real, fake)
   else:
     from jaxgc.eval import metrics
@@ -86,14 +94,21 @@ def compilations(points: int) -> dict:
 
 
 def first_call(n: int = 20000, dim: int = 512) -> dict:
-  out = {"n": n, "dim": dim, "lsh": _child(_TIMED, "lsh", str(n), str(dim)),
+  """First call at ``n x dim`` in fresh processes: LSH cold (compiles), LSH at a new ``n`` (after
+  a call at another ``n``), LSH with the persistent cache an earlier process filled, and exact
+  ``prdc`` (first call and warm)."""
+  with tempfile.TemporaryDirectory() as cache:
+    _child(_TIMED, "lsh_cached", str(n // 2), str(dim), cache)  # fills the cache
+    cached = _child(_TIMED, "lsh_cached", str(n), str(dim), cache)
+  out = {"n": n, "dim": dim, "lsh_cold": _child(_TIMED, "lsh", str(n), str(dim)),
+         "lsh_new_n": _child(_TIMED, "lsh_new_n", str(n), str(dim)),
+         "lsh_persistent_cache": cached,
          "exact_prdc": _child(_TIMED, "exact", str(n), str(dim))}
-  lsh, ex = out["lsh"], out["exact_prdc"]
-  if "seconds_first_call" in lsh and "seconds_first_call" in ex:
-    out["first_call_speedup_over_exact_first_call"] = round(
-        ex["seconds_first_call"] / lsh["seconds_first_call"], 1)
-    out["first_call_speedup_over_exact_warm"] = round(
-        ex["seconds_warm"] / lsh["seconds_first_call"], 1)
+  ex = out["exact_prdc"]
+  for key in ("lsh_cold", "lsh_new_n", "lsh_persistent_cache"):
+    if "seconds_first_call" in out[key] and "seconds_first_call" in ex:
+      out[f"{key}_speedup_over_exact_first_call"] = round(
+          ex["seconds_first_call"] / out[key]["seconds_first_call"], 1)
   return out
 
 

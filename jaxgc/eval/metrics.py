@@ -19,7 +19,6 @@ features, or any embedding) and returns Python floats. All arithmetic is float64
 from __future__ import annotations
 
 import functools
-import math
 import os
 import warnings
 from typing import Any, NamedTuple
