@@ -327,10 +327,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _compilation_cache(args) -> None:
-  """JAX's persistent compilation cache for the config jobs, unless ``--no-compilation-cache``:
-  in ``cache_root()/xla``, every compilation kept (minimum compile time 0), so a second run of
-  the same job loads its compiled kernels instead of compiling them again."""
-  if args.command not in JOBS or getattr(args, "no_compilation_cache", False):
+  """JAX's persistent compilation cache for the config jobs, unless ``--no-compilation-cache``
+  (or ``JAXGC_NO_COMPILATION_CACHE=1``): in ``cache_root()/xla``, every compilation kept
+  (minimum compile time 0), so a second run of the same job loads its compiled kernels instead
+  of compiling them again."""
+  if (args.command not in JOBS or getattr(args, "no_compilation_cache", False)
+      or os.environ.get("JAXGC_NO_COMPILATION_CACHE", "") not in ("", "0")):
     return
   import jax  # pylint: disable=import-outside-toplevel
   from jaxgc._fileio import cache_root  # pylint: disable=import-outside-toplevel

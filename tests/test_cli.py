@@ -644,6 +644,7 @@ def test_compress_with_calibrated_activations(assets, tmp_path, capsys):
 @pytest.mark.parametrize("flag", [False, True])
 def test_persistent_compilation_cache_is_on_by_default(flag, tmp_path, monkeypatch):
   monkeypatch.setenv("JAXGC_CACHE", str(tmp_path))
+  monkeypatch.delenv("JAXGC_NO_COMPILATION_CACHE", raising=False)  # conftest sets it
   args = cli._parser().parse_args(
       ["evaluate", "--workdir", str(tmp_path / "w")] + (["--no-compilation-cache"] if flag else []))
   keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
