@@ -73,8 +73,8 @@ def measure(n: int, dim: int, k: int, block_size: int = 1024) -> dict:
   with jax.enable_x64(True):
     placed = metrics._put_features(real, block_size, None)
     fplaced = metrics._put_features(fake, block_size, None)
-    r_rad, t_self = _timed(lambda: metrics._knn_radii(real, placed, k=k, mesh=None))
-    f_rad = metrics._knn_radii(fake, fplaced, k=k, mesh=None)
+    r_rad, t_self = _timed(lambda: metrics._knn_radii(placed, k=k, mesh=None))
+    f_rad = metrics._knn_radii(fplaced, k=k, mesh=None)
     _, t_cross = _timed(lambda: metrics._cross(placed, r_rad, fplaced, f_rad, mesh=None,
                                                dist_dtype=np.float32))
   flops_bound = 6 * n * n * dim

@@ -352,11 +352,11 @@ def kid(real_features: Any,
 # ``|d2_32 - d2| <= (d + 16) u (||a||^2 + ||b||^2)`` (``u = 2**-24``; Higham, "Accuracy and
 # Stability of Numerical Algorithms", eq. 3.5, ``|fl(x.y) - x.y| <= gamma_d |x|.|y|`` for any
 # summation order). Only decisions inside that band are re-decided in float64:
-#   self pass (k-NN radii): a running float32 top-``m`` (``m = k + 3``) per row, on the blocks
+#   self pass (k-NN radii): a running float32 top-``m`` (``m = k + 5``) per row, on the blocks
 #     ``I <= J`` only (the real-real and fake-fake matrices are symmetric: each block updates its
 #     rows and its columns); then the float64 distances of the ``m`` candidates give the
 #     ``(k+1)``-th smallest, certified when it lies more than the band below the ``m``-th
-#     candidate (rows that fail, e.g. exact duplicates, are redone in float64 on the host);
+#     candidate (rows that fail, e.g. exact duplicates, are redone in float64 against all rows);
 #   cross pass (real x fake, once): the ``d < r_real`` and ``d < r_fake`` tests, with the
 #     (few) pairs inside the band re-decided from their float64 distance; a block with too many
 #     such pairs is recomputed whole in float64.
@@ -499,7 +499,7 @@ def _knn_reduce(q, r, n_refs, q_offset, *, k, block, symmetric, dist_dtype):
   qq = _norms(q)
   rr = qq if symmetric else _norms(r)
   rr_max = jnp.max(jnp.where(jnp.arange(r.shape[0]) < n_refs, rr, 0.0))
-  m = k + 3
+  m = k + 5
   best_v, best_i = _self_candidates(q, qq, r, rr, n_refs, q_offset, block=block, m=m,
                                     symmetric=symmetric)
   chunk = max(c for c in range(1, min(block, 128) + 1) if block % c == 0)
@@ -671,21 +671,31 @@ def _put_features(x: np.ndarray | _NpyFeatures, block_size: int, mesh: Mesh | No
   return _Placed(put(xp, mesh, P(_AXIS)), put(xp, mesh, P()), x.shape[0], block)
 
 
-def _exact_kth_host(x: np.ndarray | _NpyFeatures, rows: np.ndarray, k: int, dist_dtype
-                    ) -> np.ndarray:
-  """sklearn-order float64 k-NN radii of ``x[rows]`` (the rows the certificate rejected)."""
-  x64 = (x.host() if isinstance(x, _NpyFeatures) else x).astype(np.float64)
-  sq = np.einsum("ij,ij->i", x64, x64)
-  out = np.empty(len(rows), dist_dtype)
-  for s in range(0, len(rows), 256):
-    r = rows[s:s + 256]
-    d2 = np.maximum(-2.0 * (x64[r] @ x64.T) + sq[r, None] + sq[None, :], 0.0)
-    d2[np.arange(len(r)), r] = 0.0
-    out[s:s + 256] = np.sqrt(np.partition(d2.astype(dist_dtype), k, axis=1)[:, k])
-  return out
+_FALLBACK_ROWS = 64
 
 
-def _knn_radii(x: np.ndarray, placed: _Placed, *, k: int, mesh: Mesh | None) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("k", "dist_dtype", "block"))
+def _exact_kth_rows(x, rows, n, *, k, dist_dtype, block):
+  """sklearn-order float64 k-NN radii of ``x[rows]`` (``rows [_FALLBACK_ROWS]``: rows the
+  certificate rejected, e.g. exact duplicates), against the ``n`` valid rows of ``x``."""
+  qq_all = _norms(x)
+  q, qq = x[rows].astype(jnp.float64), qq_all[rows]
+
+  def step(best, j):
+    rb = jax.lax.dynamic_slice_in_dim(x, j * block, block).astype(jnp.float64)
+    d2 = _squared_distances(q, qq, rb, jax.lax.dynamic_slice_in_dim(qq_all, j * block, block))
+    ids = j * block + jnp.arange(block)
+    d2 = jnp.where(rows[:, None] == ids[None, :], 0.0, d2)
+    dist = jnp.where((ids < n)[None, :], jnp.sqrt(d2.astype(dist_dtype)), jnp.inf)
+    neg, _ = jax.lax.top_k(-jnp.concatenate([best, dist], axis=1), k + 1)
+    return -neg, None
+
+  init = jnp.full((rows.shape[0], k + 1), jnp.inf, dist_dtype)
+  best, _ = jax.lax.scan(step, init, jnp.arange(x.shape[0] // block))
+  return best[:, k]
+
+
+def _knn_radii(placed: _Placed, *, k: int, mesh: Mesh | None) -> jax.Array:
   """``[n_pad]`` distances to the k-th nearest neighbour (self excluded), placed like ``rows``."""
   fn = _knn_pass_fn(mesh, k, placed.block, placed.rows.dtype.name)
   radius, ok = fn(placed.rows, placed.n) if mesh is None else fn(
@@ -693,7 +703,11 @@ def _knn_radii(x: np.ndarray, placed: _Placed, *, k: int, mesh: Mesh | None) -> 
   bad = np.flatnonzero(~to_host(ok)[:placed.n])
   if bad.size:
     radius = np.array(to_host(radius))
-    radius[bad] = _exact_kth_host(x, bad, k, radius.dtype)
+    for s in range(0, bad.size, _FALLBACK_ROWS):
+      rows = bad[s:s + _FALLBACK_ROWS]
+      got = _exact_kth_rows(placed.refs, jnp.asarray(np.pad(rows, (0, _FALLBACK_ROWS - rows.size))),
+                            placed.n, k=k, dist_dtype=radius.dtype.name, block=placed.block)
+      radius[rows] = to_host(got)[:rows.size]
     radius = put(radius, mesh, P(_AXIS)) if mesh is not None else jnp.asarray(radius)
   return radius
 
@@ -735,7 +749,7 @@ def prdc(real_features: Any,
   matrix: each block by a float32 matmul, and every decision within the float32 error bound of
   its threshold (a k-th neighbour candidate, a ball test) re-decided from float64 distances (see
   the section comment above ``_U32``; rows a certificate rejects, e.g. exact duplicates, are
-  redone in float64 on the host). Compute ``4 n^2 d`` float32 FLOPs: the self passes use the
+  redone in float64 against all rows). Compute ``4 n^2 d`` float32 FLOPs: the self passes use the
   symmetry of the real-real and fake-fake distances (blocks ``I <= J``; not with a mesh), and
   one cross pass serves precision/density and recall/coverage. Memory ``O(n d + block_size^2)``.
 
@@ -772,8 +786,8 @@ def prdc(real_features: Any,
   with jax.enable_x64(True):
     real_placed = _put_features(real, block_size, mesh)
     fake_placed = _put_features(fake, block_size, mesh)
-    real_radius = _knn_radii(real, real_placed, k=k, mesh=mesh)
-    fake_radius = _knn_radii(fake, fake_placed, k=k, mesh=mesh)
+    real_radius = _knn_radii(real_placed, k=k, mesh=mesh)
+    fake_radius = _knn_radii(fake_placed, k=k, mesh=mesh)
     covered, in_fake_ball, counts = _cross(real_placed, real_radius, fake_placed, fake_radius,
                                            mesh=mesh, dist_dtype=cross_dtype)
 
