@@ -2,9 +2,9 @@
 
 A million 512-d float32 features are 2 GB: loading them whole, then copying them to the device,
 holds two copies. Here the file is read block by block with plain ``readinto`` (no memory map,
-whose resident pages would count against the process) into one reusable host buffer, each block
-checked (finite) and written into a preallocated device array by a jitted, donated
-``dynamic_update_slice``: peak host memory is the device array plus one block.
+whose resident pages would count against the process), each block checked (finite) and written
+into a preallocated device array by a jitted, donated ``dynamic_update_slice``: peak host memory
+is the device array plus a block or two.
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def iter_npy_rows(path: str | os.PathLike, rows: int = _BLOCK_ROWS
                   ) -> Iterator[tuple[int, np.ndarray]]:
   """Yields ``(start, block)``: consecutive ``[<= rows, d]`` row blocks of a 2-D ``.npy`` file.
 
-  The block is a view of one reused buffer: copy it to keep it past the next step.
+  Every block is a new array: JAX may use a host array without copying it (CPU) and runs
+  asynchronously, so a reused buffer could be overwritten before a dispatched copy has read it.
 
   Raises:
     ValueError: as :func:`npy_shape`; the file is not 2-D or is shorter than its header says.
@@ -71,12 +72,10 @@ def iter_npy_rows(path: str | os.PathLike, rows: int = _BLOCK_ROWS
   if len(shape) != 2:
     raise ValueError(f"feature file {path!r} must hold a 2-D array [n, d], got shape {shape}")
   n, d = shape
-  buf = np.empty((min(rows, max(n, 1)), d), dtype)
   with open(path, "rb") as f:
     f.seek(offset)
     for start in range(0, n, rows):
-      m = min(rows, n - start)
-      view = buf[:m]
+      view = np.empty((min(rows, n - start), d), dtype)
       if f.readinto(memoryview(view).cast("B")) != view.nbytes:
         raise ValueError(f"feature file {path!r} is truncated (header says shape {shape})")
       yield start, view
