@@ -88,9 +88,9 @@ def test_prdc_npy_paths_equal_arrays(tmp_path):
   x = npy_blocks.npy_to_device(tmp_path / "real.npy", 304, np.float32, "real", rows=7)
   np.testing.assert_array_equal(np.asarray(x), np.pad(real, ((0, 4), (0, 0))))
   # Many blocks in flight: each must be its own host array (JAX reads them asynchronously).
-  big = np.random.default_rng(5).standard_normal((20000, 128), dtype=np.float32)
+  big = np.random.default_rng(5).standard_normal((20000, 512), dtype=np.float32)
   np.save(tmp_path / "big.npy", big)
-  x = npy_blocks.npy_to_device(tmp_path / "big.npy", 20000, np.float32, "big", rows=1000)
+  x = npy_blocks.npy_to_device(tmp_path / "big.npy", 20000, np.float32, "big", rows=4096)
   np.testing.assert_array_equal(np.asarray(x), big)
   np.save(tmp_path / "bad.npy", np.where(np.eye(300, 8) > 0, np.inf, real))
   with pytest.raises(ValueError, match="bad.npy contains 8 NaN or Inf"):
