@@ -66,6 +66,7 @@ else:
     if tool == "lsh_cached":  # JAX's persistent cache, as the CLI jobs use it
       jax.config.update("jax_compilation_cache_dir", sys.argv[4])
       jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+      jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     if tool == "lsh_new_n":  # compiled at another n first, in this process
       lsh.lsh_precision_recall(real[: n // 3], fake[: n // 4])
     run = lambda: lsh.lsh_precision_recall(real, fake)
