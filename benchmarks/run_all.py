@@ -9,6 +9,7 @@ machine: load distorts PyTorch more than XLA), and the parity of every pair (max
 
   JAXGC_ASSETS=../shared/assets python benchmarks/run_all.py            # JSON
   JAXGC_ASSETS=../shared/assets python benchmarks/run_all.py --markdown # the README table
+  python benchmarks/run_all.py --only prdc lsh_first_call --markdown     # evaluation figures only
 
 Models: the horse->zebra GAN Compression generator (2.5 GMACs) at batch 1 and 8, the
 full-size vintage CycleGAN ResNet (56.8 GMACs) at batch 1, the DCGAN DigiFace generator at
@@ -87,6 +88,62 @@ def _pair(name, module, variables, ref, x: np.ndarray, repeats: int, macs: int) 
           "max_abs_vs_torch": float(np.max(np.abs(y_j - y_t)))}
 
 
+MODEL_FIGURES = ["h2z", "vintage", "dcgan", "inception", "slimmed"]
+EVAL_FIGURES = ["prdc", "lsh_compilations", "lsh_first_call", "lsh_million"]
+
+
+def evaluation_figures(names: list[str], tmp: str | None) -> dict:
+  """The evaluation figures (benchmarks/prdc_bound.py, benchmarks/lsh_scale.py): exact prdc at
+  10k x 2048 against its matmul bound and the prdc package, LSH compilations over n = 1k..1M,
+  LSH's first call at 20k x 512 against exact, LSH on 1M x 512 .npy files."""
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  import lsh_scale  # pylint: disable=import-outside-toplevel
+  import prdc_bound  # pylint: disable=import-outside-toplevel
+  out = {}
+  if "prdc" in names:
+    fig = prdc_bound.measure(10000, 2048, 5)
+    fig["prdc_package"] = prdc_bound.package(10000, 2048, 5)
+    if "seconds" in fig["prdc_package"]:
+      fig["speedup_over_prdc_package"] = round(fig["prdc_package"]["seconds"] / fig["seconds"], 2)
+    out["prdc"] = fig
+  if "lsh_compilations" in names:
+    out["lsh_compilations"] = lsh_scale.compilations(25)
+  if "lsh_first_call" in names:
+    out["lsh_first_call"] = lsh_scale.first_call()
+  if "lsh_million" in names:
+    out["lsh_million"] = lsh_scale.million(tmp)
+  return out
+
+
+def evaluation_markdown(ev: dict) -> str:
+  """README rows of the evaluation figures."""
+  rows = ["", "| evaluation | size | jaxgc | reference | ratio |", "|---|---|---:|---:|---:|"]
+  if "prdc" in ev:
+    p = ev["prdc"]
+    rows.append(f"| exact prdc vs 6 n^2 d FLOPs at the matmul rate | {p['n']} x {p['dim']} | "
+                f"{p['seconds']} s | {p['bound_seconds_6n2d']} s | {p['ratio_to_bound']}x |")
+    if "seconds" in p["prdc_package"]:
+      rows.append(f"| exact prdc vs the prdc package | {p['n']} x {p['dim']} | {p['seconds']} s "
+                  f"| {p['prdc_package']['seconds']:.2f} s | "
+                  f"{p['speedup_over_prdc_package']}x faster |")
+  for key, what in (("lsh_cold", "cold process"), ("lsh_new_n", "at a new n"),
+                    ("lsh_persistent_cache", "persistent cache")):
+    f = ev.get("lsh_first_call", {})
+    if f"{key}_speedup_over_exact_first_call" in f:
+      rows.append(f"| LSH first call ({what}) vs exact prdc first call | {f['n']} x {f['dim']} | "
+                  f"{f[key]['seconds_first_call']} s | {f['exact_prdc']['seconds_first_call']} s"
+                  f" | {f[f'{key}_speedup_over_exact_first_call']}x faster |")
+  if "lsh_compilations" in ev and "total" in ev["lsh_compilations"]:
+    c = ev["lsh_compilations"]
+    rows.append(f"| LSH compilations, {len(c['n'])} sample counts 1k..1M | 64-d | {c['total']} "
+                f"| | |")
+  if "lsh_million" in ev and "seconds_first_call" in ev["lsh_million"]:
+    m = ev["lsh_million"]
+    rows.append(f"| LSH from .npy paths | {m['n']} x {m['dim']} | {m['seconds_first_call']} s, "
+                f"peak RSS {m['peak_rss_mib']} MiB | | |")
+  return "\n".join(rows)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--repeats", type=int, default=10, help="timed calls per framework")
@@ -94,10 +151,19 @@ def main() -> None:
                       help="PyTorch intra-op threads (default: the CPU count)")
   parser.add_argument("--skip", nargs="*", default=[],
                       help="figures to leave out: h2z vintage dcgan inception slimmed")
+  parser.add_argument("--only", nargs="+", default=None, choices=MODEL_FIGURES + EVAL_FIGURES,
+                      help="run only these figures (the evaluation ones run only when named "
+                      "here or with --eval)")
+  parser.add_argument("--eval", action="store_true",
+                      help="also the evaluation figures: " + " ".join(EVAL_FIGURES))
+  parser.add_argument("--tmp", default=None, help="folder for lsh_million's 2 x 2 GB .npy files")
   parser.add_argument("--markdown", action="store_true", help="print the README table too")
   args = parser.parse_args()
+  if args.only is not None:
+    args.skip = [f for f in MODEL_FIGURES if f not in args.only]
+  evals = [f for f in EVAL_FIGURES if (args.only and f in args.only) or args.eval]
   root = os.environ.get("JAXGC_ASSETS")
-  if not root:
+  if not root and len(args.skip) < len(MODEL_FIGURES):
     sys.exit("set JAXGC_ASSETS to the assets folder (../shared/assets)")
   torch.set_num_threads(args.threads)
   rng = np.random.default_rng(0)
@@ -171,6 +237,8 @@ def main() -> None:
                  "torch_images_per_s": round(32 / t["torch"], 2),
                  "speedup": round(t["torch"] / t["jaxgc"], 3), "max_abs_vs_torch": diff})
 
+  if evals:
+    out["evaluation"] = evaluation_figures(evals, args.tmp)
   out["load_average_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
   print(json.dumps(out, indent=2))
   if args.markdown:
@@ -181,6 +249,8 @@ def main() -> None:
       unit = " img/s" if "jaxgc_images_per_s" in f else " ms"
       print(f"| {f['model']} | {f['batch']} | {a}{unit} | {b}{unit} ({f['vs']}) | "
             f"{f['speedup']:.2f}x |")
+    if evals:
+      print(evaluation_markdown(out["evaluation"]))
 
 
 if __name__ == "__main__":

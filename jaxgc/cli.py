@@ -278,6 +278,9 @@ def _parser() -> argparse.ArgumentParser:
                                        if name == "evaluate" else ""))
     p.add_argument("--workdir", required=True, help=workdir_help.get(name, resumable))
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.add_argument("--no-compilation-cache", action="store_true",
+                   help="do not use JAX's persistent compilation cache (on by default, in "
+                   "the jaxgc cache folder, $JAXGC_CACHE/xla or ~/.cache/jaxgc/xla)")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                    help="show the full traceback of an error (also JAXGC_DEBUG=1)")
     if name == "compress":
@@ -324,8 +327,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     restore_hooks()
 
 
+def _compilation_cache(args) -> None:
+  """JAX's persistent compilation cache for the config jobs, unless ``--no-compilation-cache``
+  (or ``JAXGC_NO_COMPILATION_CACHE=1``): in ``cache_root()/xla``, every compilation kept
+  (minimum compile time 0), so a second run of the same job loads its compiled kernels instead
+  of compiling them again."""
+  if (args.command not in JOBS or getattr(args, "no_compilation_cache", False)
+      or os.environ.get("JAXGC_NO_COMPILATION_CACHE", "") not in ("", "0")):
+    return
+  import jax  # pylint: disable=import-outside-toplevel
+  from jaxgc._fileio import cache_root  # pylint: disable=import-outside-toplevel
+  jax.config.update("jax_compilation_cache_dir", os.path.join(cache_root(), "xla"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 def _dispatch(args, overrides) -> int:
   """Runs the command of ``args``; returns its exit status."""
+  _compilation_cache(args)
   if args.command == "convert":
     return _convert(args)
   if args.command == "export":

@@ -31,6 +31,14 @@ def main() -> None:
       sharded = metrics.prdc(r, f, nearest_k=5, block_size=block_size, mesh=mesh)
       assert single == sharded, (dtype, block_size, single, sharded)
 
+  # Integer grid points: ties and duplicates, so k-NN rows fail the float32 certificate and are
+  # redone in float64 (the fallback), on the mesh too.
+  grid = np.random.default_rng(3)
+  r, f = (grid.integers(0, 3, size=(150, 4)).astype(np.float32),
+          grid.integers(0, 4, size=(130, 4)).astype(np.float32))
+  single = metrics.prdc(r, f, nearest_k=3, block_size=16)
+  assert single == metrics.prdc(r, f, nearest_k=3, block_size=16, mesh=mesh), single
+
   mu, sigma = metrics.feature_statistics(real)
   mu_s, sigma_s = metrics.feature_statistics(real, mesh=mesh)
   np.testing.assert_allclose(mu_s, mu, rtol=1e-12, atol=1e-14)

@@ -11,6 +11,10 @@ import sys
 
 import pytest
 
+# CLI jobs run inside the test process must not turn JAX's persistent compilation cache on for
+# the rest of the session (tests/test_cli.py tests it with this unset).
+os.environ.setdefault("JAXGC_NO_COMPILATION_CACHE", "1")
+
 
 def assets_root() -> pathlib.Path:
   """``$JAXGC_ASSETS``; skips the calling test when it is unset."""

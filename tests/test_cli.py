@@ -639,3 +639,24 @@ def test_compress_with_calibrated_activations(assets, tmp_path, capsys):
   # an 8-bit activation within an ulp of a .5 boundary may round one step the other way (~1e-3
   # dB each); a wrong or missing calibration moves PSNR by far more than 0.01 dB.
   assert report_lib.image_metrics(ref, out)["psnr_db"] == pytest.approx(row["psnr_db"], abs=1e-2)
+
+
+@pytest.mark.parametrize("flag", [False, True])
+def test_persistent_compilation_cache_is_on_by_default(flag, tmp_path, monkeypatch):
+  monkeypatch.setenv("JAXGC_CACHE", str(tmp_path))
+  monkeypatch.delenv("JAXGC_NO_COMPILATION_CACHE", raising=False)  # conftest sets it
+  args = cli._parser().parse_args(
+      ["evaluate", "--workdir", str(tmp_path / "w")] + (["--no-compilation-cache"] if flag else []))
+  keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+          "jax_persistent_cache_min_entry_size_bytes")
+  before = {k: getattr(jax.config, k) for k in keys}
+  try:
+    cli._compilation_cache(args)
+    after = {k: getattr(jax.config, k) for k in keys}
+  finally:
+    for k, v in before.items():
+      jax.config.update(k, v)
+  if flag:
+    assert after == before
+  else:
+    assert after == {keys[0]: str(tmp_path / "xla"), keys[1]: 0.0, keys[2]: 0}

@@ -149,6 +149,31 @@ def test_lsh_is_linear_scale_and_does_not_recompile():
   assert second < 10.0  # an n x n float32 distance matrix alone would be 10 GB
 
 
+def test_lsh_block_size_and_npy_paths_change_nothing(tmp_path, monkeypatch):
+  rng = np.random.default_rng(11)
+  real, fake = _gauss(rng, 700), _gauss(rng, 650, mean=0.3)
+  expected = lsh.lsh_precision_recall(real, fake, table_size=2**16)
+  np.save(tmp_path / "real.npy", real)
+  np.save(tmp_path / "fake.npy", fake.astype(np.float64))
+  assert lsh.lsh_precision_recall(tmp_path / "real.npy", str(tmp_path / "fake.npy"),
+                                  table_size=2**16) == expected
+  monkeypatch.setattr(lsh, "_STREAM_ROWS", 96)  # 8 blocks, the last one padded, not one
+  assert lsh.lsh_precision_recall(real, fake, table_size=2**16) == expected
+  assert lsh.lsh_precision_recall(tmp_path / "real.npy", tmp_path / "fake.npy",
+                                  table_size=2**16) == expected
+
+
+def test_lsh_new_sample_count_does_not_recompile(caplog):
+  rng = np.random.default_rng(12)
+  lsh.lsh_precision_recall(_gauss(rng, 1100), _gauss(rng, 1050))
+  with jax.log_compiles(True), caplog.at_level("DEBUG"):
+    caplog.clear()
+    out = lsh.lsh_precision_recall(_gauss(rng, 9000), _gauss(rng, 300))  # new n, more blocks
+  compiles = [r.getMessage() for r in caplog.records if "ompil" in r.getMessage()]
+  assert not compiles, compiles
+  assert 0.0 < out["precision"] <= 1.0
+
+
 def test_bucket_occupancy_diagnostics():
   rng = np.random.default_rng(8)
   real, fake = _gauss(rng, 2000), _gauss(rng, 500)

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import run_on_fake_devices
 from jaxgc.eval import metrics
+from jaxgc.eval import npy_blocks
 
 _KEYS = ("precision", "recall", "density", "coverage")
 
@@ -62,6 +63,40 @@ def test_prdc_equals_compute_prdc_with_exact_ties(dtype):
   got = metrics.prdc(real, fake, nearest_k=3, block_size=96)
   for key in _KEYS:
     assert got[key] == pytest.approx(expected[key], abs=1e-6), key
+
+
+@pytest.mark.parametrize("offset", [0.0, 30.0, 300.0])  # no pair, pairs, whole blocks in the band
+def test_prdc_float32_band_redecides_like_compute_prdc(offset):
+  # A common offset makes ||a||^2 + ||b||^2 large against the distances: the float32 error band
+  # then holds many pairs (the float64 pair re-decision and the whole-block fallback both run);
+  # the results must still be compute_prdc's.
+  real, fake = _gaussians(500, 420, 32, seed=7)
+  real, fake = (real + offset).astype(np.float32), (fake + offset).astype(np.float32)
+  expected = _compute_prdc(real, fake, 5)
+  got = metrics.prdc(real, fake, nearest_k=5, block_size=128)
+  for key in _KEYS:
+    assert got[key] == pytest.approx(expected[key], abs=1e-6), key
+
+
+def test_prdc_npy_paths_equal_arrays(tmp_path):
+  real, fake = _gaussians(300, 270, 8, seed=4)
+  real = real.astype(np.float32)
+  np.save(tmp_path / "real.npy", real)
+  np.save(tmp_path / "fake.npy", fake)
+  expected = metrics.prdc(real, fake, block_size=64)
+  assert metrics.prdc(str(tmp_path / "real.npy"), tmp_path / "fake.npy", block_size=64) == expected
+  x = npy_blocks.npy_to_device(tmp_path / "real.npy", 304, np.float32, "real", rows=7)
+  np.testing.assert_array_equal(np.asarray(x), np.pad(real, ((0, 4), (0, 0))))
+  # Many blocks in flight: each must be its own host array (JAX reads them asynchronously).
+  big = np.random.default_rng(5).standard_normal((20000, 512), dtype=np.float32)
+  np.save(tmp_path / "big.npy", big)
+  x = npy_blocks.npy_to_device(tmp_path / "big.npy", 20000, np.float32, "big", rows=4096)
+  np.testing.assert_array_equal(np.asarray(x), big)
+  np.save(tmp_path / "bad.npy", np.where(np.eye(300, 8) > 0, np.inf, real))
+  with pytest.raises(ValueError, match="bad.npy contains 8 NaN or Inf"):
+    metrics.prdc(tmp_path / "bad.npy", fake)
+  with pytest.raises(ValueError, match="missing.npy' does not exist"):
+    metrics.prdc(str(tmp_path / "missing.npy"), fake)
 
 
 def test_prdc_gaussian_sanity_and_jax_input():
@@ -127,8 +162,8 @@ def test_prdc_kernels_memory_is_blockwise(kind):
     radius = jax.ShapeDtypeStruct((n_pad,), jnp.float64)
     count = jax.ShapeDtypeStruct((), jnp.int64)
     if kind == "knn":
-      fn = metrics._knn_pass_fn(None, 5, block, block, "float32")
-      compiled = fn.lower(rows, rows, count).compile()
+      fn = metrics._knn_pass_fn(None, 5, block, "float32")
+      compiled = fn.lower(rows, count).compile()
     else:
       fn = metrics._cross_pass_fn(None, block, block, "float32")
       compiled = fn.lower(rows, radius, rows, radius, count, count).compile()

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from typing import Any, NamedTuple
 
 import jax
@@ -46,6 +47,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxgc.eval import npy_blocks
 from jaxgc.parallel import check_mesh
 from jaxgc.parallel import pad_rows
 from jaxgc.parallel import put
@@ -315,26 +317,133 @@ def _lsh_knn_inside(ref, radii2, qry, params, w, perm, *, max_candidates, num_bl
 _SCALE_SAMPLES = 2048
 
 
+_STREAM_ROWS = 8192
+_PRIO_ROWS = 65536
+
+
+def _scale_rows(n: int, key: jax.Array) -> np.ndarray:
+  """Sorted indices of the at most ``_SCALE_SAMPLES`` rows (of ``n``) the width is estimated on:
+  the smallest random uint32 priorities (stable ties), drawn in fixed chunks of
+  ``_PRIO_ROWS`` rows: row ``i``'s priority does not depend on ``n``, and a new ``n``
+  compiles nothing."""
+  prio = np.concatenate([np.asarray(_priorities(key, c)) for c in range(-(-n // _PRIO_ROWS))])
+  return np.sort(np.argsort(prio[:n], kind="stable")[:_SCALE_SAMPLES])
+
+
 @jax.jit
-def _robust_projection_scale(ref, params):
-  """Median over the ``L*K`` hashes of ``1.4826 * MAD`` of the projected reference rows."""
-  proj = ref.astype(jnp.float32) @ params.projections
-  mad = jnp.median(jnp.abs(proj - jnp.median(proj, axis=0)), axis=0)
+def _priorities(key, chunk):
+  """Random uint32 priorities of rows ``chunk * _PRIO_ROWS ..`` (one compilation)."""
+  return jax.random.bits(jax.random.fold_in(key, chunk), (_PRIO_ROWS,), jnp.uint32)
+
+
+@jax.jit
+def _robust_projection_scale(rows, n_valid, params):
+  """Median over the ``L*K`` hashes of ``1.4826 * MAD`` of the projections of the first
+  ``n_valid`` of ``rows [_SCALE_SAMPLES, d]`` (the rest is padding)."""
+  proj = rows.astype(jnp.float32) @ params.projections
+  proj = jnp.where((jnp.arange(rows.shape[0]) < n_valid)[:, None], proj, jnp.nan)
+  mad = jnp.nanmedian(jnp.abs(proj - jnp.nanmedian(proj, axis=0)), axis=0)
   return jnp.median(_MAD_TO_STD * mad)
 
 
 def _lsh_width(reference, params, bucket_width, key) -> jax.Array:
-  """The ``"lsh"`` bucket width: given, or ``LSH_WIDTH_FACTOR *`` the robust projection scale.
-
-  The scale is estimated on at most ``_SCALE_SAMPLES`` reference rows drawn without replacement
-  (by ``key``, so deterministic for a seed), unpadded and replicated: independent of ``mesh``.
-  """
+  """The ``"lsh"`` bucket width: given, or ``LSH_WIDTH_FACTOR *`` the robust projection scale
+  of at most ``_SCALE_SAMPLES`` reference rows drawn by ``key`` (:func:`_scale_rows`).
+  ``reference``: an array or a :class:`_NpyRows` file."""
   if bucket_width is not None:
     return jnp.float32(bucket_width)
-  n = reference.shape[0]
-  if n > _SCALE_SAMPLES:
-    reference = reference[jax.random.permutation(key, n)[:_SCALE_SAMPLES]]
-  return LSH_WIDTH_FACTOR * _robust_projection_scale(reference, params)
+  idx = _scale_rows(reference.shape[0], key)
+  rows = reference.take(idx) if isinstance(reference, _NpyRows) else np.asarray(reference)[idx]
+  rows = pad_rows(np.asarray(rows, np.float32), _SCALE_SAMPLES)
+  return LSH_WIDTH_FACTOR * _robust_projection_scale(rows, len(idx), params)
+
+
+class _NpyRows(NamedTuple):
+  """A 2-D ``.npy`` feature file, checked from its header (values: block by block)."""
+
+  path: str
+  shape: tuple[int, int]
+  name: str
+
+  def take(self, idx: np.ndarray) -> np.ndarray:
+    rows = np.asarray(np.load(self.path, mmap_mode="r")[idx], np.float32)
+    if not np.all(np.isfinite(rows)):
+      raise ValueError(f"{self.name} must be finite, got NaN/Inf entries in {self.path!r}")
+    return rows
+
+
+def _row_blocks(x, rows: int):
+  """``(block [<= rows, d] float32, n_valid)`` over an array or a :class:`_NpyRows` file (read
+  with ``readinto``, each block checked finite)."""
+  if not isinstance(x, _NpyRows):
+    for start in range(0, x.shape[0], rows):
+      blk = x[start:start + rows]
+      yield blk, blk.shape[0]
+    return
+  for start, blk in npy_blocks.iter_npy_rows(x.path, rows):
+    if not np.all(np.isfinite(blk)):
+      raise ValueError(f"{x.name} must be finite, got NaN/Inf entries in {x.path!r} "
+                       f"(rows from {start})")
+    yield blk.astype(np.float32), blk.shape[0]
+
+
+def _zero_counts(num_tables: int, table_size: int, mesh) -> jax.Array:
+  """``[L, table_size]`` int32 zeros made on the device(s) (replicated with a mesh)."""
+  shape = (num_tables, table_size)
+  if mesh is None:
+    return jnp.zeros(shape, jnp.int32)
+  return jax.jit(lambda: jnp.zeros(shape, jnp.int32),
+                 out_shardings=NamedSharding(mesh, P()))()
+
+
+@functools.partial(jax.jit, static_argnames=("table_size",))
+def _block_slots(blk, n_valid, params, w, *, table_size):
+  """``[rows, L]`` int32 count slot of every row of a block in every table; ``-1`` on padding."""
+  slots = (bucket_ids(blk, params, w) % jnp.uint32(table_size)).astype(jnp.int32)
+  return jnp.where((jnp.arange(blk.shape[0]) < n_valid)[:, None], slots, -1)
+
+
+@functools.partial(jax.jit, static_argnames=("table_size",), donate_argnums=(0,))
+def _add_slot_counts(counts, slots, *, table_size):
+  """``counts [L, table_size]`` plus one block of slots (padding, ``-1``, adds nothing)."""
+  del table_size
+  tables = jnp.arange(counts.shape[0])[None, :]
+  return counts.at[tables, jnp.maximum(slots, 0)].add((slots >= 0).astype(jnp.int32))
+
+
+@jax.jit
+def _inside_count(counts, slots, min_occupancy):
+  """How many valid rows of a block of slots have ``>= min_occupancy`` in some table's slot."""
+  occ = counts[jnp.arange(counts.shape[0])[None, :], jnp.maximum(slots, 0)]
+  inside = jnp.any(occ >= min_occupancy, axis=1) & (slots[:, 0] >= 0)
+  return jnp.sum(inside, dtype=jnp.int32)
+
+
+def _lsh_streamed(real, fake, params, w, min_occupancy, table_size, mesh) -> tuple[float, float]:
+  """``method="lsh"`` precision and recall, each set read and hashed once, in row blocks.
+
+  Blocks of ``_STREAM_ROWS`` rows (the last one padded and masked; sharded over ``"data"`` with
+  a mesh): one shape for every ``n``, so a new ``n`` compiles nothing. Memory: two ``[L, table_size]`` count tables, the int32 slots of
+  both sets (``4 L`` bytes per sample) and one block of features.
+  """
+  n_dev = _n_dev(mesh)
+
+  def slots_and_counts(x):
+    rows = -(-_STREAM_ROWS // n_dev) * n_dev
+    counts = _zero_counts(params.multipliers.shape[0], table_size, mesh)
+    slots = []
+    for blk, n in _row_blocks(x, rows):
+      blk = put(pad_rows(blk, rows), mesh, P("data", None))
+      slots.append(_block_slots(blk, jnp.int32(n), params, w, table_size=table_size))
+      counts = _add_slot_counts(counts, slots[-1], table_size=table_size)
+    return slots, counts
+
+  real_slots, real_counts = slots_and_counts(real)
+  fake_slots, fake_counts = slots_and_counts(fake)
+  m = jnp.int32(min_occupancy)
+  precision = sum(int(_inside_count(real_counts, s, m)) for s in fake_slots) / fake.shape[0]
+  recall = sum(int(_inside_count(fake_counts, s, m)) for s in real_slots) / real.shape[0]
+  return precision, recall
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,15 +455,24 @@ def _check_int(name: str, value: Any, low: int) -> None:
     raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
-def _check_features(name: str, x: Any) -> jax.Array:
+def _check_features(name: str, x: Any, allow_path: bool = False):
+  if npy_blocks.is_path(x):
+    shape, dtype = npy_blocks.npy_shape(x)
+    if len(shape) != 2 or shape[0] < 1 or shape[1] < 1:
+      raise ValueError(f"{name} must have shape [n, d] with n, d >= 1, got shape {shape} in {x!r}")
+    if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
+      raise ValueError(f"{name} must be real numbers, got dtype {dtype} in {x!r}")
+    if allow_path:
+      return _NpyRows(os.fspath(x), tuple(shape), name)
+    x = np.load(x)
   arr = np.asarray(x) if not isinstance(x, jax.Array) else x
   if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
     raise ValueError(f"{name} must have shape [n, d] with n, d >= 1, got shape {tuple(arr.shape)}")
   if not jnp.issubdtype(arr.dtype, jnp.number) or jnp.issubdtype(arr.dtype, jnp.complexfloating):
     raise ValueError(f"{name} must be real numbers, got dtype {arr.dtype}")
-  arr = jnp.asarray(arr, jnp.float32)
-  if not bool(jnp.all(jnp.isfinite(arr))):
-    bad = int(jnp.sum(~jnp.isfinite(arr)))
+  arr = np.asarray(arr, np.float32)  # host checks: no compilation per sample count
+  if not np.all(np.isfinite(arr)):
+    bad = int(np.sum(~np.isfinite(arr)))
     raise ValueError(f"{name} must be finite, got {bad} NaN/Inf entries")
   return arr
 
@@ -383,42 +501,33 @@ def _coverage(reference, queries, *, method, params, bucket_width, min_occupancy
   qry = put(pad_rows(queries, nq_pad), mesh, P("data", None))
   spec = _block_spec(mesh, 3)
 
-  if method == "lsh":
-    nr_pad = math.ceil(n_ref / _n_dev(mesh)) * _n_dev(mesh)
-    ref = put(pad_rows(reference, nr_pad), mesh, P("data", None))
-    ref_mask = put(jnp.arange(nr_pad) < n_ref, mesh, P("data"))
-    w = _lsh_width(reference, params, bucket_width, perm_key)
-    counts = _slot_counts(ref, ref_mask, params, w, table_size=table_size)
-    occ = _query_occupancy(counts, qry, params, w, table_size=table_size)
-    inside = jnp.any(occ[:n_q] >= min_occupancy, axis=1)
+  r2 = _sqradii(reference, nearest_k, block_size, mesh)  # [nr_pad], -1 on padding
+  nr_pad = r2.shape[0]
+  ref = put(pad_rows(reference, nr_pad), mesh, P())
+  r2 = put(r2, mesh, P())
+  if method == "knn":
+    w = jnp.float32(jnp.nan)
+    ref_blocks = _block_layout(n_ref, block_size, _n_dev(mesh))[0]
+    inside = _knn_inside(ref, r2, qry, num_blocks=num_blocks, block=block,
+                         ref_blocks=ref_blocks, spec=spec)[:n_q]
   else:
-    r2 = _sqradii(reference, nearest_k, block_size, mesh)  # [nr_pad], -1 on padding
-    nr_pad = r2.shape[0]
-    ref = put(pad_rows(reference, nr_pad), mesh, P())
-    r2 = put(r2, mesh, P())
-    if method == "knn":
-      w = jnp.float32(jnp.nan)
-      ref_blocks = _block_layout(n_ref, block_size, _n_dev(mesh))[0]
-      inside = _knn_inside(ref, r2, qry, num_blocks=num_blocks, block=block,
-                           ref_blocks=ref_blocks, spec=spec)[:n_q]
+    if bucket_width is None:
+      w = LSH_KNN_WIDTH_FACTOR * jnp.median(jnp.sqrt(jnp.maximum(r2[:n_ref], 0.0)))
     else:
-      if bucket_width is None:
-        w = LSH_KNN_WIDTH_FACTOR * jnp.median(jnp.sqrt(jnp.maximum(r2[:n_ref], 0.0)))
-      else:
-        w = jnp.float32(bucket_width)
-      # Shuffle the real rows only, so the candidate order does not depend on the padding.
-      perm = jnp.concatenate([jax.random.permutation(perm_key, n_ref),
-                              jnp.arange(n_ref, nr_pad)]).astype(jnp.int32)
-      inside = _lsh_knn_inside(ref, r2, qry, params, w, perm, max_candidates=max_candidates,
-                               num_blocks=num_blocks, block=block, spec=spec)[:n_q]
+      w = jnp.float32(bucket_width)
+    # Shuffle the real rows only, so the candidate order does not depend on the padding.
+    perm = jnp.concatenate([jax.random.permutation(perm_key, n_ref),
+                            jnp.arange(n_ref, nr_pad)]).astype(jnp.int32)
+    inside = _lsh_knn_inside(ref, r2, qry, params, w, perm, max_candidates=max_candidates,
+                             num_blocks=num_blocks, block=block, spec=spec)[:n_q]
   return float(jnp.mean(inside)), float(w)
 
 
-def _check_pair(name_a: str, a: Any, name_b: str, b: Any, suffix: str = "_features"
-                ) -> tuple[np.ndarray, np.ndarray]:
+def _check_pair(name_a: str, a: Any, name_b: str, b: Any, suffix: str = "_features",
+                allow_path: bool = False) -> tuple[Any, Any]:
   """Both feature arrays checked (:func:`_check_features`), with the same dimension."""
-  a = _check_features(name_a + suffix, a)
-  b = _check_features(name_b + suffix, b)
+  a = _check_features(name_a + suffix, a, allow_path)
+  b = _check_features(name_b + suffix, b, allow_path)
   if a.shape[1] != b.shape[1]:
     raise ValueError(f"{name_a} and {name_b} feature dims differ: {a.shape[1]} vs {b.shape[1]}")
   return a, b
@@ -455,8 +564,12 @@ def lsh_precision_recall(
   """Precision (quality) and recall (diversity) of ``fake`` against ``real``, by LSH.
 
   Args:
-    real_features: ``[n_real, d]`` finite floats (e.g. Inception pool features).
-    fake_features: ``[n_fake, d]`` finite floats, same ``d``.
+    real_features: ``[n_real, d]`` finite floats (e.g. Inception pool features), or the path
+      of a 2-D ``.npy`` file of them. ``method="lsh"`` streams both sets (arrays and files,
+      read with ``readinto``) in fixed-shape blocks of 8192 rows: memory is the count tables,
+      the slots and one block (1M x 512 float32 files: well below the 4 GB of the two arrays),
+      and a new ``n`` reuses the compiled code. Other methods load files whole.
+    fake_features: ``[n_fake, d]``, likewise, same ``d``.
     method: ``"lsh"`` (bucket occupancy, O(1) per sample), ``"lsh_knn"`` (bucket candidates +
       k-NN radius test, O(log n) per sample after exact radii) or ``"knn"`` (exact k-NN test,
       Kynkäänniemi et al. 2019; blocked, O(n^2 d) compute, O(block_size^2) memory).
@@ -508,7 +621,8 @@ def lsh_precision_recall(
   """
   if method not in METHODS:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-  real, fake = _check_pair("real", real_features, "fake", fake_features)
+  real, fake = _check_pair("real", real_features, "fake", fake_features,
+                           allow_path=method == "lsh")
   _check_hashing(num_tables, hashes_per_table, table_size, seed, bucket_width)
   _check_int("min_occupancy", min_occupancy, 1)
   _check_int("nearest_k", nearest_k, 1)
@@ -532,6 +646,12 @@ def lsh_precision_recall(
   common = dict(method=method, params=params, bucket_width=bucket_width,
                 min_occupancy=min_occupancy, nearest_k=nearest_k, table_size=table_size,
                 max_candidates=max_candidates, block_size=block_size, mesh=_auto_mesh(mesh))
+  if method == "lsh":
+    w = float(bucket_width)
+    precision, recall = _lsh_streamed(real, fake, params, jnp.float32(w), min_occupancy,
+                                      table_size, _auto_mesh(mesh))
+    return {"precision": precision, "recall": recall, "bucket_width_real": w,
+            "bucket_width_fake": w}
   precision, w_real = _coverage(real, fake, perm_key=k_perm_p, **common)
   recall, w_fake = _coverage(fake, real, perm_key=k_perm_r, **common)
   return {"precision": precision, "recall": recall,

@@ -19,8 +19,9 @@ features, or any embedding) and returns Python floats. All arithmetic is float64
 from __future__ import annotations
 
 import functools
+import os
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +31,7 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxgc.eval import npy_blocks
 from jaxgc.parallel import DATA_AXIS
 from jaxgc.parallel import data_axis_size
 from jaxgc.parallel import pad_rows
@@ -72,7 +74,35 @@ def _as_features(x: Any, name: str, min_samples: int = 1) -> np.ndarray:
   return arr
 
 
-def _check_same_dim(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+class _NpyFeatures(NamedTuple):
+  """A ``.npy`` feature file, checked from its header; read in blocks when placed."""
+
+  path: str
+  shape: tuple[int, int]
+  dtype: np.dtype
+
+  def host(self) -> np.ndarray:
+    return np.load(self.path, mmap_mode="r").astype(self.dtype, copy=False)
+
+
+def _as_feature_source(x: Any, name: str, min_samples: int) -> np.ndarray | _NpyFeatures:
+  """:func:`_as_features` for an array; for a ``.npy`` path, the same checks of its header
+  (finiteness is checked block by block when it is read)."""
+  if not npy_blocks.is_path(x):
+    return _as_features(x, name, min_samples)
+  shape, dtype = npy_blocks.npy_shape(x)
+  if len(shape) != 2:
+    raise ValueError(f"{name} must be a 2-D array [n, d], got shape {shape} in {x!r}")
+  if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+    raise ValueError(f"{name} must have a real numeric dtype, got {dtype} in {x!r}")
+  if shape[1] < 1 or shape[0] < min_samples:
+    raise ValueError(f"{name} has shape {shape} in {x!r}, at least {min_samples} samples and "
+                     "one column are needed")
+  dtype = np.dtype(dtype) if dtype in (np.float32, np.float64) else np.dtype(np.float64)
+  return _NpyFeatures(os.fspath(x), shape, dtype)
+
+
+def _check_same_dim(a: Any, b: Any, name_a: str, name_b: str) -> None:
   if a.shape[1] != b.shape[1]:
     raise ValueError(
         f"feature dimensions differ: {name_a} has d={a.shape[1]}, {name_b} has d={b.shape[1]}")
@@ -311,19 +341,28 @@ def kid(real_features: Any,
 # ----------------------------------------------------------------------------------------------
 # Precision, recall, density, coverage.
 #
-# Two kernels over blocks of reference rows ("refs") for each block of query rows:
-#   self pass ("knn"): each query's k+1 smallest distances to its own set (a running
-#     top-(k+1), the self-distance 0 included): the k-NN radii;
-#   cross pass (queries = real, refs = fake), one sweep over the real x fake distances giving
-#     row reductions (per real: nearest fake distance, and whether some fake ball holds it) and
-#     column reductions (per fake: how many real balls hold it), so the cross distances are
-#     computed once, not twice.
 # Distances follow sklearn's ``pairwise_distances(real, fake)`` (what ``prdc.compute_prdc``
-# calls): squared distance ``(-2 a.b + ||a||^2) + ||b||^2`` in float64 (float32 inputs are upcast
-# block by block, as sklearn's ``_euclidean_distances_upcast`` does, so the features stay float32
-# in memory), clamped at 0, 0 on the diagonal of a self-distance matrix, cast to float32 when both
-# inputs are float32, then ``sqrt``. Comparing the very same numbers makes the strict ``<`` tests
-# (and their ties) match ``compute_prdc``.
+# calls): squared distance ``(-2 a.b + ||a||^2) + ||b||^2`` in float64 (float32 inputs upcast, as
+# sklearn's ``_euclidean_distances_upcast`` does), clamped at 0, 0 on the diagonal of a
+# self-distance matrix, cast to float32 when both inputs are float32, then ``sqrt``. Comparing
+# the very same numbers makes the strict ``<`` tests (and their ties) match ``compute_prdc``.
+#
+# Speed: every distance block is first computed with a float32 matmul (4x the float64 rate on a
+# CPU), ``d2_32 = ||a||^2 + ||b||^2 - 2 fl32(a . b)``, whose error has the rigorous bound
+# ``|d2_32 - d2| <= (d + 16) u (||a||^2 + ||b||^2)`` (``u = 2**-24``; Higham, "Accuracy and
+# Stability of Numerical Algorithms", eq. 3.5, ``|fl(x.y) - x.y| <= gamma_d |x|.|y|`` for any
+# summation order). Only decisions inside that band are re-decided in float64:
+#   self pass (k-NN radii): a running float32 top-``m`` (``m = k + 5``) per row, on the blocks
+#     ``I <= J`` only (the real-real and fake-fake matrices are symmetric: each block updates its
+#     rows and its columns); then the float64 distances of the ``m`` candidates give the
+#     ``(k+1)``-th smallest, certified when it lies more than the band below the ``m``-th
+#     candidate (rows that fail, e.g. exact duplicates, are redone in float64 against all rows);
+#   cross pass (real x fake, once): the ``d < r_real`` and ``d < r_fake`` tests, with the
+#     (few) pairs inside the band re-decided from their float64 distance; a block with too many
+#     such pairs is recomputed whole in float64.
+
+_U32 = 2.0**-24
+_RELATIVE_SLACK = 2.0**-20  # covers the float32 rounding of d^2, sqrt and the thresholds.
 
 
 def _squared_distances(qb, qq, rb, rr):
@@ -333,114 +372,246 @@ def _squared_distances(qb, qq, rb, rr):
 
 
 def _norms(x):
-  """``[n]`` float64 squared norms of the rows of ``x`` (the only float64 copy, ``8 n`` bytes)."""
+  """``[n]`` float64 squared norms of the rows of ``x``."""
   return jnp.sum(jnp.square(x.astype(jnp.float64)), axis=1)
 
 
-def _block(x, norms, i, block):
-  """Block ``i`` of ``x [n, d]`` upcast to float64, its norms, row ids and which rows are new.
-
-  Blocks start at ``i * block``; the last one is shifted back to end at row ``n``, so no input
-  is ever padded (a padded copy of 50k x 2048 features would cost 400 MB). Rows it shares with
-  the previous block are flagged ``fresh = False`` and must not be counted twice.
-  """
-  n = x.shape[0]
-  start = jnp.minimum(i * block, n - block)
-  ids = start + jnp.arange(block)
-  xb = jax.lax.dynamic_slice_in_dim(x, start, block).astype(jnp.float64)
-  return xb, jax.lax.dynamic_slice_in_dim(norms, start, block), ids, ids >= i * block
+def _band(d: int):
+  """Per unit of ``||a||^2 + ||b||^2``: the bound on the float32 squared-distance error."""
+  return (d + 16) * _U32 * 1.01
 
 
-def _num_blocks(n: int, block: int) -> int:
-  return -(-n // block)
+def _fast_sq(qb, qq32, rb, rr32):
+  """``[qblock, rblock]`` float32 squared distances from a float32 matmul (not clamped)."""
+  return (qq32[:, None] + rr32[None, :]) - 2.0 * jnp.matmul(qb, rb.T)
 
 
-def _knn_reduce(q, r, n_refs, q_offset, *, k, qblock, rblock, dist_dtype):
-  """Per-device ``r_k`` of queries ``q [nq, d]`` against their own set ``r`` (self pass)."""
-  nq = q.shape[0]
-  qq_all, rr_all = _norms(q), _norms(r)
-  inf = jnp.asarray(jnp.inf, dist_dtype)
+_GROUP = 16  # columns per group of the two-stage block selection
 
-  def per_query_block(i):
-    qb, qq, q_ids, _ = _block(q, qq_all, i, qblock)
 
-    def step(best, j):
-      rb, rr, r_ids, fresh = _block(r, rr_all, j, rblock)
-      d2 = _squared_distances(qb, qq, rb, rr)
-      d2 = jnp.where((q_offset + q_ids)[:, None] == r_ids[None, :], 0.0, d2)
-      keep = (fresh & (r_ids < n_refs))[None, :]
-      dist = jnp.where(keep, jnp.sqrt(d2.astype(dist_dtype)), inf)
-      neg_best, _ = jax.lax.top_k(-jnp.concatenate([best, dist], axis=1), k + 1)
-      return -neg_best, None
+def _block_top(d2, m, rows_are_queries=True):
+  """The ``m`` smallest of each query of a ``[B, C]`` block and their columns, ``(neg values,
+  ids)`` ``[Q, m]``. Queries are the rows, or (``rows_are_queries=False``) the columns, selected
+  without transposing the block. Two stages, exact: group minima over ``_GROUP`` neighbours,
+  the ``m`` groups with the smallest minima hold the ``m`` smallest values (ties: equal values),
+  then ``top_k`` over those ``m * _GROUP`` values."""
+  x = d2 if rows_are_queries else d2.T
+  n_ref = d2.shape[1] if rows_are_queries else d2.shape[0]
+  if n_ref % _GROUP or n_ref // _GROUP < m:
+    neg, pos = jax.lax.top_k(-x, min(m, n_ref))
+    return neg, pos.astype(jnp.int32)
+  groups = n_ref // _GROUP
+  if rows_are_queries:
+    g = d2.reshape(d2.shape[0], groups, _GROUP)
+    _, gidx = jax.lax.top_k(-jnp.min(g, axis=2), m)  # [Q, m]
+    cand = jnp.take_along_axis(g, gidx[:, :, None], axis=1).reshape(-1, m * _GROUP)
+  else:
+    g = d2.reshape(groups, _GROUP, d2.shape[1])
+    _, gidx = jax.lax.top_k(-jnp.min(g, axis=1).T, m)  # [Q, m]
+    cand = jnp.take_along_axis(g, gidx.T[:, None, :], axis=0)  # [m, _GROUP, Q]
+    cand = cand.reshape(m * _GROUP, -1).T
+  neg, pos = jax.lax.top_k(-cand, m)
+  ids = jnp.take_along_axis(gidx, pos // _GROUP, axis=1) * _GROUP + pos % _GROUP
+  return neg, ids.astype(jnp.int32)
 
-    best, _ = jax.lax.scan(step, jnp.full((qblock, k + 1), inf),
-                           jnp.arange(_num_blocks(r.shape[0], rblock)))
-    return best[:, k], q_ids
 
-  radii, ids = jax.lax.map(per_query_block, jnp.arange(_num_blocks(nq, qblock)))
-  # Rows shared by the last two blocks get the same value twice.
-  return jnp.zeros((nq,), dist_dtype).at[ids.reshape(-1)].set(radii.reshape(-1))
+def _merge_top(best_v, best_i, d2, col0, m, rows_are_queries=True):
+  """Running ``m`` smallest per query: ``best [Q, m]`` merged with the block ``d2`` (reference
+  ids from ``col0``): the block's own ``m`` smallest (:func:`_block_top`), then ``2m -> m``."""
+  neg, pos = _block_top(d2, m, rows_are_queries)
+  neg_all = jnp.concatenate([-best_v, neg], axis=1)
+  ids_all = jnp.concatenate([best_i, col0 + pos], axis=1)
+  neg_best, sel = jax.lax.top_k(neg_all, m)
+  return -neg_best, jnp.take_along_axis(ids_all, sel, axis=1)
+
+
+def _self_candidates(q, qq, r, rr, n_refs, q_offset, *, block, m, symmetric):
+  """float32 top-``m`` neighbour candidates ``(values [nq, m], ids [nq, m])`` of queries ``q``
+  among ``r`` (self distance 0). ``symmetric``: ``q is r``, only blocks ``I <= J`` computed."""
+  nq, nr = q.shape[0], r.shape[0]
+  qq32, rr32 = qq.astype(jnp.float32), rr.astype(jnp.float32)
+  q32, r32 = q.astype(jnp.float32), r.astype(jnp.float32)
+  nbq, nbr = nq // block, nr // block
+  if symmetric:
+    pairs = np.array([(i, j) for i in range(nbq) for j in range(i, nbr)], np.int32)
+  else:
+    pairs = np.array([(i, j) for i in range(nbq) for j in range(nbr)], np.int32)
+  inf = jnp.float32(jnp.inf)
+  ar = jnp.arange(block, dtype=jnp.int32)
+
+  def rows(a, i):
+    return jax.lax.dynamic_slice_in_dim(a, i * block, block)
+
+  def step(state, ij):
+    best_v, best_i = state
+    i, j = ij[0], ij[1]
+    d2 = _fast_sq(rows(q32, i), rows(qq32, i), rows(r32, j), rows(rr32, j))
+    gi, gj = q_offset + i * block + ar, j * block + ar
+    d2 = jnp.where(gi[:, None] == gj[None, :], 0.0, d2)
+    v, ids = _merge_top(rows(best_v, i), rows(best_i, i),
+                        jnp.where((gj < n_refs)[None, :], d2, inf), j * block, m)
+    best_v = jax.lax.dynamic_update_slice_in_dim(best_v, v, i * block, 0)
+    best_i = jax.lax.dynamic_update_slice_in_dim(best_i, ids, i * block, 0)
+    if symmetric:
+      def columns(state):
+        bv, bi = state
+        v, ids = _merge_top(rows(bv, j), rows(bi, j),
+                            jnp.where((gi < n_refs)[:, None], d2, inf), i * block, m,
+                            rows_are_queries=False)
+        return (jax.lax.dynamic_update_slice_in_dim(bv, v, j * block, 0),
+                jax.lax.dynamic_update_slice_in_dim(bi, ids, j * block, 0))
+      best_v, best_i = jax.lax.cond(i != j, columns, lambda s: s, (best_v, best_i))
+    return (best_v, best_i), None
+
+  init = (jnp.full((nq, m), inf), jnp.zeros((nq, m), jnp.int32))
+  (best_v, best_i), _ = jax.lax.scan(step, init, jnp.asarray(pairs))
+  return best_v, best_i
+
+
+def _exact_kth(q, qq, r, rr, best_v, best_i, q_offset, rr_max, *, k, dist_dtype, chunk):
+  """float64 distances of the candidates -> ``(radius [nq] dist_dtype, certified [nq] bool)``."""
+  nq, m = best_i.shape
+  band = _band(q.shape[1])
+
+  def one(c):
+    qc = jax.lax.dynamic_slice_in_dim(q, c * chunk, chunk).astype(jnp.float64)
+    ids = jax.lax.dynamic_slice_in_dim(best_i, c * chunk, chunk)
+    cut = jax.lax.dynamic_slice_in_dim(best_v, c * chunk, chunk)[:, m - 1]
+    qqc = jax.lax.dynamic_slice_in_dim(qq, c * chunk, chunk)
+    dot = jnp.einsum("cd,cmd->cm", qc, r[ids].astype(jnp.float64),
+                     precision=jax.lax.Precision.HIGHEST)
+    d2 = jnp.maximum(-2.0 * dot + qqc[:, None] + rr[ids], 0.0)
+    gid = q_offset + c * chunk + jnp.arange(chunk)
+    d2 = jnp.where(ids == gid[:, None], 0.0, d2)
+    d2 = jnp.where(jnp.isinf(jax.lax.dynamic_slice_in_dim(best_v, c * chunk, chunk)), jnp.inf,
+                   d2)
+    e = jnp.sort(d2, axis=1)[:, k]
+    ok = e + band * (qqc + rr_max) < cut.astype(jnp.float64) * (1.0 - _RELATIVE_SLACK)
+    return jnp.sqrt(e.astype(dist_dtype)), ok
+
+  radius, ok = jax.lax.map(one, jnp.arange(nq // chunk))
+  return radius.reshape(-1), ok.reshape(-1)
+
+
+def _knn_reduce(q, r, n_refs, q_offset, *, k, block, symmetric, dist_dtype):
+  """Per-device ``r_k`` of queries ``q [nq, d]`` against their own set ``r`` (self pass):
+  ``(radius [nq] dist_dtype, certified [nq] bool)``."""
+  qq = _norms(q)
+  rr = qq if symmetric else _norms(r)
+  rr_max = jnp.max(jnp.where(jnp.arange(r.shape[0]) < n_refs, rr, 0.0))
+  m = k + 5
+  best_v, best_i = _self_candidates(q, qq, r, rr, n_refs, q_offset, block=block, m=m,
+                                    symmetric=symmetric)
+  chunk = max(c for c in range(1, min(block, 128) + 1) if block % c == 0)
+  return _exact_kth(q, qq, r, rr, best_v, best_i, q_offset, rr_max, k=k,
+                    dist_dtype=dist_dtype, chunk=chunk)
 
 
 def _cross_reduce(q, q_radius, r, r_radius, n_queries, n_refs, q_offset, *, qblock, rblock,
-                  dist_dtype):
+                  dist_dtype, cap_rows=128, cap_pairs=512):
   """One sweep over the distances between queries ``q`` (real) and refs ``r`` (fake).
 
-  Returns ``nearest [nq]`` (nearest ref distance), ``inside [nq]`` (some ref ball holds the
-  query) and ``counts [nr]`` int32 (how many valid query balls hold each ref; this device's
-  queries only).
+  Returns ``covered [nq]`` (the nearest ref is closer than the query's own radius, i.e. some
+  ``d < r_q``), ``inside [nq]`` (some ref ball holds the query) and ``counts [nr]`` int32 (how
+  many valid query balls hold each ref; this device's queries only).
   """
   nq, nr = q.shape[0], r.shape[0]
   qq_all, rr_all = _norms(q), _norms(r)
-  q_radius, r_radius = q_radius.astype(dist_dtype), r_radius.astype(dist_dtype)
-  inf = jnp.asarray(jnp.inf, dist_dtype)
+  band = _band(q.shape[1])
+  q_valid_all = q_offset + jnp.arange(nq) < n_queries
+  r_valid_all = jnp.arange(nr) < n_refs
+  qrad, rrad = q_radius.astype(dist_dtype), r_radius.astype(dist_dtype)
+  rr_max = jnp.max(jnp.where(r_valid_all, rr_all, 0.0))
+  qq_max = jnp.max(jnp.where(q_valid_all, qq_all, 0.0))  # this device's queries: their pairs
+  # Squared-distance thresholds around each radius: below lo a pair is surely inside, above hi
+  # surely outside, in between it is re-decided in float64.
+  qr2, rr2 = jnp.square(qrad.astype(jnp.float64)), jnp.square(rrad.astype(jnp.float64))
+  q_tol, r_tol = band * (qq_all + rr_max), band * (rr_all + qq_max)
+  q_lo = (qr2 * (1 - _RELATIVE_SLACK) - q_tol).astype(jnp.float32)
+  q_hi = (qr2 * (1 + _RELATIVE_SLACK) + q_tol).astype(jnp.float32)
+  r_lo = jnp.where(r_valid_all, rr2 * (1 - _RELATIVE_SLACK) - r_tol, -1.0).astype(jnp.float32)
+  r_hi = jnp.where(r_valid_all, rr2 * (1 + _RELATIVE_SLACK) + r_tol, -1.0).astype(jnp.float32)
+  q32, r32 = q.astype(jnp.float32), r.astype(jnp.float32)
+  qq32, rr32 = qq_all.astype(jnp.float32), rr_all.astype(jnp.float32)
+
+  def sl(a, i, b):
+    return jax.lax.dynamic_slice_in_dim(a, i * b, b)
 
   def per_query_block(counts, i):
-    qb, qq, q_ids, q_fresh = _block(q, qq_all, i, qblock)
-    qrad = jax.lax.dynamic_slice_in_dim(q_radius, q_ids[0], qblock)
-    q_count = q_fresh & (q_offset + q_ids < n_queries)
+    qv = sl(q_valid_all, i, qblock)
+    qlo, qhi, qrb = sl(q_lo, i, qblock), sl(q_hi, i, qblock), sl(qrad, i, qblock)
 
     def step(row, j):
-      nearest, inside = row
-      rb, rr, r_ids, r_fresh = _block(r, rr_all, j, rblock)
-      rad = jax.lax.dynamic_slice_in_dim(r_radius, r_ids[0], rblock)
-      dist = jnp.sqrt(_squared_distances(qb, qq, rb, rr).astype(dist_dtype))
-      r_valid = (r_ids < n_refs)[None, :]
-      nearest = jnp.minimum(nearest, jnp.min(jnp.where(r_valid, dist, inf), axis=1))
-      inside = inside | jnp.any(r_valid & (dist < rad[None, :]), axis=1)
-      col = jnp.sum(q_count[:, None] & (dist < qrad[:, None]), axis=0, dtype=jnp.int32)
-      return (nearest, inside), (jnp.where(r_fresh, col, 0), r_ids)
+      covered, inside = row
+      d2 = _fast_sq(sl(q32, i, qblock), sl(qq32, i, qblock), sl(r32, j, rblock),
+                    sl(rr32, j, rblock))
+      rv = sl(r_valid_all, j, rblock)[None, :]
+      rlo, rhi, rrb = sl(r_lo, j, rblock), sl(r_hi, j, rblock), sl(rrad, j, rblock)
+      a_sure = rv & (d2 < qlo[:, None])
+      b_sure = rv & (d2 < rlo[None, :])
+      amb = rv & ((~a_sure & (d2 <= qhi[:, None])) | (~b_sure & (d2 <= rhi[None, :])))
+      per_row = jnp.sum(amb, axis=1, dtype=jnp.int32)
+      n_rows, n_pairs = jnp.sum(per_row > 0), jnp.sum(per_row)
 
-    (nearest, inside), (cols, r_ids) = jax.lax.scan(
-        step, (jnp.full((qblock,), inf), jnp.zeros((qblock,), bool)),
-        jnp.arange(_num_blocks(nr, rblock)))
-    return counts.at[r_ids.reshape(-1)].add(cols.reshape(-1)), (nearest, inside, q_ids)
+      def exact_dist(qe, qqe, re, rre):
+        return jnp.sqrt(_squared_distances(qe, qqe, re, rre).astype(dist_dtype))
 
-  counts, (nearest, inside, ids) = jax.lax.scan(
-      per_query_block, jnp.zeros((nr,), jnp.int32), jnp.arange(_num_blocks(nq, qblock)))
-  ids = ids.reshape(-1)
-  nearest = jnp.zeros((nq,), dist_dtype).at[ids].set(nearest.reshape(-1))
-  inside = jnp.zeros((nq,), bool).at[ids].set(inside.reshape(-1))
-  return nearest, inside, counts
+      def none(_):
+        return a_sure, b_sure
+
+      def pairs(_):
+        rows = jnp.nonzero(per_row > 0, size=cap_rows, fill_value=qblock)[0]
+        sub = amb[jnp.minimum(rows, qblock - 1)] & (rows < qblock)[:, None]
+        pr, pc = jnp.nonzero(sub, size=cap_pairs, fill_value=0)
+        ok = jnp.arange(cap_pairs) < n_pairs
+        prow = jnp.where(ok, rows[pr], qblock)
+        gi, gj = i * qblock + jnp.minimum(prow, qblock - 1), j * rblock + pc
+        qe, re = q[gi].astype(jnp.float64), r[gj].astype(jnp.float64)
+        dot = jnp.sum(qe * re, axis=1)
+        dist = jnp.sqrt(jnp.maximum(-2.0 * dot + qq_all[gi] + rr_all[gj], 0.0).astype(dist_dtype))
+        a = a_sure.at[prow, pc].set(dist < qrad[gi], mode="drop")
+        b = b_sure.at[prow, pc].set(dist < rrad[gj], mode="drop")
+        return a, b
+
+      def whole(_):
+        dist = exact_dist(sl(q, i, qblock).astype(jnp.float64), sl(qq_all, i, qblock),
+                          sl(r, j, rblock).astype(jnp.float64), sl(rr_all, j, rblock))
+        return rv & (dist < qrb[:, None]), rv & (dist < rrb[None, :])
+
+      branch = jnp.where(n_pairs == 0, 0,
+                         jnp.where((n_rows <= cap_rows) & (n_pairs <= cap_pairs), 1, 2))
+      a, b = jax.lax.switch(branch, (none, pairs, whole), None)
+      covered = covered | jnp.any(a, axis=1)
+      inside = inside | jnp.any(b, axis=1)
+      col = jnp.sum(a & qv[:, None], axis=0, dtype=jnp.int32)
+      return (covered, inside), col
+
+    (covered, inside), cols = jax.lax.scan(
+        step, (jnp.zeros((qblock,), bool), jnp.zeros((qblock,), bool)),
+        jnp.arange(nr // rblock))
+    return counts + cols.reshape(-1), (covered, inside)
+
+  counts, (covered, inside) = jax.lax.scan(
+      per_query_block, jnp.zeros((nr,), jnp.int32), jnp.arange(nq // qblock))
+  return covered.reshape(-1), inside.reshape(-1), counts
 
 
 @functools.lru_cache(maxsize=None)
-def _knn_pass_fn(mesh: Mesh | None, k: int, qblock: int, rblock: int, dist_dtype: str):
-  """Jitted self pass; with ``mesh`` the query axis is sharded over ``"data"`` via ``shard_map``."""
-  kernel = functools.partial(_knn_reduce, k=k, qblock=qblock, rblock=rblock,
-                             dist_dtype=jnp.dtype(dist_dtype))
+def _knn_pass_fn(mesh: Mesh | None, k: int, block: int, dist_dtype: str):
+  """Jitted self pass; with ``mesh`` the query axis is sharded over ``"data"`` via ``shard_map``
+  (then each device computes its rows against all, without the symmetry)."""
+  kernel = functools.partial(_knn_reduce, k=k, block=block, dist_dtype=jnp.dtype(dist_dtype))
   if mesh is None:
-    return jax.jit(lambda q, r, n: kernel(q, r, n, 0))
+    return jax.jit(lambda x, n: kernel(x, x, n, 0, symmetric=True))
 
   def local(q, r, n):
-    return kernel(q, r, n, jax.lax.axis_index(_AXIS) * q.shape[0])
+    return kernel(q, r, n, jax.lax.axis_index(_AXIS) * q.shape[0], symmetric=False)
 
-  # check_vma=False: the scan carries start as constants and become per-device values; every
-  # output is per-device (sharded on "data"), so there is nothing for the check to protect.
-  sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(_AXIS), P(), P()), out_specs=P(_AXIS),
-                          check_vma=False)
+  # check_vma=False: every output is per-device (sharded on "data").
+  sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(_AXIS), P(), P()),
+                          out_specs=(P(_AXIS), P(_AXIS)), check_vma=False)
   rows, rep = NamedSharding(mesh, P(_AXIS)), NamedSharding(mesh, P())
-  return jax.jit(sharded, in_shardings=(rows, rep, rep), out_shardings=rows)
+  return jax.jit(sharded, in_shardings=(rows, rep, rep), out_shardings=(rows, rows))
 
 
 @functools.lru_cache(maxsize=None)
@@ -452,9 +623,9 @@ def _cross_pass_fn(mesh: Mesh | None, qblock: int, rblock: int, dist_dtype: str)
     return jax.jit(lambda q, qrad, r, rad, nq, nr: kernel(q, qrad, r, rad, nq, nr, 0))
 
   def local(q, qrad, r, rad, nq, nr):
-    nearest, inside, counts = kernel(
+    covered, inside, counts = kernel(
         q, qrad, r, rad, nq, nr, jax.lax.axis_index(_AXIS) * q.shape[0])
-    return nearest, inside, jax.lax.psum(counts, _AXIS)
+    return covered, inside, jax.lax.psum(counts, _AXIS)
 
   sharded = jax.shard_map(
       local, mesh=mesh, in_specs=(P(_AXIS), P(_AXIS), P(), P(), P(), P()),
@@ -464,46 +635,93 @@ def _cross_pass_fn(mesh: Mesh | None, qblock: int, rblock: int, dist_dtype: str)
                  out_shardings=(rows, rows, rep))
 
 
-def _put_features(x: np.ndarray, mesh: Mesh | None) -> tuple[jax.Array, jax.Array | None]:
-  """One device copy of ``x`` as queries (sharded rows) and, with a mesh, one replicated as refs.
+class _Placed(NamedTuple):
+  """A feature set on the device(s): ``rows`` (sharded over ``"data"`` with a mesh), ``refs``
+  (replicated with a mesh, else ``rows``), padded to ``n_pad`` rows, blocks of ``block`` rows."""
 
-  Without a mesh nothing is padded or copied twice. With one, rows are padded to a multiple of
-  the device count (padded rows are never counted).
+  rows: jax.Array
+  refs: jax.Array
+  n: int
+  block: int
+
+
+def _layout(n: int, block_size: int, n_dev: int) -> tuple[int, int]:
+  """``(block, n_pad)``: rows per block and padded rows, ``n_pad`` a multiple of ``n_dev*block``."""
+  block = min(block_size, -(-n // n_dev))
+  return block, round_up(n, n_dev * block)
+
+
+def _put_features(x: np.ndarray | _NpyFeatures, block_size: int, mesh: Mesh | None) -> _Placed:
+  """One padded device copy of ``x`` (and, with a mesh, one replicated copy as references).
+
+  A ``.npy`` file is read in row blocks into the device array without a mesh; with a mesh it is
+  read whole, then sharded.
   """
+  n_dev = data_axis_size(mesh)
+  block, n_pad = _layout(x.shape[0], block_size, n_dev)
+  if isinstance(x, _NpyFeatures):
+    if mesh is None:
+      rows = npy_blocks.npy_to_device(x.path, n_pad, x.dtype, os.path.basename(x.path))
+      return _Placed(rows, rows, x.shape[0], block)
+    x = _as_features(x.host(), x.path, 1)
+  xp = pad_rows(x, n_pad)
   if mesh is None:
-    return jnp.asarray(x), None
-  xp = pad_rows(x, round_up(x.shape[0], data_axis_size(mesh)))
-  return put(xp, mesh, P(_AXIS)), put(xp, mesh, P())
+    rows = jnp.asarray(xp)
+    return _Placed(rows, rows, x.shape[0], block)
+  return _Placed(put(xp, mesh, P(_AXIS)), put(xp, mesh, P()), x.shape[0], block)
 
 
-def _blocks_for(q: jax.Array, r: jax.Array, block_size: int, mesh: Mesh | None) -> tuple[int, int]:
-  per_device = q.shape[0] // data_axis_size(mesh)
-  return min(block_size, per_device), min(block_size, r.shape[0])
+_FALLBACK_ROWS = 64
 
 
-def _knn_radii(x, *, n: int, k: int, block_size: int, mesh: Mesh | None) -> jax.Array:
-  """``[n_placed]`` distances to the k-th nearest neighbour (self excluded), on the device(s)."""
-  rows, rep = x
-  refs = rows if rep is None else rep
-  qblock, rblock = _blocks_for(rows, refs, block_size, mesh)
-  fn = _knn_pass_fn(mesh, k, qblock, rblock, rows.dtype.name)
-  return fn(rows, refs, put(np.asarray(n, np.int64), mesh, P()))
+@functools.partial(jax.jit, static_argnames=("k", "dist_dtype", "block"))
+def _exact_kth_rows(x, rows, n, *, k, dist_dtype, block):
+  """sklearn-order float64 k-NN radii of ``x[rows]`` (``rows [_FALLBACK_ROWS]``: rows the
+  certificate rejected, e.g. exact duplicates), against the ``n`` valid rows of ``x``."""
+  qq_all = _norms(x)
+  q, qq = x[rows].astype(jnp.float64), qq_all[rows]
+
+  def step(best, j):
+    rb = jax.lax.dynamic_slice_in_dim(x, j * block, block).astype(jnp.float64)
+    d2 = _squared_distances(q, qq, rb, jax.lax.dynamic_slice_in_dim(qq_all, j * block, block))
+    ids = j * block + jnp.arange(block)
+    d2 = jnp.where(rows[:, None] == ids[None, :], 0.0, d2)
+    dist = jnp.where((ids < n)[None, :], jnp.sqrt(d2.astype(dist_dtype)), jnp.inf)
+    neg, _ = jax.lax.top_k(-jnp.concatenate([best, dist], axis=1), k + 1)
+    return -neg, None
+
+  init = jnp.full((rows.shape[0], k + 1), jnp.inf, dist_dtype)
+  best, _ = jax.lax.scan(step, init, jnp.arange(x.shape[0] // block))
+  return best[:, k]
 
 
-def _cross(real, real_radius, fake, fake_radius, *, n_real, n_fake, block_size, mesh,
-           dist_dtype):
-  """Cross pass on placed arrays: ``nearest_fake``, ``in_fake_ball`` (per real sample) and
-  ``counts`` (real balls holding each fake sample), as host arrays without padding."""
-  rows = real[0]
-  refs = fake[0] if fake[1] is None else fake[1]
-  qblock, rblock = _blocks_for(rows, refs, block_size, mesh)
-  fn = _cross_pass_fn(mesh, qblock, rblock, np.dtype(dist_dtype).name)
+def _knn_radii(placed: _Placed, *, k: int, mesh: Mesh | None) -> jax.Array:
+  """``[n_pad]`` distances to the k-th nearest neighbour (self excluded), placed like ``rows``."""
+  fn = _knn_pass_fn(mesh, k, placed.block, placed.rows.dtype.name)
+  radius, ok = fn(placed.rows, placed.n) if mesh is None else fn(
+      placed.rows, placed.refs, put(np.asarray(placed.n, np.int64), mesh, P()))
+  bad = np.flatnonzero(~to_host(ok)[:placed.n])
+  if bad.size:
+    radius = np.array(to_host(radius))
+    for s in range(0, bad.size, _FALLBACK_ROWS):
+      rows = bad[s:s + _FALLBACK_ROWS]
+      got = _exact_kth_rows(placed.refs, jnp.asarray(np.pad(rows, (0, _FALLBACK_ROWS - rows.size))),
+                            placed.n, k=k, dist_dtype=radius.dtype.name, block=placed.block)
+      radius[rows] = to_host(got)[:rows.size]
+    radius = put(radius, mesh, P(_AXIS)) if mesh is not None else jnp.asarray(radius)
+  return radius
+
+
+def _cross(real: _Placed, real_radius, fake: _Placed, fake_radius, *, mesh, dist_dtype):
+  """Cross pass on placed arrays: ``covered``, ``in_fake_ball`` (per real sample) and ``counts``
+  (real balls holding each fake sample), as host arrays without padding."""
+  fn = _cross_pass_fn(mesh, real.block, fake.block, np.dtype(dist_dtype).name)
   if mesh is not None:
     fake_radius = jax.device_put(fake_radius, NamedSharding(mesh, P()))
-  nearest, inside, counts = fn(
-      rows, real_radius, refs, fake_radius, put(np.asarray(n_real, np.int64), mesh, P()),
-      put(np.asarray(n_fake, np.int64), mesh, P()))
-  return (to_host(nearest)[:n_real], to_host(inside)[:n_real], to_host(counts)[:n_fake])
+  covered, inside, counts = fn(
+      real.rows, real_radius, fake.refs, fake_radius,
+      put(np.asarray(real.n, np.int64), mesh, P()), put(np.asarray(fake.n, np.int64), mesh, P()))
+  return (to_host(covered)[:real.n], to_host(inside)[:real.n], to_host(counts)[:fake.n])
 
 
 def prdc(real_features: Any,
@@ -527,15 +745,19 @@ def prdc(real_features: Any,
 
   Identical to ``prdc.compute_prdc`` (the authors' package): same Euclidean distances as its
   sklearn call (float64 squared distances, float32 distances when both inputs are float32), same
-  strict ``<``. Computed in blocks of ``block_size`` queries x ``block_size`` references by
-  jitted kernels with a running top-(k+1) (``jax.lax.top_k``): memory ``O(n d + block_size^2)``,
-  never an ``n x n`` matrix; compute ``3 n^2 d`` (two self passes and one cross pass whose
-  distances serve both precision/density and recall/coverage). float32 features stay float32 in
-  memory and are upcast block by block.
+  strict ``<``. Computed in blocks of ``block_size`` x ``block_size`` distances, never an ``n x n``
+  matrix: each block by a float32 matmul, and every decision within the float32 error bound of
+  its threshold (a k-th neighbour candidate, a ball test) re-decided from float64 distances (see
+  the section comment above ``_U32``; rows a certificate rejects, e.g. exact duplicates, are
+  redone in float64 against all rows). Compute ``4 n^2 d`` float32 FLOPs: the self passes use the
+  symmetry of the real-real and fake-fake distances (blocks ``I <= J``; not with a mesh), and
+  one cross pass serves precision/density and recall/coverage. Memory ``O(n d + block_size^2)``.
 
   Args:
-    real_features: ``[n_real, d]`` float32/float64 array, ``n_real >= nearest_k + 1``, finite.
-    fake_features: ``[n_fake, d]`` float32/float64 array, ``n_fake >= nearest_k + 1``, finite.
+    real_features: ``[n_real, d]`` float32/float64 array, ``n_real >= nearest_k + 1``, finite;
+      or the path (``str``/``os.PathLike``) of a 2-D ``.npy`` file of them, read in blocks
+      straight into the device array (host memory: one block; with a mesh it is read whole).
+    fake_features: ``[n_fake, d]``, likewise.
     nearest_k: positive int ``k`` of the k-NN radii (5 in both papers).
     block_size: positive int, rows per block on each side of a distance block (memory
       ``~block_size^2 * 8`` bytes per block; 1024 is a good default).
@@ -555,27 +777,24 @@ def prdc(real_features: Any,
   """
   k = _positive_int(nearest_k, "nearest_k")
   block_size = _positive_int(block_size, "block_size")
-  real = _as_features(real_features, "real_features", min_samples=k + 1)
-  fake = _as_features(fake_features, "fake_features", min_samples=k + 1)
+  real = _as_feature_source(real_features, "real_features", min_samples=k + 1)
+  fake = _as_feature_source(fake_features, "fake_features", min_samples=k + 1)
   _check_same_dim(real, fake, "real_features", "fake_features")
   data_axis_size(mesh)
   cross_dtype = np.float32 if real.dtype == fake.dtype == np.float32 else np.float64
-  common = dict(k=k, block_size=block_size, mesh=mesh)
 
-  n_real, n_fake = real.shape[0], fake.shape[0]
   with jax.enable_x64(True):
-    real_placed, fake_placed = _put_features(real, mesh), _put_features(fake, mesh)
-    real_radius = _knn_radii(real_placed, n=n_real, **common)
-    fake_radius = _knn_radii(fake_placed, n=n_fake, **common)
-    nearest_fake, in_fake_ball, counts = _cross(
-        real_placed, real_radius, fake_placed, fake_radius, n_real=n_real, n_fake=n_fake,
-        block_size=block_size, mesh=mesh, dist_dtype=cross_dtype)
-    real_radius = to_host(real_radius)[:n_real]
+    real_placed = _put_features(real, block_size, mesh)
+    fake_placed = _put_features(fake, block_size, mesh)
+    real_radius = _knn_radii(real_placed, k=k, mesh=mesh)
+    fake_radius = _knn_radii(fake_placed, k=k, mesh=mesh)
+    covered, in_fake_ball, counts = _cross(real_placed, real_radius, fake_placed, fake_radius,
+                                           mesh=mesh, dist_dtype=cross_dtype)
 
   precision = (counts > 0).mean()
   recall = in_fake_ball.mean()
   density = (1.0 / float(k)) * counts.mean()
-  coverage = (nearest_fake < real_radius).mean()
+  coverage = covered.mean()
   return {
       "precision": float(precision),
       "recall": float(recall),

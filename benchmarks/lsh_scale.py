@@ -1,0 +1,147 @@
+"""LSH precision/recall (``method="lsh"``) at scale: compilations, first call, a million samples.
+
+Prints one JSON object with the load average. Three figures, each selectable:
+
+- ``compilations``: XLA compilations (``jax.monitoring`` backend-compile events) of
+  ``lsh_precision_recall`` over a sweep of sample counts ``n = 1k .. 1M`` (``--sweep-points``
+  values, geometric, 64-d: the count does not depend on ``d``), in one process.
+- ``first_call``: in fresh processes, the first ``lsh_precision_recall`` at ``20k x 512``: cold
+  (its compilations included), at a new ``n`` (compiled at another ``n`` first) and with JAX's
+  persistent compilation cache filled by an earlier process (as CLI jobs run), against exact
+  ``prdc`` at the same size (first call, and warm).
+- ``million``: ``1M x 512`` float32 real and fake features saved as ``.npy`` files, LSH precision
+  and recall from the paths in a fresh process: seconds and peak resident memory (``ru_maxrss``).
+
+  nice -n 10 python benchmarks/lsh_scale.py                    # all three
+  nice -n 10 python benchmarks/lsh_scale.py --only million --tmp /tmp
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+FIGURES = ("compilations", "first_call", "million")
+
+_SWEEP = r"""
+import json, sys
+import jax, numpy as np
+from jaxgc.eval import lsh
+events = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda ev, d, **kw: events.append(ev) if ev == "/jax/core/compile/backend_compile_duration"
+    else None)
+ns = [int(v) for v in sys.argv[1:]]
+rng = np.random.default_rng(0)
+per_n = []
+for n in ns:
+  before = len(events)
+  x = rng.standard_normal((n, 64), dtype=np.float32)
+  lsh.lsh_precision_recall(x, x[::-1])
+  per_n.append(len(events) - before)
+print(json.dumps({"n": ns, "compilations_per_n": per_n, "total": len(events)}))
+"""
+
+_TIMED = r"""
+import json, resource, sys, time
+import numpy as np
+tool, a, b = sys.argv[1], sys.argv[2], sys.argv[3]
+if tool == "lsh_paths":
+  from jaxgc.eval import lsh
+  t = time.perf_counter(); out = lsh.lsh_precision_recall(a, b); dt = time.perf_counter() - t
+  warm = None
+else:
+  n, d = int(a), int(b)
+  real = np.random.default_rng(0).standard_normal((n, d), dtype=np.float32)
+  fake = np.random.default_rng(1).standard_normal((n, d), dtype=np.float32)
+  if tool.startswith("lsh"):
+    import jax
+    from jaxgc.eval import lsh
+    if tool == "lsh_cached":  # JAX's persistent cache, as the CLI jobs use it
+      jax.config.update("jax_compilation_cache_dir", sys.argv[4])
+      jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+      jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    if tool == "lsh_new_n":  # compiled at another n first, in this process
+      lsh.lsh_precision_recall(real[: n // 3], fake[: n // 4])
+    run = lambda: lsh.lsh_precision_recall(real, fake)
+  else:
+    from jaxgc.eval import metrics
+    run = lambda: metrics.prdc(real, fake)
+  t = time.perf_counter(); out = run(); dt = time.perf_counter() - t
+  t = time.perf_counter(); run(); warm = time.perf_counter() - t
+print(json.dumps({"seconds_first_call": round(dt, 3),
+                  "seconds_warm": None if warm is None else round(warm, 3),
+                  "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                  "precision": float(out["precision"]), "recall": float(out["recall"])}))
+"""
+
+
+def _child(code: str, *args: str) -> dict:
+  proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+  if proc.returncode != 0:
+    return {"failed": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def compilations(points: int) -> dict:
+  ns = sorted({int(round(v)) for v in np.geomspace(1000, 1_000_000, points)})
+  return _child(_SWEEP, *map(str, ns))
+
+
+def first_call(n: int = 20000, dim: int = 512) -> dict:
+  """First call at ``n x dim`` in fresh processes: LSH cold (compiles), LSH at a new ``n`` (after
+  a call at another ``n``), LSH with the persistent cache an earlier process filled, and exact
+  ``prdc`` (first call and warm)."""
+  with tempfile.TemporaryDirectory() as cache:
+    _child(_TIMED, "lsh_cached", str(n // 2), str(dim), cache)  # fills the cache
+    cached = _child(_TIMED, "lsh_cached", str(n), str(dim), cache)
+  out = {"n": n, "dim": dim, "lsh_cold": _child(_TIMED, "lsh", str(n), str(dim)),
+         "lsh_new_n": _child(_TIMED, "lsh_new_n", str(n), str(dim)),
+         "lsh_persistent_cache": cached,
+         "exact_prdc": _child(_TIMED, "exact", str(n), str(dim))}
+  ex = out["exact_prdc"]
+  for key in ("lsh_cold", "lsh_new_n", "lsh_persistent_cache"):
+    if "seconds_first_call" in out[key] and "seconds_first_call" in ex:
+      out[f"{key}_speedup_over_exact_first_call"] = round(
+          ex["seconds_first_call"] / out[key]["seconds_first_call"], 1)
+  return out
+
+
+def million(tmp: str, n: int = 1_000_000, dim: int = 512) -> dict:
+  with tempfile.TemporaryDirectory(dir=tmp) as d:
+    for name, seed in (("real", 0), ("fake", 1)):  # written in blocks: this process stays small
+      f = np.lib.format.open_memmap(os.path.join(d, f"{name}.npy"), "w+", np.float32, (n, dim))
+      rng = np.random.default_rng(seed)
+      for s in range(0, n, 65536):
+        f[s:s + 65536] = rng.standard_normal((min(65536, n - s), dim), dtype=np.float32)
+      f.flush()
+      del f
+    res = _child(_TIMED, "lsh_paths", os.path.join(d, "real.npy"), os.path.join(d, "fake.npy"))
+  return {"n": n, "dim": dim, "input": ".npy paths", **res}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--only", nargs="+", choices=FIGURES, default=list(FIGURES))
+  parser.add_argument("--sweep-points", type=int, default=25)
+  parser.add_argument("--tmp", default=None, help="folder for the 2 x 2 GB .npy files")
+  args = parser.parse_args()
+  out = {"cpu_count": os.cpu_count(), "load_average_before": round(os.getloadavg()[0], 2)}
+  if "compilations" in args.only:
+    out["compilations"] = compilations(args.sweep_points)
+  if "first_call" in args.only:
+    out["first_call"] = first_call()
+  if "million" in args.only:
+    out["million"] = million(args.tmp)
+  out["load_average_after"] = round(os.getloadavg()[0], 2)
+  print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+  main()
