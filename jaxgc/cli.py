@@ -8,6 +8,7 @@
   jaxgc study --config CONFIG --workdir DIR [--config.KEY=VALUE ...]
   jaxgc selfsup --config CONFIG --workdir DIR [--config.KEY=VALUE ...]   (alias: train)
   jaxgc distill --config CONFIG --workdir DIR [--config.KEY=VALUE ...]
+  jaxgc gan --config CONFIG --workdir DIR [--config.KEY=VALUE ...]
   jaxgc --version
 
 ``CONFIG`` is a path to a Python file defining ``get_config()`` (``configs/NAME.py``) or the
@@ -46,6 +47,7 @@ JOBS = {
     "selfsup": ("selfsup", "prune, then recover by self-supervised compression"),
     "train": ("selfsup", "alias of selfsup, its old name"),
     "distill": ("distill", "CRD distillation into a narrower generator, online D"),
+    "gan": ("gan", "train a GAN teacher from scratch (DCGAN) with FID during training"),
 }
 
 
