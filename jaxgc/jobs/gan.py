@@ -36,6 +36,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from typing import Any
 
 import jax
@@ -221,7 +222,7 @@ def _domain_classifier(cfg, train_x, train_labels, source_desc: str, progress: b
     return module, variables, accuracy
   if progress:
     print(f"jaxgc: note: training the domain classifier for FID ({cfg.fid.classifier_steps} "
-          f"steps on {source_desc}; cached in {path})", flush=True)
+          f"steps on {source_desc}; cached in {path})", file=sys.stderr, flush=True)
   module, variables, accuracy = classifier_lib.train_classifier(
       train_x, train_labels, steps=int(cfg.fid.classifier_steps), seed=int(cfg.seed))
   os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -274,10 +275,10 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   mesh = runs.batch_mesh(int(cfg.batch_size))
   g, d = build_models(cfg)
   train_x, held_x, train_labels, data_desc = load_data(cfg)
+  features, feature_desc = feature_extractor(cfg, train_x, train_labels, data_desc, progress)
   os.makedirs(workdir, exist_ok=True)
   runs.check_resume(os.path.join(workdir, CONFIG_FILE), cfg.to_dict(), RESUMABLE_KEYS,
                     runs.holds_progress(workdir))
-  features, feature_desc = feature_extractor(cfg, train_x, train_labels, data_desc, progress)
   state, seconds, start = train(cfg, g, d, train_x, held_x, features, mesh, workdir, progress)
   report = measure_and_save(cfg, g, d, state, workdir, data_desc, feature_desc, seconds, start)
   write_report(report, workdir)

@@ -1,0 +1,119 @@
+"""`jaxgc gan`: training GAN teachers from scratch (losses fall, exact resume, the sharded step,
+one-line errors on bad input) and the teacher cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import one_error_line
+from conftest import run_on_fake_devices
+
+from jaxgc.checkpoint import load_model
+from jaxgc.data import gan_images
+from jaxgc.jobs import gan
+from jaxgc.train import gan_losses
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _folder(path, n=48, size=16, seed=0):
+  """``n`` grayscale ``size`` x ``size`` images: a bright square at a random place."""
+  os.makedirs(path, exist_ok=True)
+  rng = np.random.default_rng(seed)
+  for i in range(n):
+    img = np.zeros((size, size), np.uint8)
+    y, x = rng.integers(0, size - 6, 2)
+    img[y:y + 6, x:x + 6] = 255
+    Image.fromarray(img).save(os.path.join(path, f"{i:03d}.png"))
+  return str(path)
+
+
+def _tiny(folder, **kw):
+  cfg = {"data": {"source": folder, "resolution": 16, "channels": 1},
+         "model": {"z_dim": 8, "g_width": 8, "d_width": 8}, "batch_size": 8,
+         "steps": 6, "checkpoint_every": 3, "sample_every": 3, "tensorboard": False,
+         "d_learning_rate": 1e-3,
+         "fid": {"every": 3, "num_samples": 16, "reference": 4, "extractor": "pixels"}}
+  for k, v in kw.items():
+    cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v
+  return cfg
+
+
+def test_hinge_and_training_losses():
+  real, fake = np.float32([2.0, 0.5]), np.float32([-2.0, 0.0])
+  loss, r, f = gan_losses.training_discriminator_loss(real, fake, "hinge")
+  assert float(r) == pytest.approx(0.25) and float(f) == pytest.approx(0.5)
+  assert float(loss) == pytest.approx(0.75)
+  assert float(gan_losses.generator_loss(fake, "hinge")) == pytest.approx(1.0)
+  loss, _, _ = gan_losses.training_discriminator_loss(np.float32([0.5]), np.float32([0.5]),
+                                                      "non_saturating_prob")
+  assert float(loss) == pytest.approx(2 * np.log(2), rel=1e-5)
+  with pytest.raises(ValueError, match="the GAN training loss must be one of"):
+    gan_losses.training_discriminator_loss(real, fake, "wgan")
+
+
+def test_real_batches_are_a_function_of_seed_and_step():
+  images = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1)
+  a = gan_images.real_batch(images, 4, 0, 2)
+  np.testing.assert_array_equal(a, gan_images.real_batch(images, 4, 0, 2))
+  epoch = np.concatenate([gan_images.real_batch(images, 5, 0, s) for s in (0, 1)])
+  assert sorted(((epoch[:, 0, 0, 0] + 1) * 127.5).round().astype(int)) == list(range(10))
+
+
+def test_losses_fall_and_resume_is_exact(tmp_path):
+  """D learns (its loss falls from 2 log 2); a run stopped at step 3 and resumed ends with the
+  bits of an uninterrupted run, logs included; the teacher folder loads as a zoo model."""
+  folder = _folder(tmp_path / "data")
+  a, b = tmp_path / "a", tmp_path / "b"
+  report = gan.run(_tiny(folder, steps=12, checkpoint_every=6, sample_every=6,
+                         fid={"every": 6}), a, progress=False)
+  with open(a / "metrics.jsonl") as f:
+    d_loss = [json.loads(line)["d_loss"] for line in f]
+  assert len(d_loss) == 12
+  assert d_loss[0] == pytest.approx(2 * np.log(2), abs=0.1)
+  assert np.mean(d_loss[-3:]) < d_loss[0] - 0.1, d_loss
+  assert [c["step"] for c in report["fid_curve"]] == [6, 12]
+  assert all(c["fid"] is not None and c["fid"] >= 0 for c in report["fid_curve"])
+  gan.run(_tiny(folder, steps=6, checkpoint_every=6, sample_every=6, fid={"every": 6}), b,
+          progress=False)
+  resumed = gan.run(_tiny(folder, steps=12, checkpoint_every=6, sample_every=6,
+                          fid={"every": 6}), b, progress=False)
+  assert resumed["resumed_from"] == 6
+  for name in ("generator", "discriminator"):
+    _, va = load_model(a / name)
+    _, vb = load_model(b / name)
+    jax.tree.map(np.testing.assert_array_equal, va, vb)
+  for log in ("metrics.jsonl", "fid.jsonl"):
+    assert (a / log).read_text() == (b / log).read_text()
+  g, v = load_model(a / "generator")
+  out = g.apply(v, np.zeros((2, 8), np.float32))
+  assert out.shape == (2, 16, 16, 1) and np.all(np.abs(out) <= 1)
+  assert (a / "samples.png").is_file() and (a / "fid.png").is_file()
+  assert "final FID" in (a / "report.md").read_text()
+
+
+def test_sharded_gan_step_equals_single_device():
+  run_on_fake_devices("_sharded_gan_check.py", timeout=300)
+
+
+def test_bad_input_is_one_line(tmp_path, capsys):
+  folder = _folder(tmp_path / "data", n=8)
+  wd = tmp_path / "wd"
+  base = ["gan", "--config", str(ROOT / "configs" / "gan_dcgan_fmnist.py"), "--workdir", str(wd), "--no-progress",
+          f"--config.data.source={folder}", "--config.fid.extractor=pixels"]
+  one_error_line(capsys, base + ["--config.data.resolution=48"],
+                 "config.data.resolution 48 cannot be produced by dcgan")
+  one_error_line(capsys, base + ["--config.arch=biggan"], "unknown arch 'biggan'")
+  one_error_line(capsys, base + ["--config.data.channels=2"], "data.channels must be 1 or 3")
+  one_error_line(capsys, base + ["--config.fid.extractor=domain"],
+                 "fid.extractor 'domain' trains a classifier on class labels")
+  Image.fromarray(np.zeros((20, 20), np.uint8)).save(os.path.join(folder, "zz_odd.png"))
+  one_error_line(capsys, base, "have different sizes", "zz_odd.png")
+  assert not wd.exists()
