@@ -10,6 +10,10 @@ Sources (``source=``):
   must have the same size (mixed sizes are refused, naming the first odd file); a folder of
   another size than ``resolution`` is resized (PIL bicubic) to it. A seeded 10% is held out.
 
+pix2pix AB folders (:func:`load_pairs`, the aligned layout of pytorch-CycleGAN-and-pix2pix's
+``datasets/combine_A_and_B.py``): ``<root>/train/`` and ``<root>/test/`` (or ``val/``) hold
+images of width ``2 * height``, input A on the left, target B on the right.
+
 28x28 digits and garments are padded with black (value 0) by 2 pixels on each side to 32x32,
 as the DCGAN and SAGAN MNIST setups do, then resized only if ``resolution`` is not 32.
 ``channels`` 3 repeats a grayscale image; 1 converts RGB to luma (ITU-R 601).
@@ -135,3 +139,41 @@ def real_batch(images: np.ndarray, batch_size: int, seed: int, step: int) -> np.
     perm = np.random.default_rng((seed, 11, epoch)).permutation(n)
     idx.extend(perm[offset:offset + batch_size - len(idx)].tolist())
   return to_float(images[np.asarray(idx)])
+
+
+def _ab_split(folder: str, resolution: int, a_channels: int, b_channels: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+  images = reference_lib.load_images(folder)   # mixed sizes: ValueError naming the file
+  h, w = images.shape[1:3]
+  if w != 2 * h:
+    raise ValueError(f"pix2pix AB images in {folder} must be twice as wide as high (A | B), "
+                     f"got {w}x{h}")
+  a, b = images[:, :, :h], images[:, :, h:]
+  return (_channels(_resize(a, resolution), a_channels),
+          _channels(_resize(b, resolution), b_channels))
+
+
+def load_pairs(root: str, resolution: int = 32, a_channels: int = 1, b_channels: int = 1
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+  """``(train A, train B, held-out A, held-out B, description)`` of a pix2pix AB folder, uint8
+  ``[n, resolution, resolution, channels]`` (resized with PIL bicubic when the images have
+  another size).
+
+  Raises:
+    FileNotFoundError: ``root`` has no ``train/`` folder, or neither ``test/`` nor ``val/``.
+    ValueError: images of mixed sizes, or not twice as wide as high.
+  """
+  train = os.path.join(root, "train")
+  held = next((os.path.join(root, d) for d in ("test", "val")
+               if os.path.isdir(os.path.join(root, d))), None)
+  if not os.path.isdir(train) or held is None:
+    raise FileNotFoundError(f"pix2pix data {root} must hold train/ and test/ (or val/) folders "
+                            "of AB images")
+  for c in (a_channels, b_channels):
+    if c not in (1, 3):
+      raise ValueError(f"channels must be 1 or 3, got {c}")
+  ta, tb = _ab_split(train, resolution, a_channels, b_channels)
+  ha, hb = _ab_split(held, resolution, a_channels, b_channels)
+  desc = (f"pix2pix AB folder {root} ({len(ta):,} training pairs, {len(ha):,} held out in "
+          f"{os.path.basename(held)}/)")
+  return ta, tb, ha, hb, desc

@@ -3,8 +3,14 @@
 Architectures (``config.arch``): ``"dcgan"`` (Radford et al. 2016; the DCGAN tutorial
 layout of :mod:`jaxgc.models.dcgan`, BatchNorm on the batch's statistics in training, running
 statistics kept for inference; non-saturating loss on D's sigmoid; Adam 2e-4, beta1 0.5).
+``"pix2pix"`` (Isola et al. 2017: :class:`~jaxgc.models.unet.UnetGenerator` with
+``num_downs`` levels, BatchNorm, no dropout, and the 70x70-style
+:class:`~jaxgc.models.patchgan.PatchGANDiscriminator` on ``concat(A, B)``; vanilla GAN loss on
+logits plus ``l1_weight`` (100) * L1; Adam 2e-4, beta1 0.5, as ``models/pix2pix_model.py``).
 Data (``config.data.source``): ``"fashion_mnist"``, ``"mnist"`` or an image folder
-(:mod:`jaxgc.data.gan_images`: 28x28 padded to 32x32, ``channels`` 1 or 3).
+(:mod:`jaxgc.data.gan_images`: 28x28 padded to 32x32, ``channels`` 1 or 3); for pix2pix an AB
+folder root with ``train/`` and ``test/`` (``scripts/make_edges.py`` makes edges ->
+Fashion-MNIST).
 
 Every run is a function of its config: weights from ``numpy`` draws seeded by ``seed``
 (:func:`jaxgc.models.layers.normal_init`, N(0, 0.02) as the DCGAN paper), real batches from
@@ -13,7 +19,8 @@ same weights bit for bit, and a killed run resumed from its checkpoint ends wher
 uninterrupted one does.
 
 Quality during training: FID every ``fid.every`` steps (and at the last) of ``fid.num_samples``
-samples of fixed latents against ``fid.reference`` images of the held-out split, on the feature
+samples of fixed latents (pix2pix: the outputs for the first held-out inputs A) against
+``fid.reference`` images of the held-out split (pix2pix: held-out targets B), on the feature
 network ``fid.extractor``: ``"domain"`` (a LeNet-5 trained here on the training split's labels,
 :mod:`jaxgc.train.classifier`, cached in the user cache folder: cheap, the default),
 ``"inception"`` (the FID Inception, ~6 images/s on a 2-core CPU), ``"lenet5"`` (the MNIST
@@ -59,6 +66,8 @@ from jaxgc.jobs import runs
 from jaxgc.models import layers
 from jaxgc.models.dcgan import DCGANDiscriminator
 from jaxgc.models.dcgan import DCGANGenerator
+from jaxgc.models.patchgan import PatchGANDiscriminator
+from jaxgc.models.unet import UnetGenerator
 from jaxgc.train import checkpoint_manager
 from jaxgc.train import classifier as classifier_lib
 from jaxgc.train import gan_step
@@ -67,7 +76,7 @@ CONFIG_FILE = "gan_config.json"
 FID_FILE = "fid.jsonl"
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
-ARCHS = ("dcgan",)
+ARCHS = ("dcgan", "pix2pix")
 EXTRACTORS = ("domain", "inception", "lenet5", "pixels")
 # Keys a rerun may change; every other key must match the run that wrote the checkpoints.
 RESUMABLE_KEYS = ("steps", "checkpoint_every", "max_to_keep", "sample_every", "tensorboard")
@@ -94,6 +103,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.z_dim = 100
   c.model.g_width = 64        # G's last hidden width; doubled towards the latent
   c.model.d_width = 64        # D's first width; doubled towards the output
+  c.model.num_downs = 5       # pix2pix: U-Net levels (the resolution a multiple of 2**num_downs)
+  c.model.n_layers = 3        # pix2pix: PatchGAN stride-2 convolutions
+  c.data.input_channels = 1   # pix2pix: channels of the inputs A
   c.loss = "non_saturating_prob"   # see jaxgc.train.gan_losses.TRAINING_LOSSES
   c.g_learning_rate = 2e-4
   c.d_learning_rate = 2e-4
@@ -102,6 +114,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.ema_decay = 0.0
   c.r1_gamma = 0.0
   c.r1_every = 16
+  c.l1_weight = 100.0         # pix2pix's lambda_L1
   c.batch_size = 64           # a multiple of the device count
   c.steps = 2000
   c.seed = 0
@@ -115,6 +128,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.fid.reference = 2000      # held-out images
   c.fid.extractor = "domain"
   c.fid.classifier_steps = 600   # training steps of the "domain" classifier
+  c.fid.classifier_data = ""  # "" (the training split's labels) | "fashion_mnist" | "mnist"
   return c
 
 
@@ -132,15 +146,19 @@ def resolve_config(user: Any) -> ml_collections.ConfigDict:
   if cfg.fid.extractor not in EXTRACTORS:
     raise ValueError(f"unknown fid.extractor {cfg.fid.extractor!r}; expected one of "
                      f"{EXTRACTORS}")
-  if cfg.data.channels not in (1, 3):
-    raise ValueError(f"data.channels must be 1 or 3, got {cfg.data.channels}")
+  for key in ("channels", "input_channels"):
+    if cfg.data[key] not in (1, 3):
+      raise ValueError(f"data.{key} must be 1 or 3, got {cfg.data[key]}")
+  if cfg.fid.classifier_data not in ("",) + gan_images.SOURCES:
+    raise ValueError(f"fid.classifier_data must be '' or one of {gan_images.SOURCES}, got "
+                     f"{cfg.fid.classifier_data!r}")
   for key in ("g_learning_rate", "d_learning_rate"):
     if not cfg[key] > 0 or not math.isfinite(cfg[key]):
       raise ValueError(f"{key} must be a positive number, got {cfg[key]}")
   for key in ("batch_size", "checkpoint_every", "max_to_keep", "r1_every"):
     if cfg[key] < 1:
       raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
-  for key in ("z_dim", "g_width", "d_width"):
+  for key in ("z_dim", "g_width", "d_width", "n_layers"):
     if cfg.model[key] < 1:
       raise ValueError(f"model.{key} must be >= 1, got {cfg.model[key]}")
   for key in ("num_samples", "reference"):
@@ -155,8 +173,10 @@ def resolve_config(user: Any) -> ml_collections.ConfigDict:
 
 
 def _objective(cfg) -> gan_step.GANConfig:
-  return gan_step.GANConfig(loss=cfg.loss, z_dim=int(cfg.model.z_dim), r1_gamma=float(
-      cfg.r1_gamma), r1_every=int(cfg.r1_every), ema_decay=float(cfg.ema_decay))
+  return gan_step.GANConfig(
+      loss=cfg.loss, z_dim=int(cfg.model.z_dim), conditional=cfg.arch == "pix2pix",
+      l1_weight=float(cfg.l1_weight), r1_gamma=float(cfg.r1_gamma), r1_every=int(cfg.r1_every),
+      ema_decay=float(cfg.ema_decay))
 
 
 def _doublings(resolution: int, arch: str, base: int = 4) -> int:
@@ -175,10 +195,27 @@ def build_models(cfg):
   channels)`` (``k + 1`` layers, 4x4 up to the resolution); D widths ``(d_width, ...,
   d_width * 2**(k-1))`` and a last stride-2 convolution (a 2x2 map of probabilities at 32x32).
 
+  pix2pix: ``UnetGenerator(input_channels, channels, num_downs, ngf=g_width)`` (BatchNorm, no
+  dropout) and ``PatchGANDiscriminator(input_channels + channels, ndf=d_width, n_layers)``.
+
   Raises:
     ValueError: a resolution the architecture cannot produce.
   """
   r, ch, m = int(cfg.data.resolution), int(cfg.data.channels), cfg.model
+  if cfg.arch == "pix2pix":
+    side = 2**int(m.num_downs)
+    if m.num_downs < 5 or r % side:
+      raise ValueError(f"config.data.resolution {r} cannot be produced by pix2pix with "
+                       f"model.num_downs {m.num_downs}: the U-Net needs num_downs >= 5 and a "
+                       f"multiple of 2**num_downs = {side}")
+    if r < 3 * 2**int(m.n_layers):
+      raise ValueError(f"config.data.resolution {r} is too small for a PatchGAN with "
+                       f"model.n_layers {m.n_layers} (at least {3 * 2**int(m.n_layers)})")
+    a_ch = int(cfg.data.input_channels)
+    return (UnetGenerator(input_nc=a_ch, output_nc=ch, num_downs=int(m.num_downs),
+                          ngf=int(m.g_width)),
+            PatchGANDiscriminator(input_nc=a_ch + ch, ndf=int(m.d_width),
+                                  n_layers=int(m.n_layers), image_size=r))
   k = _doublings(r, cfg.arch)
   g = DCGANGenerator(features=tuple(int(m.g_width) * 2**(k - 1 - i) for i in range(k)) + (ch,),
                      z_dim=int(m.z_dim))
@@ -190,9 +227,14 @@ def build_models(cfg):
 def _init(cfg, g, d) -> tuple[dict, dict]:
   r, ch = int(cfg.data.resolution), int(cfg.data.channels)
   seed = int(cfg.seed)
-  g_vars = layers.normal_init(g, jax.ShapeDtypeStruct((1, int(cfg.model.z_dim)), np.float32),
-                              seed=seed)
-  d_vars = layers.normal_init(d, jax.ShapeDtypeStruct((1, r, r, ch), np.float32), seed=seed + 1)
+  if cfg.arch == "pix2pix":
+    a_ch = int(cfg.data.input_channels)
+    g_in, d_ch = (1, r, r, a_ch), a_ch + ch
+  else:
+    g_in, d_ch = (1, int(cfg.model.z_dim)), ch
+  g_vars = layers.normal_init(g, jax.ShapeDtypeStruct(g_in, np.float32), seed=seed)
+  d_vars = layers.normal_init(d, jax.ShapeDtypeStruct((1, r, r, d_ch), np.float32),
+                              seed=seed + 1)
   return g_vars, d_vars
 
 
@@ -207,10 +249,16 @@ def _latents(cfg, n: int, stream: int) -> np.ndarray:
 
 
 def _domain_classifier(cfg, train_x, train_labels, source_desc: str, progress: bool):
-  """The cached LeNet-5 domain classifier of this training set, trained on first use."""
+  """The cached LeNet-5 domain classifier of this training set (or of
+  ``fid.classifier_data``'s), trained on first use."""
+  if cfg.fid.classifier_data:
+    train_x, _, train_labels, source_desc = gan_images.load_split(
+        cfg.fid.classifier_data, int(cfg.data.resolution), int(cfg.data.channels),
+        int(cfg.seed))
   if train_labels is None:
     raise ValueError(f"fid.extractor 'domain' trains a classifier on class labels, and "
-                     f"{cfg.data.source!r} has none; use fid.extractor 'inception' or 'pixels'")
+                     f"{cfg.data.source!r} has none; set fid.classifier_data to a labelled set "
+                     "of the same domain, or use fid.extractor 'inception' or 'pixels'")
   h = hashlib.sha256(np.ascontiguousarray(train_x).data)
   h.update(np.ascontiguousarray(train_labels).data)
   h.update(repr((int(cfg.fid.classifier_steps), int(cfg.seed))).encode())
@@ -246,7 +294,8 @@ def feature_extractor(cfg, train_x, train_labels, source_desc: str, progress: bo
       500, None, False, "features", variables=variables)
   acc = "" if accuracy is None else f", {accuracy:.1%} training accuracy"
   steps = int(cfg.fid.classifier_steps)
-  return fn, (f"a LeNet-5 domain classifier trained here on the training split ({steps} Adam "
+  on = cfg.fid.classifier_data or "this run's"
+  return fn, (f"a LeNet-5 domain classifier trained here on {on} training split ({steps} Adam "
               f"steps{acc}; f6, 84-d)")
 
 
@@ -274,26 +323,57 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   workdir = check_writable_dir(workdir)
   mesh = runs.batch_mesh(int(cfg.batch_size))
   g, d = build_models(cfg)
-  train_x, held_x, train_labels, data_desc = load_data(cfg)
-  features, feature_desc = feature_extractor(cfg, train_x, train_labels, data_desc, progress)
+  data = load_data(cfg)
+  features, feature_desc = feature_extractor(cfg, data["targets"], data["labels"],
+                                             data["desc"], progress)
   os.makedirs(workdir, exist_ok=True)
   runs.check_resume(os.path.join(workdir, CONFIG_FILE), cfg.to_dict(), RESUMABLE_KEYS,
                     runs.holds_progress(workdir))
-  state, seconds, start = train(cfg, g, d, train_x, held_x, features, mesh, workdir, progress)
-  report = measure_and_save(cfg, g, d, state, workdir, data_desc, feature_desc, seconds, start)
+  state, seconds, start = train(cfg, g, d, data, features, mesh, workdir, progress)
+  report = measure_and_save(cfg, g, d, state, workdir, data, feature_desc, seconds, start)
   write_report(report, workdir)
   return report
 
 
-def load_data(cfg):
-  """Stage 1: ``(train, held_out, train labels or None, description)`` (uint8 images)."""
-  return gan_images.load_split(cfg.data.source, int(cfg.data.resolution),
-                               int(cfg.data.channels), int(cfg.seed))
+def load_data(cfg) -> dict[str, Any]:
+  """Stage 1: the data, uint8 images ``[n, h, w, c]``.
+
+  Returns:
+    ``{"train": what batches are drawn from (pix2pix: A and B concatenated on channels),
+    "targets": the training images (B), "held": held-out images (B), "held_a": held-out inputs
+    A (pix2pix) or None, "labels": the training images' labels or None, "desc": a
+    description}``.
+  """
+  r, ch = int(cfg.data.resolution), int(cfg.data.channels)
+  if cfg.arch == "pix2pix":
+    ta, tb, ha, hb, desc = gan_images.load_pairs(cfg.data.source, r,
+                                                 int(cfg.data.input_channels), ch)
+    return {"train": np.concatenate([ta, tb], axis=-1), "targets": tb, "held": hb,
+            "held_a": ha, "labels": None, "desc": desc}
+  train_x, held_x, labels, desc = gan_images.load_split(cfg.data.source, r, ch, int(cfg.seed))
+  return {"train": train_x, "targets": train_x, "held": held_x, "held_a": None,
+          "labels": labels, "desc": desc}
 
 
-def train(cfg, g, d, train_x, held_x, features, mesh, workdir, progress):
+def _inputs(cfg, data, n: int, stream: int) -> np.ndarray:
+  """``n`` fixed generator inputs: latents of ``stream``, or the first held-out inputs A."""
+  if data["held_a"] is None:
+    return _latents(cfg, n, stream)
+  return gan_images.to_float(data["held_a"][:n])
+
+
+def _grid_rows(cfg, g, g_vars, data, label: str) -> list[tuple[str, np.ndarray]]:
+  out = inputs_lib.to_uint8(parallel.generate(g, g_vars, _inputs(cfg, data, _GRID,
+                                                                 _GRID_STREAM)))
+  if data["held_a"] is None:
+    return [(label, out)]
+  return [("input A", data["held_a"][:_GRID]), (label, out), ("target B", data["held"][:_GRID])]
+
+
+def train(cfg, g, d, data, features, mesh, workdir, progress):
   """Stage 2: the resumable training loop with sample grids and FID; ``(state, seconds,
   start step)``."""
+  train_x, held_x = data["train"], data["held"]
   g_tx, d_tx = _optimizers(cfg)
   g_vars, d_vars = _init(cfg, g, d)
   state = parallel.replicate(gan_step.create_gan_state(g_vars, d_vars, g_tx, d_tx,
@@ -301,13 +381,18 @@ def train(cfg, g, d, train_x, held_x, features, mesh, workdir, progress):
   step_fn = gan_step.make_gan_step(g, d, _objective(cfg), g_tx, d_tx, mesh)
   key = parallel.replicate(jax.random.key(int(cfg.seed)), mesh)
   seed, batch_size = int(cfg.seed), int(cfg.batch_size)
-  batch = lambda s: parallel.shard_batch(  # noqa: E731
-      gan_images.real_batch(train_x, batch_size, seed, s), mesh)
+  a_ch = int(cfg.data.input_channels)
+
+  def batch(s):
+    x = gan_images.real_batch(train_x, batch_size, seed, s)
+    if data["held_a"] is not None:
+      x = {"a": x[..., :a_ch], "b": x[..., a_ch:]}
+    return parallel.shard_batch(x, mesh)
+
   ref_idx = np.sort(np.random.default_rng((seed, _REF_STREAM)).choice(
       len(held_x), size=min(int(cfg.fid.reference), len(held_x)), replace=False))
   ref_features = features(held_x[ref_idx])
-  fid_z, grid_z = _latents(cfg, int(cfg.fid.num_samples), _FID_STREAM), _latents(
-      cfg, _GRID, _GRID_STREAM)
+  fid_z = _inputs(cfg, data, int(cfg.fid.num_samples), _FID_STREAM)
   steps = int(cfg.steps)
   fid_path = os.path.join(workdir, FID_FILE)
   os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
@@ -319,8 +404,8 @@ def train(cfg, g, d, train_x, held_x, features, mesh, workdir, progress):
       return
     v = jax.device_get(gan_step.generator_variables(st))
     if grid:
-      report_lib.sample_grid([(f"step {step}", inputs_lib.to_uint8(parallel.generate(
-          g, v, grid_z)))], os.path.join(workdir, "samples", f"step_{step:06d}.png"), cell=64)
+      report_lib.sample_grid(_grid_rows(cfg, g, v, data, f"step {step}"),
+                             os.path.join(workdir, "samples", f"step_{step:06d}.png"), cell=64)
     if fid:
       fake = inputs_lib.to_uint8(parallel.generate(g, v, fid_z))
       value = metrics_lib.fid(ref_features, features(fake))
@@ -348,8 +433,9 @@ def _read_jsonl(path: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def measure_and_save(cfg, g, d, state, workdir, data_desc, feature_desc, seconds, start):
+def measure_and_save(cfg, g, d, state, workdir, data, feature_desc, seconds, start):
   """Stage 3: the trained networks saved as model folders, and the report's facts."""
+  data_desc = data["desc"]
   g_vars = jax.tree.map(np.asarray, jax.device_get(gan_step.generator_variables(state)))
   d_vars = jax.tree.map(np.asarray, jax.device_get(gan_step.discriminator_variables(state)))
   extra = {"trained_by": "jaxgc gan", "config": cfg.to_dict(), "data": data_desc}
@@ -357,15 +443,25 @@ def measure_and_save(cfg, g, d, state, workdir, data_desc, feature_desc, seconds
   save_model(os.path.join(workdir, "discriminator"), d, d_vars, extra=extra)
   curve = _read_jsonl(os.path.join(workdir, FID_FILE))
   losses = _read_jsonl(os.path.join(workdir, runs.METRICS_FILE))
-  grid_z = _latents(cfg, 4 * _GRID, _GRID_STREAM)
-  images = inputs_lib.to_uint8(parallel.generate(g, g_vars, grid_z))
-  report_lib.sample_grid([(f"row {i + 1}", images[i * _GRID:(i + 1) * _GRID]) for i in range(4)],
-                         os.path.join(workdir, "samples.png"), cell=64)
+  held_out = None
+  if data["held_a"] is None:
+    images = inputs_lib.to_uint8(parallel.generate(g, g_vars, _latents(cfg, 4 * _GRID,
+                                                                       _GRID_STREAM)))
+    rows = [(f"samples {i + 1}", images[i * _GRID:(i + 1) * _GRID]) for i in range(4)]
+    example = np.zeros((8, int(cfg.model.z_dim)), np.float32)
+  else:
+    rows = _grid_rows(cfg, g, g_vars, data, "output")
+    example = gan_images.to_float(data["held_a"][:8])
+    a = gan_images.to_float(data["held_a"])
+    out = parallel.generate(g, g_vars, a)
+    b = gan_images.to_float(data["held"])
+    held_out = {"pairs": len(a), "l1": float(np.mean(np.abs(out - b))),
+                **report_lib.image_metrics(b, out)}
+  report_lib.sample_grid(rows, os.path.join(workdir, "samples.png"), cell=64)
   last = losses[-1] if losses else {}
   return {
       "config": cfg.to_dict(), "data": data_desc, "feature_net": feature_desc,
-      "generator": report_lib.model_facts(g, g_vars, np.zeros((8, int(cfg.model.z_dim)),
-                                                              np.float32), None),
+      "generator": report_lib.model_facts(g, g_vars, example, None), "held_out": held_out,
       "discriminator": {"params": int(sum(np.size(x) for x in jax.tree.leaves(d_vars["params"])))},
       "steps": int(jax.device_get(state.step)), "resumed_from": start,
       "train_seconds_this_run": seconds, "fid_curve": curve,
@@ -401,14 +497,22 @@ def _markdown(report: dict) -> str:
       f"sample; discriminator: {report['discriminator']['params']:,} params",
       f"- loss {c['loss']}; Adam G {c['g_learning_rate']}, D {c['d_learning_rate']}, betas "
       f"({c['beta1']}, {c['beta2']}); batch {c['batch_size']}; EMA {c['ema_decay']}; R1 gamma "
-      f"{c['r1_gamma']} every {c['r1_every']}; seed {c['seed']}",
+      f"{c['r1_gamma']} every {c['r1_every']}"
+      f"{'; L1 weight ' + str(c['l1_weight']) if c['arch'] == 'pix2pix' else ''}; seed "
+      f"{c['seed']}",
       f"- {report['steps']} steps; this invocation trained from step {report['resumed_from']} in "
       f"{report['train_seconds_this_run']:.0f} s on {report['devices']} "
       f"{report['platform']} device(s)",
-      f"- FID: {c['fid']['num_samples']} samples (fixed latents) against {c['fid']['reference']} "
-      f"held-out images, features of {report['feature_net']}; comparable only with FIDs "
-      "measured the same way",
+      f"- FID: {c['fid']['num_samples']} "
+      f"{'outputs for held-out inputs' if report.get('held_out') else 'samples (fixed latents)'}"
+      f" against {c['fid']['reference']} held-out images, features of {report['feature_net']}; "
+      "comparable only with FIDs measured the same way",
       f"- final FID: **{report_lib.fmt(report['final_fid'], '.2f')}**",
+      *([] if not report.get("held_out") else [
+          f"- held-out pairs ({report['held_out']['pairs']}): L1 "
+          f"{report['held_out']['l1']:.4f} (in [-1, 1] units), PSNR "
+          f"{report_lib.fmt(report['held_out']['psnr_db'], '.2f')} dB, SSIM "
+          f"{report['held_out']['ssim']:.4f} against the targets B"]),
       "",
       *table,
       "",

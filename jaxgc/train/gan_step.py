@@ -28,6 +28,7 @@ statistics (``apply(..., mutable=["batch_stats"])``) and the EMA. ``state.tx`` i
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -117,10 +118,12 @@ def _call(module: nn.Module, params, collections: dict, x, update: bool):
   variables = {"params": params, **collections}
   if "batch_stats" not in collections:
     return module.apply(variables, x), collections
-  if not update:
-    return module.apply(variables, x, batch_statistics=True), collections
-  y, new = module.apply(variables, x, batch_statistics=True, mutable=["batch_stats"])
-  return y, {**collections, **new}
+  # PatchGAN's flax BatchNorm trains with `train=True`; the zoo's layers.BatchNorm with
+  # `batch_statistics=True`. Both update the running statistics only in a mutable call.
+  takes_train = "train" in inspect.signature(type(module).__call__).parameters
+  kwargs = {"train": True} if takes_train else {"batch_statistics": True}
+  y, new = module.apply(variables, x, mutable=["batch_stats"], **kwargs)
+  return y, ({**collections, **new} if update else collections)
 
 
 def make_gan_step(generator: nn.Module, discriminator: nn.Module, cfg: GANConfig,
