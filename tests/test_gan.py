@@ -8,6 +8,7 @@ import os
 import pathlib
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
@@ -117,3 +118,65 @@ def test_bad_input_is_one_line(tmp_path, capsys):
   Image.fromarray(np.zeros((20, 20), np.uint8)).save(os.path.join(folder, "zz_odd.png"))
   one_error_line(capsys, base, "have different sizes", "zz_odd.png")
   assert not wd.exists()
+
+
+def _ab_folder(root, n=24, seed=0):
+  """pix2pix AB folders ``root/{train,test}``: A a square's outline, B the filled square."""
+  rng = np.random.default_rng(seed)
+  for split, count in (("train", n), ("test", 8)):
+    os.makedirs(root / split, exist_ok=True)
+    for i in range(count):
+      b = np.zeros((32, 32), np.uint8)
+      y, x = rng.integers(0, 20, 2)
+      b[y:y + 12, x:x + 12] = 200
+      a = np.zeros_like(b)
+      a[y, x:x + 12] = a[y + 11, x:x + 12] = a[y:y + 12, x] = a[y:y + 12, x + 11] = 255
+      Image.fromarray(np.concatenate([a, b], axis=1)).save(root / split / f"{i:03d}.png")
+  return str(root)
+
+
+def test_pix2pix_l1_falls_and_its_outputs_are_measured(tmp_path):
+  source = _ab_folder(tmp_path / "ab")
+  cfg = _tiny(source, arch="pix2pix", data={"resolution": 32}, steps=12, batch_size=8,
+              g_learning_rate=1e-3, loss="non_saturating_logits",
+              model={"g_width": 4, "d_width": 4, "num_downs": 5, "n_layers": 3},
+              fid={"every": 12, "num_samples": 8, "reference": 8})
+  report = gan.run(cfg, tmp_path / "wd", progress=False)
+  with open(tmp_path / "wd" / "metrics.jsonl") as f:
+    l1 = [json.loads(line)["l1"] for line in f]
+  assert np.mean(l1[-3:]) < l1[0] - 0.05, l1   # 0.95 -> 0.88 here
+  assert report["held_out"]["pairs"] == 8 and 0 < report["held_out"]["l1"] < 2
+  assert report["generator"]["arch"] == "unet_generator"
+  assert report["fid_curve"][-1]["step"] == 12
+
+
+def test_canny_edges_beside_the_garment():
+  img = np.zeros((1, 28, 28), np.uint8)
+  img[0, 8:20, 8:20] = 255
+  ab = gan_images.canny_ab(img)
+  assert ab.shape == (1, 32, 64) and ab.dtype == np.uint8
+  np.testing.assert_array_equal(ab[0, :, 32:], np.pad(img[0], 2))
+  edges = ab[0, :, :32] > 0
+  assert set(np.unique(ab[0, :, :32])) <= {0, 255}
+  assert edges[10:22, 9:11].any() and not edges[14:18, 14:18].any()   # the border, not inside
+
+
+def test_teacher_is_trained_on_first_use_then_loaded(tmp_path, monkeypatch, capsys):
+  from jaxgc.jobs import teachers  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv("JAXGC_CACHE", str(tmp_path / "cache"))
+  monkeypatch.setitem(teachers.TEACHERS, "tiny", ("gan_dcgan_fmnist", "seconds"))
+  folder = _folder(tmp_path / "data")
+  monkeypatch.setattr(teachers, "teacher_config",
+                      lambda name: ml_collections.ConfigDict(_tiny(folder, steps=2)))
+  with pytest.raises(ValueError, match="unknown teacher 'nope'"):
+    teachers.teacher("nope")
+  g, v = teachers.teacher("tiny", progress=False)
+  err = capsys.readouterr().err
+  assert "jaxgc: note: teacher 'tiny' is not in" in err and "training it now" in err
+  assert teachers.is_trained("tiny")
+  g2, v2 = teachers.teacher("tiny", progress=False)
+  assert capsys.readouterr().err == ""
+  assert g2 == g
+  jax.tree.map(np.testing.assert_array_equal, v, v2)
+  d, _ = teachers.teacher("tiny", network="discriminator", progress=False)
+  assert d.kind == "discriminator"

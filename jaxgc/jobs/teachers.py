@@ -25,11 +25,14 @@ import flax.linen as nn
 
 from jaxgc import _fileio
 from jaxgc.checkpoint import load_model
+from jaxgc.data import gan_images
 from jaxgc.jobs import gan
 
 # name -> (config in configs/, about how long it trains on a 2-core CPU)
 TEACHERS = {
     "dcgan_fmnist": ("gan_dcgan_fmnist", "about 15-50 minutes, depending on the CPU's load"),
+    "pix2pix_edges2fmnist": ("gan_pix2pix_edges2fmnist",
+                             "about 20-40 minutes, depending on the CPU's load"),
 }
 NETWORKS = ("generator", "discriminator")
 
@@ -82,8 +85,10 @@ def teacher(name: str, *, network: str = "generator", progress: bool = True
   is bit-reproducible on one machine, so every consumer on it gets the same teacher.
 
   Args:
-    name: one of :data:`TEACHERS` (``"dcgan_fmnist"``: a DCGAN generator, latents
-      ``[batch, 100]`` float32 N(0, 1) -> images ``[batch, 32, 32, 1]`` in [-1, 1]).
+    name: one of :data:`TEACHERS`: ``"dcgan_fmnist"`` (a DCGAN generator, latents
+      ``[batch, 100]`` float32 N(0, 1) -> images ``[batch, 32, 32, 1]`` in [-1, 1]) or
+      ``"pix2pix_edges2fmnist"`` (a U-Net, Canny edge maps ``[batch, 32, 32, 1]`` in [-1, 1]
+      -> garments ``[batch, 32, 32, 1]`` in [-1, 1]; its PatchGAN takes both concatenated).
     network: ``"generator"`` or ``"discriminator"`` (its D: ``[batch, 32, 32, 1]`` ->
       ``[batch, 4]`` probabilities, one per position of its 2x2 output map).
     progress: tqdm bars while training.
@@ -102,8 +107,13 @@ def teacher(name: str, *, network: str = "generator", progress: bool = True
     raise ValueError(f"network must be one of {NETWORKS}, got {network!r}")
   if not is_trained(name):
     config, duration = TEACHERS[name]
+    cfg = gan.resolve_config(teacher_config(name))
+    if cfg.arch == "pix2pix" and not os.path.isdir(os.path.join(cfg.data.source, "train")):
+      print(f"jaxgc: note: making the edges -> Fashion-MNIST pairs in {cfg.data.source} "
+            "(scikit-image Canny)", file=sys.stderr, flush=True)
+      gan_images.write_edges2fmnist(cfg.data.source)
     print(f"jaxgc: note: teacher {name!r} is not in {path}; training it now with "
           f"configs/{config}.py ({duration}); later calls load it from there", file=sys.stderr,
           flush=True)
-    gan.run(teacher_config(name), path, progress=progress)
+    gan.run(cfg, path, progress=progress)
   return load_model(os.path.join(path, network))
