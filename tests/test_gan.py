@@ -180,3 +180,28 @@ def test_teacher_is_trained_on_first_use_then_loaded(tmp_path, monkeypatch, caps
   jax.tree.map(np.testing.assert_array_equal, v, v2)
   d, _ = teachers.teacher("tiny", network="discriminator", progress=False)
   assert d.kind == "discriminator"
+
+
+def test_stylegan2_lazy_r1_and_ema(tmp_path):
+  """R1 is computed on steps 0, 2, ... (lazy, every 2 here) and 0 between; the saved generator
+  is the EMA of the trained one (different from it, and not the initial weights)."""
+  folder = _folder(tmp_path / "data", size=8)
+  cfg = _tiny(folder, arch="stylegan2", data={"resolution": 8}, steps=4, batch_size=8,
+              loss="non_saturating_logits", r1_gamma=1.0, r1_every=2, ema_decay=0.5,
+              model={"z_dim": 8, "g_width": 8, "d_width": 8, "n_mlp": 1},
+              fid={"every": 4})
+  gan.run(cfg, tmp_path / "wd", progress=False)
+  with open(tmp_path / "wd" / "metrics.jsonl") as f:
+    r1 = [json.loads(line)["r1"] for line in f]
+  assert r1[0] > 0 and r1[2] > 0 and r1[1] == 0 and r1[3] == 0, r1
+  g, v = load_model(tmp_path / "wd" / "generator")
+  assert type(g).__name__ == "StyleGAN2Generator" and g.layout == "nvlabs"
+  from jaxgc.train import checkpoint_manager  # pylint: disable=import-outside-toplevel
+  manager = checkpoint_manager(tmp_path / "wd" / "checkpoints", 1)
+  leaves = manager.restore(4)
+  manager.close()
+  trained, ema = leaves["params"]["g"], leaves["frozen"]["ema"]
+  diff = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+          for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(ema))]
+  assert max(diff) > 0
+  jax.tree.map(np.testing.assert_array_equal, v["params"], jax.tree.map(np.asarray, ema))

@@ -7,6 +7,13 @@ statistics kept for inference; non-saturating loss on D's sigmoid; Adam 2e-4, be
 ``num_downs`` levels, BatchNorm, no dropout, and the 70x70-style
 :class:`~jaxgc.models.patchgan.PatchGANDiscriminator` on ``concat(A, B)``; vanilla GAN loss on
 logits plus ``l1_weight`` (100) * L1; Adam 2e-4, beta1 0.5, as ``models/pix2pix_model.py``).
+``"stylegan2"`` (Karras et al. 2020, the NVlabs layout of :mod:`jaxgc.models.stylegan2`, small:
+``g_width`` / ``d_width`` channels at every resolution (64 at most in the shipped config), the
+unfused modulated convolution, ``n_mlp`` mapping layers; the non-saturating logistic loss on
+logits, lazy R1 (``r1_gamma``, every ``r1_every`` steps) and an EMA generator (``ema_decay``);
+weights from the model's own equalized-learning-rate initialisation (N(0, 1), seeded); the
+noise inputs are the stored constant noise maps (``noise_mode="const"``) in training too, not
+fresh noise per step, and Adam's betas are not adjusted for the lazy interval).
 Data (``config.data.source``): ``"fashion_mnist"``, ``"mnist"`` or an image folder
 (:mod:`jaxgc.data.gan_images`: 28x28 padded to 32x32, ``channels`` 1 or 3); for pix2pix an AB
 folder root with ``train/`` and ``test/`` (``scripts/make_edges.py`` makes edges ->
@@ -67,6 +74,8 @@ from jaxgc.models import layers
 from jaxgc.models.dcgan import DCGANDiscriminator
 from jaxgc.models.dcgan import DCGANGenerator
 from jaxgc.models.patchgan import PatchGANDiscriminator
+from jaxgc.models.stylegan2 import StyleGAN2Discriminator
+from jaxgc.models.stylegan2 import StyleGAN2Generator
 from jaxgc.models.unet import UnetGenerator
 from jaxgc.train import checkpoint_manager
 from jaxgc.train import classifier as classifier_lib
@@ -76,7 +85,7 @@ CONFIG_FILE = "gan_config.json"
 FID_FILE = "fid.jsonl"
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
-ARCHS = ("dcgan", "pix2pix")
+ARCHS = ("dcgan", "pix2pix", "stylegan2")
 EXTRACTORS = ("domain", "inception", "lenet5", "pixels")
 # Keys a rerun may change; every other key must match the run that wrote the checkpoints.
 RESUMABLE_KEYS = ("steps", "checkpoint_every", "max_to_keep", "sample_every", "tensorboard")
@@ -105,6 +114,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.d_width = 64        # D's first width; doubled towards the output
   c.model.num_downs = 5       # pix2pix: U-Net levels (the resolution a multiple of 2**num_downs)
   c.model.n_layers = 3        # pix2pix: PatchGAN stride-2 convolutions
+  c.model.n_mlp = 2           # stylegan2: mapping layers (w_dim = z_dim)
   c.data.input_channels = 1   # pix2pix: channels of the inputs A
   c.loss = "non_saturating_prob"   # see jaxgc.train.gan_losses.TRAINING_LOSSES
   c.g_learning_rate = 2e-4
@@ -158,7 +168,7 @@ def resolve_config(user: Any) -> ml_collections.ConfigDict:
   for key in ("batch_size", "checkpoint_every", "max_to_keep", "r1_every"):
     if cfg[key] < 1:
       raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
-  for key in ("z_dim", "g_width", "d_width", "n_layers"):
+  for key in ("z_dim", "g_width", "d_width", "n_layers", "n_mlp"):
     if cfg.model[key] < 1:
       raise ValueError(f"model.{key} must be >= 1, got {cfg.model[key]}")
   for key in ("num_samples", "reference"):
@@ -195,6 +205,9 @@ def build_models(cfg):
   channels)`` (``k + 1`` layers, 4x4 up to the resolution); D widths ``(d_width, ...,
   d_width * 2**(k-1))`` and a last stride-2 convolution (a 2x2 map of probabilities at 32x32).
 
+  StyleGAN2 (``r`` a power of 2 >= 8): ``g_width`` / ``d_width`` channels at every
+  resolution, NVlabs layout, ``w_dim = z_dim``.
+
   pix2pix: ``UnetGenerator(input_channels, channels, num_downs, ngf=g_width)`` (BatchNorm, no
   dropout) and ``PatchGANDiscriminator(input_channels + channels, ndf=d_width, n_layers)``.
 
@@ -217,6 +230,14 @@ def build_models(cfg):
             PatchGANDiscriminator(input_nc=a_ch + ch, ndf=int(m.d_width),
                                   n_layers=int(m.n_layers), image_size=r))
   k = _doublings(r, cfg.arch)
+  if cfg.arch == "stylegan2":
+    n_res = k + 1   # 4, 8, ..., r
+    g = StyleGAN2Generator(size=r, channels=(int(m.g_width),) * n_res, z_dim=int(m.z_dim),
+                           w_dim=int(m.z_dim), n_mlp=int(m.n_mlp), img_channels=ch,
+                           layout="nvlabs")
+    d = StyleGAN2Discriminator(image_size=r, channels=(int(m.d_width),) * n_res, input_nc=ch,
+                               layout="nvlabs")
+    return g, d
   g = DCGANGenerator(features=tuple(int(m.g_width) * 2**(k - 1 - i) for i in range(k)) + (ch,),
                      z_dim=int(m.z_dim))
   d = DCGANDiscriminator(features=tuple(int(m.d_width) * 2**i for i in range(k)), input_nc=ch,
@@ -232,6 +253,10 @@ def _init(cfg, g, d) -> tuple[dict, dict]:
     g_in, d_ch = (1, r, r, a_ch), a_ch + ch
   else:
     g_in, d_ch = (1, int(cfg.model.z_dim)), ch
+  if cfg.arch == "stylegan2":   # equalized learning rate: the model's own N(0, 1) init
+    g_vars = g.init(jax.random.key(seed), np.zeros(g_in, np.float32))
+    d_vars = d.init(jax.random.key(seed + 1), np.zeros((1, r, r, d_ch), np.float32))
+    return jax.tree.map(np.asarray, g_vars), jax.tree.map(np.asarray, d_vars)
   g_vars = layers.normal_init(g, jax.ShapeDtypeStruct(g_in, np.float32), seed=seed)
   d_vars = layers.normal_init(d, jax.ShapeDtypeStruct((1, r, r, d_ch), np.float32),
                               seed=seed + 1)

@@ -33,6 +33,8 @@ TEACHERS = {
     "dcgan_fmnist": ("gan_dcgan_fmnist", "about 15-50 minutes, depending on the CPU's load"),
     "pix2pix_edges2fmnist": ("gan_pix2pix_edges2fmnist",
                              "about 20-40 minutes, depending on the CPU's load"),
+    "stylegan2_fmnist": ("gan_stylegan2_fmnist", "about 20-60 minutes, depending on the CPU's "
+                         "load"),
 }
 NETWORKS = ("generator", "discriminator")
 
@@ -88,7 +90,9 @@ def teacher(name: str, *, network: str = "generator", progress: bool = True
     name: one of :data:`TEACHERS`: ``"dcgan_fmnist"`` (a DCGAN generator, latents
       ``[batch, 100]`` float32 N(0, 1) -> images ``[batch, 32, 32, 1]`` in [-1, 1]) or
       ``"pix2pix_edges2fmnist"`` (a U-Net, Canny edge maps ``[batch, 32, 32, 1]`` in [-1, 1]
-      -> garments ``[batch, 32, 32, 1]`` in [-1, 1]; its PatchGAN takes both concatenated).
+      -> garments ``[batch, 32, 32, 1]`` in [-1, 1]; its PatchGAN takes both concatenated) or
+      ``"stylegan2_fmnist"`` (a small StyleGAN2, NVlabs layout, EMA weights: latents
+      ``[batch, 64]`` -> ``[batch, 32, 32, 1]``, about [-1, 1], unclamped).
     network: ``"generator"`` or ``"discriminator"`` (its D: ``[batch, 32, 32, 1]`` ->
       ``[batch, 4]`` probabilities, one per position of its 2x2 output map).
     progress: tqdm bars while training.
