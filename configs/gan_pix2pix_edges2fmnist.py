@@ -18,14 +18,14 @@ import os
 
 import ml_collections
 
+from jaxgc._fileio import cache_root
+
 
 def get_config():
   c = ml_collections.ConfigDict()
   c.arch = "pix2pix"
   c.data = ml_collections.ConfigDict()
-  cache = os.environ.get("JAXGC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                        "jaxgc")
-  c.data.source = os.path.join(cache, "data", "edges2fmnist")
+  c.data.source = os.path.join(cache_root(), "data", "edges2fmnist")
   c.data.resolution = 32
   c.data.channels = 1
   c.data.input_channels = 1
