@@ -187,10 +187,11 @@ def test_teacher_is_trained_on_first_use_then_loaded(tmp_path, monkeypatch, caps
 
 def test_stylegan2_lazy_r1_and_ema(tmp_path):
   """R1 is computed on steps 0, 2, ... (lazy, every 2 here) and 0 between; the saved generator
-  is the EMA of the trained one (different from it, and not the initial weights)."""
+  is the EMA (with ramp-up) of the trained one, not the trained weights themselves."""
   folder = _folder(tmp_path / "data", size=8)
   cfg = _tiny(folder, arch="stylegan2", data={"resolution": 8}, steps=4, batch_size=8,
-              loss="non_saturating_logits", r1_gamma=1.0, r1_every=2, ema_decay=0.5,
+              loss="non_saturating_logits", r1_gamma=1.0, r1_every=2, ema_decay=0.9,
+              ema_rampup=0.5,
               model={"z_dim": 8, "g_width": 8, "d_width": 8, "n_mlp": 1},
               fid={"every": 4})
   gan.run(cfg, tmp_path / "wd", progress=False)

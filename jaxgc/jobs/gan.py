@@ -10,7 +10,8 @@ logits plus ``l1_weight`` (100) * L1; Adam 2e-4, beta1 0.5, as ``models/pix2pix_
 ``"stylegan2"`` (Karras et al. 2020, the NVlabs layout of :mod:`jaxgc.models.stylegan2`, small:
 ``g_width`` / ``d_width`` channels at every resolution (64 at most in the shipped config), the
 unfused modulated convolution, ``n_mlp`` mapping layers; the non-saturating logistic loss on
-logits, lazy R1 (``r1_gamma``, every ``r1_every`` steps) and an EMA generator (``ema_decay``);
+logits, lazy R1 (``r1_gamma``, every ``r1_every`` steps) and an EMA generator (``ema_decay``,
+``ema_rampup``);
 weights from the model's own equalized-learning-rate initialisation (N(0, 1), seeded); the
 noise inputs are the stored constant noise maps (``noise_mode="const"``) in training too, not
 fresh noise per step, and Adam's betas are not adjusted for the lazy interval).
@@ -122,6 +123,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.beta1 = 0.5
   c.beta2 = 0.999
   c.ema_decay = 0.0
+  c.ema_rampup = 0.0          # StyleGAN2-ADA's EMA ramp-up (0.05 for small data), 0: none
   c.r1_gamma = 0.0
   c.r1_every = 16
   c.l1_weight = 100.0         # pix2pix's lambda_L1
@@ -186,7 +188,7 @@ def _objective(cfg) -> gan_step.GANConfig:
   return gan_step.GANConfig(
       loss=cfg.loss, z_dim=int(cfg.model.z_dim), conditional=cfg.arch == "pix2pix",
       l1_weight=float(cfg.l1_weight), r1_gamma=float(cfg.r1_gamma), r1_every=int(cfg.r1_every),
-      ema_decay=float(cfg.ema_decay))
+      ema_decay=float(cfg.ema_decay), ema_rampup=float(cfg.ema_rampup))
 
 
 def _doublings(resolution: int, arch: str, base: int = 4) -> int:
@@ -545,7 +547,7 @@ def _markdown(report: dict) -> str:
       f"- generator: {gm['arch']}, {gm['params']:,} params, {gm['macs'] / 1e6:,.2f} M MACs per "
       f"sample; discriminator: {report['discriminator']['params']:,} params",
       f"- loss {c['loss']}; Adam G {c['g_learning_rate']}, D {c['d_learning_rate']}, betas "
-      f"({c['beta1']}, {c['beta2']}); batch {c['batch_size']}; EMA {c['ema_decay']}; R1 gamma "
+      f"({c['beta1']}, {c['beta2']}); batch {c['batch_size']}; EMA {c['ema_decay']} (ramp-up {c['ema_rampup']}); R1 gamma "
       f"{c['r1_gamma']} every {c['r1_every']}"
       f"{'; L1 weight ' + str(c['l1_weight']) if c['arch'] == 'pix2pix' else ''}; seed "
       f"{c['seed']}",

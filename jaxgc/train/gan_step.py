@@ -13,7 +13,9 @@ the batch is ``{"a": inputs, "b": targets}``, D sees ``concat(a, b)`` and
 Regularisers (StyleGAN2, Karras et al. 2020, section 3.2 "lazy regularization";
 NVlabs/stylegan2-ada-pytorch ``training/loss.py``): R1 ``gamma / 2 * E|grad_x D(x)|^2`` on
 real images, every ``r1_every`` steps and then multiplied by ``r1_every``. An exponential moving
-average of G's weights (``ema_decay`` > 0) is kept for sampling.
+average of G's weights (``ema_decay`` > 0) is kept for sampling, with StyleGAN2-ADA's ramp-up
+(``training/training_loop.py``: the averaging horizon at most ``ema_rampup`` times the images
+seen so far, so the average forgets the initial weights early in training).
 
 The state is one :class:`~jaxgc.train.state.TrainState` (so the orbax checkpoints and the
 job's step loop are the ones every jaxgc trainer uses) holding both networks:
@@ -54,6 +56,9 @@ class GANConfig:
     r1_gamma: float >= 0, R1 weight gamma; 0 disables it.
     r1_every: int >= 1, lazy R1 interval (16 in StyleGAN2).
     ema_decay: float in [0, 1), EMA of G's weights per step; 0 keeps none.
+    ema_rampup: float >= 0; > 0: the decay at step ``t`` (``n = t * batch`` images seen) is
+      ``min(ema_decay, 0.5 ** (batch / (n * ema_rampup)))`` (0 at the first step);
+      0: ``ema_decay`` throughout.
 
   Raises:
     ValueError: an unknown loss or an out-of-range value.
@@ -66,6 +71,7 @@ class GANConfig:
   r1_gamma: float = 0.0
   r1_every: int = 16
   ema_decay: float = 0.0
+  ema_rampup: float = 0.0
 
   def __post_init__(self):
     if self.loss not in gan_losses.TRAINING_LOSSES:
@@ -78,6 +84,8 @@ class GANConfig:
       raise ValueError(f"r1_every must be >= 1, got {self.r1_every}")
     if not 0.0 <= self.ema_decay < 1.0:
       raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+    if self.ema_rampup < 0:
+      raise ValueError(f"ema_rampup must be >= 0, got {self.ema_rampup}")
 
 
 def create_gan_state(g_variables: dict[str, Any], d_variables: dict[str, Any],
@@ -205,7 +213,12 @@ def make_gan_step(generator: nn.Module, discriminator: nn.Module, cfg: GANConfig
     new_gp = optax.apply_updates(p["g"], g_updates)
     ema = f["ema"]
     if cfg.ema_decay > 0:
-      ema = jax.tree.map(lambda e, x: cfg.ema_decay * e + (1.0 - cfg.ema_decay) * x, ema, new_gp)
+      beta = jnp.float32(cfg.ema_decay)
+      if cfg.ema_rampup > 0:
+        seen = state.step.astype(jnp.float32) * real_img.shape[0]
+        beta = jnp.minimum(beta, 0.5 ** (real_img.shape[0] / jnp.maximum(
+            seen * cfg.ema_rampup, 1e-8)))
+      ema = jax.tree.map(lambda e, x: beta * e + (1.0 - beta) * x, ema, new_gp)
     new_state = state.replace(step=state.step + 1, params={"g": new_gp, "d": new_dp},
                               opt_state={"g": g_opt, "d": d_opt},
                               frozen={"g": g_coll, "d": d_coll, "ema": ema})
