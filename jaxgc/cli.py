@@ -47,7 +47,7 @@ JOBS = {
     "selfsup": ("selfsup", "prune, then recover by self-supervised compression"),
     "train": ("selfsup", "alias of selfsup, its old name"),
     "distill": ("distill", "CRD distillation into a narrower generator, online D"),
-    "gan": ("gan", "train a GAN teacher (DCGAN, pix2pix, StyleGAN2) with FID during training"),
+    "gan": ("gan", "train a DCGAN, pix2pix or StyleGAN2 teacher, FID as it goes"),
 }
 
 
