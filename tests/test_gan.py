@@ -141,6 +141,7 @@ def _ab_folder(root, n=24, seed=0):
 def test_pix2pix_l1_falls_and_its_outputs_are_measured(tmp_path):
   source = _ab_folder(tmp_path / "ab")
   cfg = _tiny(source, arch="pix2pix", data={"resolution": 32}, steps=12, batch_size=8,
+              sample_every=0,
               g_learning_rate=1e-3, loss="non_saturating_logits",
               model={"g_width": 4, "d_width": 4, "num_downs": 5, "n_layers": 3},
               fid={"every": 12, "num_samples": 8, "reference": 8})
@@ -190,6 +191,7 @@ def test_stylegan2_lazy_r1_and_ema(tmp_path):
   is the EMA (with ramp-up) of the trained one, not the trained weights themselves."""
   folder = _folder(tmp_path / "data", size=8)
   cfg = _tiny(folder, arch="stylegan2", data={"resolution": 8}, steps=4, batch_size=8,
+              sample_every=0,
               loss="non_saturating_logits", r1_gamma=1.0, r1_every=2, ema_decay=0.9,
               ema_rampup=0.5,
               model={"z_dim": 8, "g_width": 8, "d_width": 8, "n_mlp": 1},
