@@ -9,6 +9,7 @@
   jaxgc selfsup --config CONFIG --workdir DIR [--config.KEY=VALUE ...]   (alias: train)
   jaxgc distill --config CONFIG --workdir DIR [--config.KEY=VALUE ...]
   jaxgc collab --config CONFIG --workdir DIR [--config.KEY=VALUE ...]
+  jaxgc gan --config CONFIG --workdir DIR [--config.KEY=VALUE ...]
   jaxgc --version
 
 ``CONFIG`` is a path to a Python file defining ``get_config()`` (``configs/NAME.py``) or the
@@ -48,6 +49,7 @@ JOBS = {
     "train": ("selfsup", "alias of selfsup, its old name"),
     "distill": ("distill", "CRD distillation into a narrower generator, online D"),
     "collab": ("collab", "collaborative G/D pruning preserving local density structure"),
+    "gan": ("gan", "train a DCGAN, pix2pix or StyleGAN2 teacher, FID as it goes"),
 }
 
 

@@ -56,6 +56,10 @@ TINY = {
                 "--config.checkpoint_every=1", "--config.eval_samples=64",
                 "--config.metrics.extractor=none"], "runs/*/search/metrics.jsonl"),
     "distill": None,   # its teacher is the 2.5 GMACs horse->zebra generator: refusals only
+    "gan": (["--config", str(ROOT / "configs" / "gan_dcgan_fmnist.py"), "--config.steps=2000",
+             "--config.checkpoint_every=1", "--config.batch_size=8", "--config.model.g_width=8",
+             "--config.model.d_width=8", "--config.fid.extractor=pixels",
+             "--config.fid.every=0", "--config.sample_every=0"], "metrics.jsonl"),
 }
 
 

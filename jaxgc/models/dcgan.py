@@ -19,8 +19,9 @@ from jaxgc.models import layers
 class DCGANGenerator(nn.Module):
   """DCGAN generator: ``ConvT(z, f0, 4, 1, 0)``, then ``ConvT(f_i, f_i+1, 4, 2, 1)``.
 
-  Every transposed convolution but the last is followed by inference-mode BatchNorm and ReLU;
-  the last by tanh. No convolution biases.
+  Every transposed convolution but the last is followed by BatchNorm and ReLU; the last by
+  tanh. No convolution biases. BatchNorm uses the running statistics (PyTorch ``eval()``)
+  unless called with ``batch_statistics=True`` (training, :class:`jaxgc.models.layers.BatchNorm`).
 
   Attributes:
     features: output channels of each transposed convolution, the last being the image
@@ -35,7 +36,7 @@ class DCGANGenerator(nn.Module):
   z_dim: int = 100
 
   @nn.compact
-  def __call__(self, z: jax.Array) -> jax.Array:
+  def __call__(self, z: jax.Array, batch_statistics: bool = False) -> jax.Array:
     if z.ndim != 2 or z.shape[-1] != self.z_dim:
       raise ValueError(f"latents must be [batch, {self.z_dim}], got shape {tuple(z.shape)}")
     x = z[:, None, None, :]
@@ -44,14 +45,14 @@ class DCGANGenerator(nn.Module):
       x = layers.ConvTranspose(f, 4, strides=1 if i == 0 else 2, padding=0 if i == 0 else 1,
                                use_bias=False, name=f"convt_{i}")(x)
       if i < last:
-        x = nn.relu(layers.batch_norm(name=f"bn_{i}")(x))
+        x = nn.relu(layers.BatchNorm(name=f"bn_{i}")(x, batch_statistics))
     return jnp.tanh(x)
 
 
 class DCGANDiscriminator(nn.Module):
   """DCGAN discriminator: ``Conv(c, f0, 4, 2, 1)``, LeakyReLU(0.2), then
   ``Conv(f_i, f_i+1, 4, 2, 1)``, BatchNorm, LeakyReLU(0.2), and ``Conv(f_last, 1, 4, 2, 1)``,
-  sigmoid. No convolution biases.
+  sigmoid. No convolution biases. BatchNorm as in :class:`DCGANGenerator`.
 
   Attributes:
     features: widths of the hidden convolutions; MNIST: ``(64, 128, 256)``.
@@ -70,14 +71,14 @@ class DCGANDiscriminator(nn.Module):
   image_size: int = 28
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, batch_statistics: bool = False) -> jax.Array:
     if x.ndim != 4 or x.shape[-1] != self.input_nc:
       raise ValueError(f"images must be [batch, height, width, {self.input_nc}], got shape "
                        f"{tuple(x.shape)}")
     for i, f in enumerate(self.features):
       x = layers.conv(f, 4, strides=2, padding=1, use_bias=False, name=f"conv_{i}")(x)
       if i > 0:
-        x = layers.batch_norm(name=f"bn_{i}")(x)
+        x = layers.BatchNorm(name=f"bn_{i}")(x, batch_statistics)
       x = nn.leaky_relu(x, 0.2)
     x = layers.conv(1, 4, strides=2, padding=1, use_bias=False,
                     name=f"conv_{len(self.features)}")(x)

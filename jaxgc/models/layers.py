@@ -77,12 +77,16 @@ class BatchNorm(nn.Module):
   ``weight``/``bias``), ``batch_stats`` ``mean``/``var`` (``running_mean``/``running_var``),
   all ``[channels]``. ``batch_statistics=False`` is PyTorch's ``eval()``; True normalises with
   the batch's own mean and biased variance over batch, height and width, as a PyTorch module
-  left in training mode computes its output (the running statistics are left as they are, so
-  the call needs no mutable collection).
+  left in training mode computes its output. The running statistics are left as they are
+  (the call needs no mutable collection) unless ``batch_stats`` is mutable in the call
+  (``apply(..., mutable=["batch_stats"])``, training): then they are updated as PyTorch's
+  ``BatchNorm2d`` does, ``running = (1 - momentum) * running + momentum * batch`` with the
+  batch's unbiased variance.
   Input and output ``[batch, height, width, channels]`` float32.
   """
 
   epsilon: float = 1e-5
+  momentum: float = 0.1   # PyTorch's convention: the weight of the new batch
 
   @nn.compact
   def __call__(self, x: jax.Array, batch_statistics: bool = False) -> jax.Array:
@@ -95,6 +99,11 @@ class BatchNorm(nn.Module):
       axes = tuple(range(x.ndim - 1))
       mean = jnp.mean(x, axis=axes)
       var = jnp.mean(jnp.square(x - mean), axis=axes)
+      if self.is_mutable_collection("batch_stats") and not self.is_initializing():
+        n = x.size // c
+        m = self.momentum
+        ra_mean.value = (1 - m) * ra_mean.value + m * jax.lax.stop_gradient(mean)
+        ra_var.value = (1 - m) * ra_var.value + m * jax.lax.stop_gradient(var) * n / max(n - 1, 1)
     else:
       mean, var = ra_mean.value, ra_var.value
     return (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias

@@ -9,6 +9,9 @@ PatchGAN maps ``[batch, h, w, 1]``; every element is averaged) and return a floa
   2014, the non-saturating generator loss ``mean(softplus(-D))``); ``GANLoss('vanilla')``.
 * ``"non_saturating_prob"``: the same on probabilities in [0, 1] (discriminators ending in a
   sigmoid), ``-mean(log(D + eps))`` with :data:`PROB_EPS`.
+* ``"hinge"``: the hinge loss of SAGAN (Zhang et al. 2019, eq. 5; heykeetae/Self-Attention-GAN
+  ``trainer.py``, ``adv_loss == 'hinge'``): D minimises ``mean(relu(1 - D(x))) +
+  mean(relu(1 + D(G(z))))``, G minimises ``-mean(D(G(z)))``, on logits.
 
 Reconstruction losses (:func:`reconstruction_loss`) compare a generator's outputs with a target
 (the teacher's outputs) as ``torch.nn.L1Loss`` / ``MSELoss`` do, including L1's zero gradient
@@ -20,8 +23,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-GENERATOR_LOSSES = ("lsgan", "vanilla", "non_saturating_logits", "non_saturating_prob")
+GENERATOR_LOSSES = ("lsgan", "vanilla", "non_saturating_logits", "non_saturating_prob", "hinge")
 DISCRIMINATOR_LOSSES = ("lsgan", "vanilla")
+# Losses of GANs trained from scratch (jaxgc gan): D's loss is the sum of both terms.
+TRAINING_LOSSES = ("non_saturating_prob", "non_saturating_logits", "hinge", "lsgan")
 RECONSTRUCTION_LOSSES = ("l1", "mse")
 # Added to D's probability inside the log of the non-saturating loss: bounds the loss per sample
 # by -log(1e-7) ~ 16.1 and keeps a gradient where D is sure the sample is fake (p underflows to 0).
@@ -35,6 +40,8 @@ def _check(kind: str, choices: tuple[str, ...], what: str) -> None:
 
 def _terms(d_out: jax.Array, target: float, kind: str) -> jax.Array:
   d_out = d_out.astype(jnp.float32)
+  if kind == "hinge":   # D's terms relu(1 -+ D); G's term (target 1, generator side) is -D
+    return jnp.mean(jax.nn.relu(1.0 - d_out if target == 1.0 else 1.0 + d_out))
   if kind == "lsgan":
     return jnp.mean(jnp.square(d_out - target))
   if kind == "non_saturating_prob":
@@ -54,18 +61,22 @@ def generator_loss(d_out: jax.Array, kind: str = "lsgan") -> jax.Array:
 
   Returns:
     float32 scalar: ``mean((D - 1)**2)`` (lsgan), ``mean(softplus(-D))`` (vanilla /
-    non_saturating_logits) or ``-mean(log(D + 1e-7))`` (non_saturating_prob).
+    non_saturating_logits), ``-mean(log(D + 1e-7))`` (non_saturating_prob) or ``-mean(D)``
+    (hinge).
 
   Raises:
     ValueError: an unknown ``kind``.
   """
   _check(kind, GENERATOR_LOSSES, "the generator's GAN loss")
+  if kind == "hinge":
+    return -jnp.mean(d_out.astype(jnp.float32))
   return _terms(d_out, 1.0, kind)
 
 
 def discriminator_loss(real_out: jax.Array, fake_out: jax.Array, kind: str = "lsgan"
                        ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """``(loss, real term, fake term)``: ``0.5 * (l(real, 1) + l(fake, 0))``, float32 scalars.
+
 
   As CycleGAN's ``backward_D_basic`` (pytorch-CycleGAN-and-pix2pix
   ``models/cycle_gan_model.py``).
@@ -104,3 +115,26 @@ def reconstruction_loss(outputs: jax.Array, targets: jax.Array, kind: str = "l1"
   if kind == "mse":
     return jnp.mean(err * err)
   return jnp.mean(err * jax.lax.stop_gradient(jnp.sign(err)))
+
+
+def training_discriminator_loss(real_out: jax.Array, fake_out: jax.Array, kind: str
+                                ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """``(loss, real term, fake term)`` of a discriminator trained from scratch:
+  ``l(real, 1) + l(fake, 0)`` (the sum, as the DCGAN tutorial's ``errD = errD_real +
+  errD_fake`` and SAGAN's ``d_loss = d_loss_real + d_loss_fake``), float32 scalars.
+
+  Args:
+    real_out: ``[batch, ...]`` D's outputs for real samples: probabilities in [0, 1] for
+      ``"non_saturating_prob"`` (the DCGAN discriminator ends in a sigmoid), logits otherwise.
+    fake_out: the same for generated samples.
+    kind: one of :data:`TRAINING_LOSSES`; ``"hinge"`` gives ``mean(relu(1 - real)) +
+      mean(relu(1 + fake))`` (Zhang et al. 2019, eq. 5), ``"non_saturating_logits"`` the
+      binary cross-entropy on logits (StyleGAN2's logistic loss, ``training/loss.py``).
+
+  Raises:
+    ValueError: an unknown ``kind``.
+  """
+  _check(kind, TRAINING_LOSSES, "the GAN training loss")
+  r = _terms(real_out, 1.0, kind)
+  f = _terms(fake_out, 0.0, kind)
+  return r + f, r, f
