@@ -71,7 +71,9 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
 
 
 def _pair(name, module, variables, ref, x: np.ndarray, repeats: int, macs: int) -> dict:
-  """jaxgc vs PyTorch on ``x`` (NHWC images or ``[n, z]`` latents)."""
+  """jaxgc vs PyTorch on ``x`` (NHWC images or ``[n, z]`` latents); ``macs`` per sample in
+  ``count_macs(..., convention="valid")`` (the work done: a transposed convolution's taps on
+  inserted zeros are not counted), so ``jaxgc_gflops`` compares with the matmul rate."""
   f = jax.jit(module.apply)
   xt = torch.from_numpy(np.ascontiguousarray(
       x.transpose(0, 3, 1, 2) if x.ndim == 4 else x.reshape(len(x), -1, 1, 1)))
@@ -178,7 +180,7 @@ def main() -> None:
     path = os.path.join(root, H2Z)
     module, variables = convert.load_torch_checkpoint(path)
     x1 = rng.uniform(-1, 1, (1, 256, 256, 3)).astype(np.float32)
-    macs = stats.count_macs(module, variables, x1)
+    macs = stats.count_macs(module, variables, x1, "valid")
     if "h2z" not in args.skip:
       ref = torch_refs_zoo.build_reference(torch_refs_zoo.load_state_dict_file(path))
       for bs in (1, 8):
@@ -205,7 +207,8 @@ def main() -> None:
     ref = torch_refs.build_reference(sd)
     x = rng.uniform(-1, 1, (1, 256, 256, 3)).astype(np.float32)
     figs.append({**_pair("vintage CycleGAN ResNet-9 (56.8 GMACs)", module, variables, ref, x,
-                         max(3, args.repeats // 3), stats.count_macs(module, variables, x)),
+                         max(3, args.repeats // 3),
+                         stats.count_macs(module, variables, x, "valid")),
                  "vs": "PyTorch"})
 
   if "dcgan" not in args.skip:
@@ -213,7 +216,7 @@ def main() -> None:
     module, variables = convert.load_torch_checkpoint(path)
     ref = torch_refs_zoo.build_reference(torch_refs_zoo.load_state_dict_file(path))
     z1 = np.zeros((1, 100), np.float32)
-    macs = stats.count_macs(module, variables, z1)
+    macs = stats.count_macs(module, variables, z1, "valid")
     for bs in (1, 64):
       z = rng.standard_normal((bs, 100)).astype(np.float32)
       figs.append({**_pair("DCGAN DigiFace 64x64", module, variables, ref, z, args.repeats,
