@@ -1,0 +1,34 @@
+"""The seed study's recipes on the full-size vintage CycleGAN generator (ResNet, 9 blocks,
+11.39M params): W8A8 / W4A8 (first and last layers W8A8) / W4A4 x min-max / percentile / MSE /
+EMA calibration, PTQ (add "qat" to modes for QAT with an online PatchGAN), on random photo
+crops, in FID-Inception feature space against the FP32 outputs on the same crops.
+
+The generator costs 56.8 GMACs per 256x256 image, 3.55 GMACs per 64x64 crop: the CPU default is
+96 crops of 64x64 per setting (calibration: 2 batches of 16 other crops of the same photos).
+On an accelerator raise num_samples and inputs.size (e.g. 1000 crops of 256x256).
+
+  JAXGC_ASSETS=../shared/assets jaxgc study --config configs/study_cyclegan_vintage.py \
+      --workdir runs/study_cyclegan_vintage
+"""
+
+import ml_collections
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.checkpoint = "cyclegan-vintage-resnet9/latest_net_G_A2B.pth"
+  c.arch = "resnet_generator"
+  c.inputs = ml_collections.ConfigDict({"size": 64})
+  c.weight_bits = ()            # the recipe grid only
+  c.act_bits = (32,)
+  c.clips = ("none",)
+  c.allocation_budget = 0.0
+  c.recipes = ("w8a8", "w4a8", "w4a4")
+  c.calibrations = ("minmax", "percentile", "mse", "ema")
+  c.modes = ("ptq",)
+  c.qat = ml_collections.ConfigDict({"steps": 100, "batch_size": 8, "adv_weight": 0.1})
+  c.num_samples = 96
+  c.calibration_batches = 2
+  c.batch_size = 16
+  c.extractor = "inception"
+  return c
