@@ -23,8 +23,8 @@ Outputs in the workdir:
 Image-to-image generators (CycleGAN / pix2pix ResNet and U-Net generators) train on random
 ``inputs.crop_size`` crops of the scikit-image photos ``inputs.photos`` and are evaluated on
 crops of ``inputs.eval_photos``. Released without their discriminator, they get, with
-``adv_weight > 0`` and no ``discriminator``, a PatchGAN trained online on the FP32 teacher's
-outputs (real) vs the quantized student's (fake), as ``jaxgc distill`` does
+``online_discriminator=True`` and ``adv_weight > 0``, a PatchGAN trained online on the FP32
+teacher's outputs (real) vs the quantized student's (fake), as ``jaxgc distill`` does
 (:func:`jaxgc.train.crd_step.make_distill_step` with ``disc_real="teacher"``, CRD off); its
 state is checkpointed with the student's.
 """
@@ -106,7 +106,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.inputs.photos = inputs_lib.TRAIN_PHOTOS      # training crops
   c.inputs.eval_photos = inputs_lib.SKIMAGE_PHOTOS   # held-out crops (eval_samples of them)
   c.inputs.crop_size = 64                        # a multiple of 4
-  c.disc_ndf = 64                                # online PatchGAN width and depth (70x70)
+  c.online_discriminator = False               # adv_weight under a PatchGAN trained online
+  c.disc_ndf = 64                                # its width and depth (70x70 patches)
   c.disc_layers = 3
   return c
 
@@ -117,14 +118,22 @@ def resolve_config(user: Any) -> ml_collections.ConfigDict:
 
   Raises:
     ValueError: an unknown key or a value of the wrong type; bits outside 2..8; an unknown
-      granularity or distill loss; a negative loss weight (or both zero); a bad regex; a crop
-      size that is not a positive multiple of 4; a non-positive learning rate, batch size, checkpoint
+      granularity or distill loss; a negative loss weight (or both zero); ``adv_weight > 0``
+      with neither a discriminator nor ``online_discriminator``; a bad regex; a crop size that
+      is not a positive multiple of 4; a non-positive learning rate, batch size, checkpoint
       interval or eval sample count; negative steps.
   """
   cfg = config_lib.merge(default_config(), user)
   if not cfg.generator:
     raise ValueError("config.generator is empty: name the FP32 generator checkpoint")
   loss_config(cfg)
+  if cfg.adv_weight > 0 and not cfg.discriminator and not cfg.online_discriminator:
+    raise ValueError(f"adv_weight is {cfg.adv_weight} but config.discriminator is empty: name "
+                     "the trained discriminator, set online_discriminator=True (image-to-image "
+                     "generators) or set adv_weight=0")
+  if cfg.online_discriminator and cfg.discriminator:
+    raise ValueError(f"online_discriminator=True and config.discriminator="
+                     f"{cfg.discriminator!r}: choose one")
   if cfg.inputs.crop_size < 4 or cfg.inputs.crop_size % 4:
     raise ValueError(f"inputs.crop_size must be a positive multiple of 4, got "
                      f"{cfg.inputs.crop_size}")
@@ -170,7 +179,7 @@ def _evaluate(generator, disc, disc_vars, teacher_vars, student_vars, latents) -
 def _markdown(report: dict) -> str:
   m, c = report["model"], report["config"]
   i2i = m["kind"] == "image_to_image"
-  online = i2i and not m["discriminator"]
+  online = i2i and not m["discriminator"] and c["online_discriminator"] and c["adv_weight"] > 0
   q = f"W{c['weight_bits']} {c['granularity']} {'symmetric' if c['symmetric'] else 'asymmetric'}"
   lines = [
       f"# jaxgc qat: {m['arch']} ({q})",
@@ -182,7 +191,8 @@ def _markdown(report: dict) -> str:
       + (f"LSGAN loss under a PatchGAN (ndf {c['disc_ndf']}, {c['disc_layers']} layers) trained "
          f"online on FP32 (real) vs quantized (fake) outputs, on {c['inputs']['crop_size']}px "
          f"crops of {', '.join(c['inputs']['photos'])}" if online else
-         "-log D(G_q(z)) on N(0, 1) latents z")
+         f"-log D(G_q(x)) on {c['inputs']['crop_size']}px crops of "
+         f"{', '.join(c['inputs']['photos'])}" if i2i else "-log D(G_q(z)) on N(0, 1) latents z")
       + f"; Adam lr {c['learning_rate']}, batch {c['batch_size']}, "
       f"{report['steps']} steps ({report['train_seconds']:.1f} s this run, resumed from step "
       f"{report['resumed_from']})",
@@ -272,15 +282,15 @@ def load_models(cfg):
   """Stage 1: ``(generator, variables, path, discriminator or None, its variables, path)``.
 
   Raises:
-    ValueError: as :func:`jaxgc.jobs.runs.load_generator_and_discriminator`; ``adv_weight > 0``
-      without a discriminator for an unconditional generator.
+    ValueError: as :func:`jaxgc.jobs.runs.load_generator_and_discriminator`;
+      ``online_discriminator`` for an unconditional generator.
   """
   out = runs.load_generator_and_discriminator(cfg.generator, cfg.discriminator, "qat",
                                               ("unconditional", "image_to_image"),
                                               ("discriminator",))
-  if cfg.adv_weight > 0 and out[3] is None and out[0].kind == "unconditional":
-    raise ValueError(f"adv_weight is {cfg.adv_weight} but config.discriminator is empty: name "
-                     "the trained discriminator or set adv_weight=0")
+  if cfg.online_discriminator and out[0].kind != "image_to_image":
+    raise ValueError(f"online_discriminator=True needs an image-to-image generator; "
+                     f"{out[2]} is {out[0].kind}")
   return out
 
 
@@ -302,7 +312,8 @@ def _online_setup(cfg, qcfg, generator, teacher_vars, tx):
   crop = int(cfg.inputs.crop_size)
   dcfg = crd_step.DistillConfig(crd_weight=0.0, recon=cfg.distill,
                                 recon_weight=float(cfg.distill_weight),
-                                adv_weight=float(cfg.adv_weight), disc_real="teacher",
+                                adv_weight=float(cfg.adv_weight) if cfg.online_discriminator
+                                else 0.0, disc_real="teacher",
                                 seed=int(cfg.seed))
   disc = disc_vars = None
   if dcfg.uses_discriminator:
