@@ -10,22 +10,12 @@ feature space against the FP32 outputs on the same crops.
 
 import ml_collections
 
+from jaxgc.jobs import study
+
 
 def get_config():
-  c = ml_collections.ConfigDict()
-  c.checkpoint = "cyclegan-h2z-gancompression/latest_net_G.pth"
-  c.arch = "sub_mobile_resnet_generator"
-  c.inputs = ml_collections.ConfigDict({"size": 128})
-  c.weight_bits = ()            # the recipe grid only
-  c.act_bits = (32,)
-  c.clips = ("none",)
-  c.allocation_budget = 0.0
-  c.recipes = ("w8a8", "w4a8", "w4a4")
-  c.calibrations = ("minmax", "percentile", "mse", "ema")
-  c.modes = ("ptq", "qat")
-  c.qat = ml_collections.ConfigDict({"steps": 100, "batch_size": 8, "adv_weight": 0.1})
-  c.num_samples = 96
-  c.calibration_batches = 2
-  c.batch_size = 16
-  c.extractor = "inception"
-  return c
+  return study.recipe_grid_config(
+      checkpoint="cyclegan-h2z-gancompression/latest_net_G.pth",
+      arch="sub_mobile_resnet_generator", inputs=ml_collections.ConfigDict({"size": 128}),
+      qat=ml_collections.ConfigDict({"steps": 100, "batch_size": 8, "adv_weight": 0.1}),
+      num_samples=96, batch_size=16)

@@ -11,20 +11,11 @@ protocol: --config.model.source=registry --config.model.arch=sagan_generator.
 
 import ml_collections
 
+from jaxgc.jobs import study
+
 
 def get_config():
-  c = ml_collections.ConfigDict()
-  c.model = ml_collections.ConfigDict({"source": "teacher", "teacher": "sagan"})
-  c.weight_bits = ()            # the recipe grid only
-  c.act_bits = (32,)
-  c.clips = ("none",)
-  c.allocation_budget = 0.0
-  c.recipes = ("w8a8", "w4a8", "w4a4")
-  c.calibrations = ("minmax", "percentile", "mse", "ema")
-  c.modes = ("ptq", "qat")
-  c.qat = ml_collections.ConfigDict({"steps": 200, "batch_size": 16, "distill": "mse"})
-  c.num_samples = 200
-  c.calibration_batches = 2
-  c.batch_size = 50
-  c.extractor = "inception"
-  return c
+  return study.recipe_grid_config(
+      model={"source": "teacher", "teacher": "sagan"},
+      qat=ml_collections.ConfigDict({"steps": 200, "batch_size": 16, "distill": "mse"}),
+      num_samples=200, batch_size=50)

@@ -117,6 +117,19 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
+def recipe_grid_config(**overrides: Any) -> ml_collections.ConfigDict:
+  """A user config of the seed study's grid alone: W8A8 / W4A8 / W4A4 x min-max / percentile /
+  MSE / EMA x PTQ and QAT, no bits grid and no bit allocation, FID-Inception features;
+  ``overrides`` (top-level keys, groups as dicts) on top. The family configs start from it."""
+  c = ml_collections.ConfigDict({
+      "weight_bits": (), "act_bits": (FP32_BITS,), "clips": ("none",),
+      "allocation_budget": 0.0, "recipes": ("w8a8", "w4a8", "w4a4"),
+      "calibrations": ("minmax", "percentile", "mse", "ema"), "modes": MODES,
+      "calibration_batches": 2, "extractor": "inception"})
+  c.update(overrides)
+  return c
+
+
 def _clip_config(spec: str) -> compress.ClipConfig | None:
   if spec == "none":
     return None
