@@ -289,14 +289,16 @@ def markdown(report: dict) -> str:
                f"{report['num_samples']} FP32 samples (seed {report['reference_seed']}); "
                f"{report['extractor']} features; k = {report['nearest_k']}")
   lines = [f"# jaxgc study: {report['model']['arch']}", "",
-           f"- checkpoint: `{report['model']['checkpoint']}`", sampled,
-           "- weights: clipped, then fake-quantized per output channel (symmetric); "
-           f"activations: inputs of every conv/dense, static ranges ({report['calibration']})",
-           ""]
+           f"- checkpoint: `{report['model']['checkpoint']}`", sampled]
+  rows = [r for r in report["rows"] if "recipe" not in r]
+  if len(rows) == 1 and "recipes" in report:   # the recipe grid alone
+    return "\n".join(lines + [""] + _recipe_markdown(report, real))
+  lines += ["- weights: clipped, then fake-quantized per output channel (symmetric); "
+            f"activations: inputs of every conv/dense, static ranges ({report['calibration']})",
+            ""]
   head = ("| weight bits | act bits | clip | FID | precision | recall | LSH P | LSH R |"
           + (" real FID | real P | real R |" if real else ""))
   lines += [head, "|" + "---:|" * (head.count("|") - 1)]
-  rows = [r for r in report["rows"] if "recipe" not in r]
   failed = [r for r in rows if r.get("status") == runs.FAILED]
   for r in rows:
     if r in failed:
