@@ -130,6 +130,10 @@ def test_sharded_step_equals_single_device():
   run_on_fake_devices("_sharded_qat_check.py")
 
 
+def test_sharded_online_qat_equals_single_device():
+  run_on_fake_devices("_sharded_qat_online_check.py")
+
+
 # ---------------------------------------------------------------------------------------------
 # the job: checkpoints, resume, outputs
 
