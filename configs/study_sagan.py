@@ -1,4 +1,6 @@
-"""The seed study's recipes on the Self-Attention GAN generator (64x64; attention q/k/v kept at W8A8, gamma in float32; spectrally normalised kernels quantized after normalisation): W8A8 / W4A8 / W4A4 x min-max / percentile / MSE /
+"""The seed study's recipes on the Self-Attention GAN generator (64x64; attention q/k/v kept
+at W8A8, gamma in float32; spectrally normalised kernels quantized after normalisation):
+W8A8 / W4A8 / W4A4 x min-max / percentile / MSE /
 EMA calibration, PTQ and QAT (distillation to the FP32 generator), in FID-Inception feature
 space against the FP32 model's samples (other latents).
 

@@ -1,4 +1,5 @@
-"""The seed study's recipes on the StyleGAN2 generator (mapping network, modulation affines and to-RGB layers kept at W8A8): W8A8 / W4A8 / W4A4 x min-max / percentile / MSE /
+"""The seed study's recipes on the StyleGAN2 generator (mapping network, modulation affines and
+to-RGB layers kept at W8A8): W8A8 / W4A8 / W4A4 x min-max / percentile / MSE /
 EMA calibration, PTQ and QAT (distillation to the FP32 generator), in FID-Inception feature
 space against the FP32 model's samples (other latents).
 
