@@ -130,6 +130,10 @@ def test_sharded_step_equals_single_device():
   run_on_fake_devices("_sharded_qat_check.py")
 
 
+def test_sharded_online_qat_equals_single_device():
+  run_on_fake_devices("_sharded_qat_online_check.py")
+
+
 # ---------------------------------------------------------------------------------------------
 # the job: checkpoints, resume, outputs
 
@@ -218,3 +222,38 @@ def test_default_and_shipped_configs_resolve():
   spec.loader.exec_module(mod)
   cfg = job.resolve_config(mod.get_config())
   assert cfg.weight_bits == 4 and cfg.granularity == "per_channel" and cfg.adv_weight > 0
+
+
+def test_image_to_image_qat_with_an_online_patchgan_resumes(tmp_path):
+  """A tiny random ResNet generator on 16x16 photo crops, with an online PatchGAN: the run
+  stopped at step 2 and resumed to 3 ends where an uninterrupted 3-step run ends."""
+  from jaxgc import models  # pylint: disable=import-outside-toplevel
+  from jaxgc.checkpoint import save_model  # pylint: disable=import-outside-toplevel
+  gen = models.build("resnet_generator", ngf=4, n_blocks=1)
+  g_vars = jax.jit(gen.init)(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+  save_model(tmp_path / "g", gen, jax.tree.map(np.asarray, g_vars))
+  cfg = {"generator": str(tmp_path / "g"), "weight_bits": 4, "batch_size": 2,
+         "adv_weight": 0.1, "online_discriminator": True, "disc_ndf": 8, "disc_layers": 1,
+         "inputs": {"crop_size": 16}, "eval_samples": 4, "checkpoint_every": 1,
+         "tensorboard": False}
+  full, report = job.train({**cfg, "steps": 3}, tmp_path / "full")
+  job.train({**cfg, "steps": 2}, tmp_path / "resumed")
+  resumed, report_r = job.train({**cfg, "steps": 3}, tmp_path / "resumed")
+  assert report_r["resumed_from"] == 2
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-6),
+               _copy(full.params), _copy(resumed.params))
+  assert set(full.params) == {"generator", "discriminator"}   # the PatchGAN trains too
+  log = _log_steps(tmp_path / "full")
+  assert [r["step"] for r in log] == [1, 2, 3] and all(r["d_loss"] > 0 for r in log)
+  assert set(report["rows"]) == {"FP32 teacher", "PTQ (step 0)", "QAT (step 3)"}
+  assert report["rows"]["FP32 teacher"]["psnr_db"] is None
+  md = (tmp_path / "full" / job.REPORT_MD).read_text()
+  assert "trained online" in md and "16px crops" in md
+  _, stored = load_model(tmp_path / "full" / job.QUANTIZED_DIR)
+  assert set(stored["params"]) == set(g_vars["params"])
+
+
+def test_online_discriminator_needs_an_image_to_image_generator(tmp_path):
+  with pytest.raises(ValueError, match="online_discriminator=True needs an image-to-image"):
+    job.train(_job_config(discriminator="", online_discriminator=True, steps=1), tmp_path / "w")
+  assert not (tmp_path / "w").exists()

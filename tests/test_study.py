@@ -49,3 +49,74 @@ def test_tiny_study_on_the_mnist_mlp(tmp_path, capsys):
 def test_bad_study_config(key, value, match):
   with pytest.raises(ValueError, match=match):
     study.resolve_config({"checkpoint": "g.pth", key: value})
+
+
+_RECIPE_GRID = {"weight_bits": (), "act_bits": (32,), "clips": ("none",),
+                "allocation_budget": 0.0, "extractor": "pixels", "nearest_k": 3,
+                "num_samples": 12, "batch_size": 12, "calibration_batches": 1}
+
+
+def test_recipe_grid_on_a_random_stylegan2(tmp_path):
+  """Recipe x calibration x PTQ/QAT on a random-init tiny StyleGAN2 (registry source)."""
+  cfg = {**_RECIPE_GRID, "recipes": ("w8a8", "w4a4"), "calibrations": ("minmax",),
+         "modes": ("ptq", "qat"), "qat": {"steps": 2, "batch_size": 4},
+         "reference_seed": 0,    # the FP32 samples of the same latents: FP32 scores FID 0
+         "model": {"source": "registry", "arch": "stylegan2_generator",
+                   "kwargs": {"size": 8, "channels": (8, 8), "z_dim": 8, "w_dim": 8,
+                              "n_mlp": 2}}}
+  report = study.run(cfg, tmp_path / "wd", progress=False)
+  rows = {r.get("setting", "fp32"): r for r in report["rows"]}
+  assert set(rows) == {"fp32", "ptq_w8a8_minmax", "qat_w8a8_minmax", "ptq_w4a4_minmax",
+                       "qat_w4a4_minmax"}
+  # W8A8 is much closer to the FP32 samples than W4A4 in pixel space.
+  assert abs(rows["fp32"]["fid"]) < 1e-3
+  assert rows["ptq_w8a8_minmax"]["fid"] < 0.5 * rows["ptq_w4a4_minmax"]["fid"]
+  assert report["verdict"].startswith("stylegan2_generator: W8A8 PTQ (minmax)")
+  assert ["^mapping/", 8, 8] in report["recipes"]["family_rules"]
+  md = (tmp_path / "wd" / "report.md").read_text()
+  assert "| qat_w4a4_minmax |" in md and "**Verdict.**" in md
+  assert np.asarray(Image.open(tmp_path / "wd" / "recipes.png")).ndim == 3
+
+
+def test_image_to_image_study_on_photo_crops(tmp_path):
+  """A random-init ResNet generator on 16x16 crops: the FP32 row is the reference itself."""
+  cfg = {**_RECIPE_GRID, "recipes": ("w8a8",), "inputs": {"size": 16},
+         "model": {"source": "registry", "arch": "resnet_generator",
+                   "kwargs": {"ngf": 4, "n_blocks": 1}}}
+  report = study.run(cfg, tmp_path / "wd", progress=False)
+  fp32, w8a8 = report["rows"]
+  assert abs(fp32["fid"]) < 1e-3 and fp32["precision"] == fp32["recall"] == 1.0
+  assert w8a8["setting"] == "ptq_w8a8_percentile" and w8a8["fid"] > fp32["fid"]
+  assert report["inputs"]["num_crops"] == 12 and report["inputs"]["size"] == 16
+  assert "random 16x16 crops" in (tmp_path / "wd" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("override,match", [
+    ({"recipes": ("w3a3",)}, "unknown recipe 'w3a3'"),
+    ({"calibrations": ("kl",)}, "unknown method 'kl'"),
+    ({"modes": ("qat_then_ptq",)}, "unknown mode 'qat_then_ptq'"),
+    ({"recipes": ("w8a8",), "modes": ("qat",), "qat": {"steps": -1}}, "steps >= 0"),
+    ({"inputs": {"size": 30}}, "multiple of 4, got 30"),
+])
+def test_bad_recipe_grid_config(override, match):
+  with pytest.raises(ValueError, match=match):
+    study.resolve_config({"checkpoint": "g.pth", **override})
+
+
+@pytest.mark.parametrize("model,match", [
+    ({"source": "registry"}, "needs model.arch"),
+    ({"source": "registry", "arch": "sagan_generator", "kwargs": {"width": 3}}, "width"),
+    ({"source": "hub"}, "model.source must be one of"),
+    ({"source": "teacher"}, "needs model.teacher"),
+])
+def test_bad_model_block(model, match):
+  with pytest.raises(ValueError, match=match):
+    study.resolve_config({"model": model})
+
+
+def test_teacher_source_is_one_clear_line(tmp_path):
+  with pytest.raises(ValueError, match="teacher 'sagan' is not available: train it with jaxgc "
+                                       "gan") as e:
+    study.run({"model": {"source": "teacher", "teacher": "sagan"}}, tmp_path / "wd",
+              progress=False)
+  assert "\n" not in str(e.value) and not (tmp_path / "wd").exists()

@@ -41,6 +41,8 @@ from jaxgc.compress.quantize import fake_quantize
 from jaxgc.compress.quantize import QuantConfig
 from jaxgc.compress.quantize import quantize_int
 from jaxgc.compress.rules import fake_quantize_by_rules
+from jaxgc.compress.rules import FAMILY_RULES
+from jaxgc.compress.rules import family_rules
 from jaxgc.compress.rules import act_rules
 from jaxgc.compress.rules import first_last_layers
 from jaxgc.compress.rules import known_recipes

@@ -63,11 +63,17 @@ from jaxgc.compress.qconfig import METHODS
 from jaxgc.compress.qconfig import MODES  # noqa: F401  (re-exported)
 from jaxgc.compress.qconfig import check_act_bits
 from jaxgc.models import layers
+from jaxgc.models import sagan
+from jaxgc.models import stylegan2
 
 # The layers whose inputs are quantized. ``layers.conv``/``layers.dense`` build nn.Conv (or
-# layers.DepthwiseConv for a depthwise convolution) / nn.Dense.
+# layers.DepthwiseConv for a depthwise convolution) / nn.Dense. The families' own layers too:
+# SAGAN's spectrally normalised convolution (its transposed one is a layers.ConvTranspose) and
+# StyleGAN2's equalized-lr dense / conv layers and modulated convolutions (whose first argument,
+# the feature map, is the quantized input; their ``affine`` sublayer quantizes the latent w).
 QUANTIZED_LAYER_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Conv, nn.ConvTranspose, nn.Dense, layers.Conv, layers.ConvTranspose, layers.DepthwiseConv)
+    nn.Conv, nn.ConvTranspose, nn.Dense, layers.Conv, layers.ConvTranspose, layers.DepthwiseConv,
+    sagan.SpectralConv, stylegan2.EqualDense, stylegan2.EqualConv, stylegan2.ModulatedConv)
 
 # Calibration = {layer_path: {"min": float32 array, "max": float32 array}}, arrays of shape
 # [] (per tensor) or [channels] (per channel).

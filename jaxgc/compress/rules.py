@@ -226,6 +226,40 @@ def act_rules(rules: Iterable[Any] | None, default_act_bits: int | None
   return as_rules(rules) + (PrecisionRule(r".*", None, default_act_bits),)
 
 
+# The families' own layers, kept at W8A8 when a recipe lowers the rest (Andreev, Fritzler and
+# Vetrov 2021, arXiv 2108.13996: StyleGAN's mapping network and style affines, and SAGAN's
+# attention, are the sensitive parts). Patterns are on layer paths (:func:`layer_path`).
+# Scalars are never kernels, so they stay in float32 under every rule: SAGAN's attention
+# ``gamma``, StyleGAN2's ``noise_strength`` and learned constant. SAGAN's spectrally normalised
+# kernels (``l1`` .. ``l4``) need no rule: ``params`` holds them already divided by sigma
+# (``jaxgc.models.sagan``), so they are quantized after normalisation, at the recipe's bits,
+# and the ``spectral`` collection (u, v, sigma) is never quantized.
+_ATTENTION = (r"(^|/)attn\d+/(query|key|value)_conv$", 8, 8)   # attention q, k, v (1x1 convs)
+FAMILY_RULES: dict[str, tuple[tuple[str, int | None, int | None], ...]] = {
+    "stylegan2_generator": (
+        (r"^mapping/", 8, 8),          # mapping network z -> w (and the label embedding)
+        (r"/affine$", 8, 8),           # modulation affines w -> styles
+        (r"/torgb$", 8, 8),            # to-RGB layers (1x1 modulated, every resolution)
+    ),
+    "stylegan2_discriminator": ((r"^mapping/", 8, 8),),
+    "sagan_generator": (_ATTENTION,),
+    "sagan_discriminator": (_ATTENTION,),
+}
+
+
+def family_rules(module: nn.Module) -> tuple[PrecisionRule, ...]:
+  """The :data:`FAMILY_RULES` of ``module``'s architecture (``()`` for the other families).
+
+  Prepend them to a recipe's rules (first match wins) to keep the family's sensitive layers at
+  W8A8: ``family_rules(module) + recipe.rules``.
+  """
+  try:
+    name = registry.arch_name(module)
+  except ValueError:
+    return ()
+  return as_rules(FAMILY_RULES.get(name, ()))
+
+
 @dataclasses.dataclass(frozen=True)
 class Recipe:
   """A mixed-precision quantization recipe.

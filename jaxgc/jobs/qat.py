@@ -19,6 +19,14 @@ Outputs in the workdir:
 * ``model/``: the QAT'd generator with fake-quantized float32 weights (``jaxgc.checkpoint``);
 * ``quantized/``: the same weights stored for real (``spec.json`` + ``weights.npz``, int4 packed
   two per byte or int8), loadable with ``jaxgc.checkpoint.load_model``.
+
+Image-to-image generators (CycleGAN / pix2pix ResNet and U-Net generators) train on random
+``inputs.crop_size`` crops of the scikit-image photos ``inputs.photos`` and are evaluated on
+crops of ``inputs.eval_photos``. Released without their discriminator, they get, with
+``online_discriminator=True`` and ``adv_weight > 0``, a PatchGAN trained online on the FP32
+teacher's outputs (real) vs the quantized student's (fake), as ``jaxgc distill`` does
+(:func:`jaxgc.train.crd_step.make_distill_step` with ``disc_real="teacher"``, CRD off); its
+state is checkpointed with the student's.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -42,8 +51,13 @@ from jaxgc import train as train_lib
 from jaxgc.checkpoint import QUANTIZED_FILE
 from jaxgc.checkpoint import check_writable_dir
 from jaxgc.checkpoint import save_model
+from jaxgc.data import inputs as inputs_lib
 from jaxgc.jobs import config as config_lib
 from jaxgc.jobs import runs
+from jaxgc.models import layers
+from jaxgc.models.patchgan import PatchGANDiscriminator
+from jaxgc.train import crd_step
+from jaxgc.train import recipe_qat
 
 CONFIG_FILE = "qat_config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -86,6 +100,15 @@ def default_config() -> ml_collections.ConfigDict:
   c.seed = 0                  # training latents: jax.random.key(seed) folded with the step
   c.eval_samples = 1000       # held-out latents for the before/after report
   c.tensorboard = True        # also write TensorBoard event files to <workdir>/tensorboard
+  # Image-to-image generators: photo crops, and the online PatchGAN of adv_weight > 0 when no
+  # discriminator is given.
+  c.inputs = ml_collections.ConfigDict()
+  c.inputs.photos = inputs_lib.TRAIN_PHOTOS      # training crops
+  c.inputs.eval_photos = inputs_lib.SKIMAGE_PHOTOS   # held-out crops (eval_samples of them)
+  c.inputs.crop_size = 64                        # a multiple of 4
+  c.online_discriminator = False               # adv_weight under a PatchGAN trained online
+  c.disc_ndf = 64                                # its width and depth (70x70 patches)
+  c.disc_layers = 3
   return c
 
 
@@ -96,16 +119,24 @@ def resolve_config(user: Any) -> ml_collections.ConfigDict:
   Raises:
     ValueError: an unknown key or a value of the wrong type; bits outside 2..8; an unknown
       granularity or distill loss; a negative loss weight (or both zero); ``adv_weight > 0``
-      without a discriminator; a bad regex; a non-positive learning rate, batch size, checkpoint
+      with neither a discriminator nor ``online_discriminator``; a bad regex; a crop size that
+      is not a positive multiple of 4; a non-positive learning rate, batch size, checkpoint
       interval or eval sample count; negative steps.
   """
   cfg = config_lib.merge(default_config(), user)
   if not cfg.generator:
     raise ValueError("config.generator is empty: name the FP32 generator checkpoint")
   loss_config(cfg)
-  if cfg.adv_weight > 0 and not cfg.discriminator:
+  if cfg.adv_weight > 0 and not cfg.discriminator and not cfg.online_discriminator:
     raise ValueError(f"adv_weight is {cfg.adv_weight} but config.discriminator is empty: name "
-                     "the trained discriminator or set adv_weight=0")
+                     "the trained discriminator, set online_discriminator=True (image-to-image "
+                     "generators) or set adv_weight=0")
+  if cfg.online_discriminator and cfg.discriminator:
+    raise ValueError(f"online_discriminator=True and config.discriminator="
+                     f"{cfg.discriminator!r}: choose one")
+  if cfg.inputs.crop_size < 4 or cfg.inputs.crop_size % 4:
+    raise ValueError(f"inputs.crop_size must be a positive multiple of 4, got "
+                     f"{cfg.inputs.crop_size}")
   for key in ("include", "exclude"):
     compress.compile_pattern(cfg[key], key)
   if not cfg.learning_rate > 0 or not math.isfinite(cfg.learning_rate):
@@ -147,6 +178,8 @@ def _evaluate(generator, disc, disc_vars, teacher_vars, student_vars, latents) -
 
 def _markdown(report: dict) -> str:
   m, c = report["model"], report["config"]
+  i2i = m["kind"] == "image_to_image"
+  online = i2i and not m["discriminator"] and c["online_discriminator"] and c["adv_weight"] > 0
   q = f"W{c['weight_bits']} {c['granularity']} {'symmetric' if c['symmetric'] else 'asymmetric'}"
   lines = [
       f"# jaxgc qat: {m['arch']} ({q})",
@@ -154,13 +187,20 @@ def _markdown(report: dict) -> str:
       f"- generator: `{m['generator']}` ({m['params']:,} params)",
       f"- discriminator: `{m['discriminator'] or 'none'}`",
       f"- quantized leaves: {', '.join(report['quantized_paths'])}",
-      f"- loss: {c['distill_weight']} * {c['distill']}(G_q(z), G_fp32(z)) + {c['adv_weight']} * "
-      f"-log D(G_q(z)); Adam lr {c['learning_rate']}, batch {c['batch_size']}, "
+      f"- loss: {c['distill_weight']} * {c['distill']}(G_q(x), G_fp32(x)) + {c['adv_weight']} * "
+      + (f"LSGAN loss under a PatchGAN (ndf {c['disc_ndf']}, {c['disc_layers']} layers) trained "
+         f"online on FP32 (real) vs quantized (fake) outputs, on {c['inputs']['crop_size']}px "
+         f"crops of {', '.join(c['inputs']['photos'])}" if online else
+         f"-log D(G_q(x)) on {c['inputs']['crop_size']}px crops of "
+         f"{', '.join(c['inputs']['photos'])}" if i2i else "-log D(G_q(z)) on N(0, 1) latents z")
+      + f"; Adam lr {c['learning_rate']}, batch {c['batch_size']}, "
       f"{report['steps']} steps ({report['train_seconds']:.1f} s this run, resumed from step "
       f"{report['resumed_from']})",
-      f"- evaluation: {c['eval_samples']} held-out N(0, 1) latents; PSNR/SSIM of the outputs vs "
-      "the FP32 teacher's (images in [0, 1]); D score: mean D(G(z)), the frozen "
-      "discriminator's probability of \"real\"",
+      f"- evaluation: {c['eval_samples']} held-out "
+      + (f"{c['inputs']['crop_size']}px crops of {', '.join(c['inputs']['eval_photos'])}"
+         if i2i else "N(0, 1) latents")
+      + "; PSNR/SSIM of the outputs vs the FP32 teacher's (images in [0, 1]); D score: mean "
+      "D(G(z)), the frozen discriminator's probability of \"real\"",
       f"- stored size: {report['bytes_on_disk']:,} bytes "
       f"({report['size_ratio']:.3f} of FP32)",
       "",
@@ -211,7 +251,10 @@ def train(config: Any, workdir: str | os.PathLike, progress: bool = False
   quantized_paths = compress.selected_paths(teacher_vars, qcfg.include, qcfg.exclude)
   state, start, train_seconds = train_loop(cfg, qcfg, generator, teacher_vars, disc, disc_vars,
                                            workdir, progress)
-  student = {"params": jax.device_get(state.params), **jax.device_get(state.frozen)}
+  if _online(cfg, generator, disc):
+    student = jax.device_get(crd_step.student_variables(state))
+  else:
+    student = {"params": jax.device_get(state.params), **jax.device_get(state.frozen)}
   rows = measure(cfg, qcfg, generator, teacher_vars, student, disc, disc_vars)
   compression = {"method": "qat", "weight_bits": int(cfg.weight_bits),
                  "symmetric": bool(cfg.symmetric), "granularity": cfg.granularity,
@@ -236,9 +279,63 @@ def train(config: Any, workdir: str | os.PathLike, progress: bool = False
 
 
 def load_models(cfg):
-  """Stage 1: ``(generator, variables, path, discriminator or None, its variables, path)``."""
-  return runs.load_generator_and_discriminator(cfg.generator, cfg.discriminator, "qat",
-                                               ("unconditional",), ("discriminator",))
+  """Stage 1: ``(generator, variables, path, discriminator or None, its variables, path)``.
+
+  Raises:
+    ValueError: as :func:`jaxgc.jobs.runs.load_generator_and_discriminator`;
+      ``online_discriminator`` for an unconditional generator.
+  """
+  out = runs.load_generator_and_discriminator(cfg.generator, cfg.discriminator, "qat",
+                                              ("unconditional", "image_to_image"),
+                                              ("discriminator",))
+  if cfg.online_discriminator and out[0].kind != "image_to_image":
+    raise ValueError(f"online_discriminator=True needs an image-to-image generator; "
+                     f"{out[2]} is {out[0].kind}")
+  return out
+
+
+def _online(cfg, generator, disc) -> bool:
+  """Image-to-image QAT trains through the distillation step (online PatchGAN when asked)."""
+  return generator.kind == "image_to_image" and disc is None
+
+
+def _student(qcfg, teacher_vars, generator) -> recipe_qat.QuantizedGenerator:
+  """The generator with ``qcfg``'s kernels fake-quantized, as a distillation student."""
+  paths = compress.selected_paths(teacher_vars, qcfg.include, qcfg.exclude)
+  return recipe_qat.QuantizedGenerator(generator, {p: qcfg.quant.bits for p in paths},
+                                       qcfg.quant.symmetric, qcfg.quant.granularity)
+
+
+def _online_setup(cfg, qcfg, generator, teacher_vars, tx):
+  """``(state, step_fn)`` of image-to-image QAT: L1/MSE to the teacher plus, with
+  ``adv_weight > 0``, the LSGAN loss of a PatchGAN trained online on teacher vs student."""
+  crop = int(cfg.inputs.crop_size)
+  dcfg = crd_step.DistillConfig(crd_weight=0.0, recon=cfg.distill,
+                                recon_weight=float(cfg.distill_weight),
+                                adv_weight=float(cfg.adv_weight) if cfg.online_discriminator
+                                else 0.0, disc_real="teacher",
+                                seed=int(cfg.seed))
+  disc = disc_vars = None
+  if dcfg.uses_discriminator:
+    disc = PatchGANDiscriminator(ndf=int(cfg.disc_ndf), n_layers=int(cfg.disc_layers),
+                                 norm="instance", image_size=crop)
+    disc_vars = layers.normal_init(disc, jnp.zeros((1, crop, crop, 3), jnp.float32),
+                                   seed=int(cfg.seed) + 2)
+  state = crd_step.create_distill_state(teacher_vars, disc_vars, tx)
+  return state, (lambda mesh: crd_step.make_distill_step(
+      _student(qcfg, teacher_vars, generator), generator, dcfg, disc, mesh))
+
+
+def _batch_fn(cfg, generator, mesh, online: bool):
+  bs, seed = int(cfg.batch_size), int(cfg.seed)
+  if generator.kind == "image_to_image":
+    crops = lambda s: inputs_lib.photo_crops(  # noqa: E731
+        tuple(cfg.inputs.photos), bs, int(cfg.inputs.crop_size), seed, s)
+    return (lambda s: parallel.shard_batch({"A": crops(s)}, mesh)) if online else \
+        (lambda s: parallel.shard_batch(crops(s), mesh))
+  key = jax.random.key(seed)
+  return lambda s: parallel.shard_batch(
+      train_lib.sample_latents(key, s, bs, int(generator.z_dim)), mesh)
 
 
 def train_loop(cfg, qcfg, generator, teacher_vars, disc, disc_vars, workdir, progress):
@@ -249,9 +346,15 @@ def train_loop(cfg, qcfg, generator, teacher_vars, disc, disc_vars, workdir, pro
   """
   mesh = runs.batch_mesh(int(cfg.batch_size))
   tx = optax.adam(float(cfg.learning_rate))
-  params = teacher_vars["params"]
-  frozen = {k: v for k, v in teacher_vars.items() if k != "params"}
-  state = parallel.replicate(train_lib.create_train_state(params, tx, frozen), mesh)
+  online = _online(cfg, generator, disc)
+  if online:
+    state, make_step = _online_setup(cfg, qcfg, generator, teacher_vars, tx)
+  else:
+    params = teacher_vars["params"]
+    frozen = {k: v for k, v in teacher_vars.items() if k != "params"}
+    state = train_lib.create_train_state(params, tx, frozen)
+    make_step = lambda m: train_lib.make_train_step(generator, qcfg, disc, m)  # noqa: E731
+  state = parallel.replicate(state, mesh)
   teacher = parallel.replicate(teacher_vars, mesh)
   disc_dev = None if disc is None else parallel.replicate(disc_vars, mesh)
   os.makedirs(workdir, exist_ok=True)
@@ -261,12 +364,11 @@ def train_loop(cfg, qcfg, generator, teacher_vars, disc, disc_vars, workdir, pro
     runs.check_resume(os.path.join(workdir, CONFIG_FILE), cfg.to_dict(), RESUMABLE_KEYS,
                       manager.latest_step() is not None)
     state, start = runs.restore(manager, state, int(cfg.steps), workdir)
-    step_fn = train_lib.make_train_step(generator, qcfg, disc, mesh)
-    key = jax.random.key(int(cfg.seed))
-    batch = lambda s: parallel.shard_batch(  # noqa: E731
-        train_lib.sample_latents(key, s, int(cfg.batch_size), int(generator.z_dim)), mesh)
+    step_fn = make_step(mesh)
+    batch = _batch_fn(cfg, generator, mesh, online)
     state, train_seconds = runs.run_steps(
-        step_fn, state, batch, (teacher, disc_dev), manager=manager, run_dir=workdir,
+        step_fn, state, batch, (teacher, None if online else disc_dev), manager=manager,
+        run_dir=workdir,
         start=start, steps=int(cfg.steps), desc="qat", progress=progress,
         tensorboard=bool(cfg.tensorboard))
   finally:
@@ -276,8 +378,12 @@ def train_loop(cfg, qcfg, generator, teacher_vars, disc, disc_vars, workdir, pro
 
 def measure(cfg, qcfg, generator, teacher_vars, student, disc, disc_vars) -> dict:
   """Stage 3: FP32, PTQ and QAT compared on held-out latents."""
-  latents = np.random.default_rng((int(cfg.seed), _EVAL_STREAM)).standard_normal(
-      (int(cfg.eval_samples), int(generator.z_dim))).astype(np.float32)
+  if generator.kind == "image_to_image":
+    latents = inputs_lib.photo_crops(tuple(cfg.inputs.eval_photos), int(cfg.eval_samples),
+                                     int(cfg.inputs.crop_size), int(cfg.seed), _EVAL_STREAM)
+  else:
+    latents = np.random.default_rng((int(cfg.seed), _EVAL_STREAM)).standard_normal(
+        (int(cfg.eval_samples), int(generator.z_dim))).astype(np.float32)
   ptq_vars = train_lib.quantized_variables(teacher_vars, qcfg)
   qat_vars = jax.tree.map(np.asarray, train_lib.quantized_variables(student, qcfg))
   return {
