@@ -17,6 +17,6 @@ from jaxgc.jobs import study
 
 def get_config():
   return study.recipe_grid_config(
-      model={"source": "teacher", "teacher": "stylegan2"},
+      model={"source": "teacher", "teacher": "stylegan2_fmnist"},
       qat=ml_collections.ConfigDict({"steps": 200, "batch_size": 16, "distill": "mse"}),
       num_samples=200, batch_size=50)

@@ -114,9 +114,9 @@ def test_bad_model_block(model, match):
     study.resolve_config({"model": model})
 
 
-def test_teacher_source_is_one_clear_line(tmp_path):
-  with pytest.raises(ValueError, match="teacher 'sagan' is not available: train it with jaxgc "
-                                       "gan") as e:
-    study.run({"model": {"source": "teacher", "teacher": "sagan"}}, tmp_path / "wd",
+def test_an_unknown_teacher_is_one_clear_line(tmp_path):
+  with pytest.raises(ValueError, match="unknown teacher 'biggan'; jaxgc trains .*dcgan_fmnist"
+                     ) as e:
+    study.run({"model": {"source": "teacher", "teacher": "biggan"}}, tmp_path / "wd",
               progress=False)
   assert "\n" not in str(e.value) and not (tmp_path / "wd").exists()

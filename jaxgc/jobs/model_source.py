@@ -23,6 +23,7 @@ import numpy as np
 from jaxgc import models
 from jaxgc.checkpoint import load_any_model
 from jaxgc.data import inputs as inputs_lib
+from jaxgc.jobs import teachers
 
 SOURCES = ("checkpoint", "registry", "teacher")
 
@@ -62,6 +63,8 @@ def check(cfg: ml_collections.ConfigDict) -> str:
     models.build(cfg.arch, **_kwargs(cfg))
   if source == "teacher" and not cfg.teacher:
     raise ValueError("model.source='teacher' needs model.teacher, the name given to jaxgc gan")
+  if source == "teacher":
+    teachers.teacher_dir(cfg.teacher)   # an unknown name: one line, before anything is written
   return source
 
 
@@ -71,15 +74,15 @@ def _kwargs(cfg) -> dict[str, Any]:
 
 
 def resolve_teacher(name: str) -> str:
-  """The folder of the generator ``jaxgc gan`` trained under ``name`` in the user cache.
-
-  The hook for ``jaxgc gan``'s cache (a later merge wires its lookup in here).
+  """The folder of the generator ``jaxgc gan`` trained as teacher ``name``, in the user cache
+  (``<cache>/teachers/<name>/generator``); trained there first when it is missing, with a note
+  on stderr (:func:`jaxgc.jobs.teachers.teacher`).
 
   Raises:
-    ValueError: always, until then: the teacher is not available.
+    ValueError: an unknown teacher (naming the ones jaxgc trains).
   """
-  raise ValueError(f"teacher {name!r} is not available: train it with jaxgc gan, or name a "
-                   "checkpoint with model.source='checkpoint'")
+  teachers.teacher(name, progress=False)   # trains it on first use, saying so
+  return os.path.join(teachers.teacher_dir(name), "generator")
 
 
 def load(cfg: ml_collections.ConfigDict) -> tuple[Any, dict[str, Any], str]:
