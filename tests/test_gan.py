@@ -247,5 +247,5 @@ def test_sagan_trains_with_spectral_norm_and_folds_exactly(tmp_path):
     kernel = d_folded["params"][name]["kernel"]
     norm = np.linalg.norm(np.asarray(sagan.spectral_matrix(kernel, False)), 2)
     # power iteration never overestimates the norm, so W / sigma has norm >= 1; 8 iterations
-    # from a constant vector bring it to within 25% (1.00-1.09 here)
+    # from a constant vector leave it below 1.25 (1.08 at most in a 10-step run)
     assert 1.0 - 1e-5 <= norm < 1.25, (name, norm)
