@@ -15,6 +15,15 @@ logits, lazy R1 (``r1_gamma``, every ``r1_every`` steps) and an EMA generator (`
 weights from the model's own equalized-learning-rate initialisation (N(0, 1), seeded); the
 noise inputs are the stored constant noise maps (``noise_mode="const"``) in training too, not
 fresh noise per step, and Adam's betas are not adjusted for the lazy interval).
+``"sagan"`` (Zhang et al. 2019, heykeetae/Self-Attention-GAN, :mod:`jaxgc.models.sagan`, at
+32x32 jaxgc's own generalisation of upstream's 64x64 model (where its attention layers sit: that
+module's docstring); ``g_width`` / ``d_width`` are upstream's ``g_conv_dim`` / ``d_conv_dim``;
+spectral normalisation in every forward (one power iteration, the vectors kept in the
+``spectral`` collection and updated by the step like BatchNorm's statistics); hinge loss and
+two learning rates (TTUR: G 1e-4, D 4e-4, Adam betas (0, 0.9), upstream's defaults in the
+shipped config); weights N(0, 0.02) as DCGAN (upstream keeps PyTorch's default init), ``u`` and
+``v`` start as constant unit vectors (upstream: random); the saved networks are folded
+(:func:`jaxgc.models.sagan.fold_spectral`: kernels ``W / sigma``, as a converted SAGAN).
 Data (``config.data.source``): ``"fashion_mnist"``, ``"mnist"`` or an image folder
 (:mod:`jaxgc.data.gan_images`: 28x28 padded to 32x32, ``channels`` 1 or 3); for pix2pix an AB
 folder root with ``train/`` and ``test/`` (``scripts/make_edges.py`` makes edges ->
@@ -74,6 +83,7 @@ from jaxgc.jobs import runs
 from jaxgc.models import layers
 from jaxgc.models.dcgan import DCGANDiscriminator
 from jaxgc.models.dcgan import DCGANGenerator
+from jaxgc.models import sagan
 from jaxgc.models.patchgan import PatchGANDiscriminator
 from jaxgc.models.stylegan2 import StyleGAN2Discriminator
 from jaxgc.models.stylegan2 import StyleGAN2Generator
@@ -86,7 +96,7 @@ CONFIG_FILE = "gan_config.json"
 FID_FILE = "fid.jsonl"
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
-ARCHS = ("dcgan", "pix2pix", "stylegan2")
+ARCHS = ("dcgan", "pix2pix", "stylegan2", "sagan")
 EXTRACTORS = ("domain", "inception", "lenet5", "pixels")
 # Keys a rerun may change; every other key must match the run that wrote the checkpoints.
 RESUMABLE_KEYS = ("steps", "checkpoint_every", "max_to_keep", "sample_every", "tensorboard")
@@ -213,6 +223,9 @@ def build_models(cfg):
   pix2pix: ``UnetGenerator(input_channels, channels, num_downs, ngf=g_width)`` (BatchNorm, no
   dropout) and ``PatchGANDiscriminator(input_channels + channels, ndf=d_width, n_layers)``.
 
+  SAGAN (32 or 64 pixels): ``SAGANGenerator(z_dim, conv_dim=g_width)`` and
+  ``SAGANDiscriminator(conv_dim=d_width)`` in training mode (``spectral_training=True``).
+
   Raises:
     ValueError: a resolution the architecture cannot produce.
   """
@@ -231,6 +244,19 @@ def build_models(cfg):
                           ngf=int(m.g_width)),
             PatchGANDiscriminator(input_nc=a_ch + ch, ndf=int(m.d_width),
                                   n_layers=int(m.n_layers), image_size=r))
+  if cfg.arch == "sagan":
+    if r not in sagan.IMAGE_SIZES:
+      raise ValueError(f"config.data.resolution {r} cannot be produced by sagan: it makes "
+                       f"{sagan.IMAGE_SIZES[0]}x{sagan.IMAGE_SIZES[0]} (jaxgc's generalisation) or "
+                       f"{sagan.IMAGE_SIZES[1]}x{sagan.IMAGE_SIZES[1]} (upstream) images")
+    for key in ("g_width", "d_width"):
+      if m[key] < 8:
+        raise ValueError(f"model.{key} must be >= 8 for sagan (its attention layers need 8 "
+                         f"channels), got {m[key]}")
+    return (sagan.SAGANGenerator(z_dim=int(m.z_dim), conv_dim=int(m.g_width), image_size=r,
+                                 channels=ch, spectral_training=True),
+            sagan.SAGANDiscriminator(conv_dim=int(m.d_width), image_size=r, input_nc=ch,
+                                     spectral_training=True))
   k = _doublings(r, cfg.arch)
   if cfg.arch == "stylegan2":
     n_res = k + 1   # 4, 8, ..., r
@@ -262,6 +288,11 @@ def _init(cfg, g, d) -> tuple[dict, dict]:
   g_vars = layers.normal_init(g, jax.ShapeDtypeStruct(g_in, np.float32), seed=seed)
   d_vars = layers.normal_init(d, jax.ShapeDtypeStruct((1, r, r, d_ch), np.float32),
                               seed=seed + 1)
+  if cfg.arch == "sagan":   # the power-iteration state as the module initialises it
+    for v in (g_vars, d_vars):
+      v[sagan.SPECTRAL] = jax.tree.map(
+          lambda x: np.full(x.shape, x.size**-0.5 if x.ndim else 1.0, np.float32),
+          v[sagan.SPECTRAL])
   return g_vars, d_vars
 
 
@@ -489,6 +520,9 @@ def measure_and_save(cfg, g, d, state, workdir, data, feature_desc, seconds, sta
   data_desc = data["desc"]
   g_vars = jax.tree.map(np.asarray, jax.device_get(gan_step.generator_variables(state)))
   d_vars = jax.tree.map(np.asarray, jax.device_get(gan_step.discriminator_variables(state)))
+  if cfg.arch == "sagan":   # saved as inference models: spectral normalisation folded
+    g, g_vars = sagan.fold_spectral(g, g_vars)
+    d, d_vars = sagan.fold_spectral(d, d_vars)
   extra = {"trained_by": "jaxgc gan", "config": cfg.to_dict(), "data": data_desc}
   save_model(os.path.join(workdir, "generator"), g, g_vars, extra=extra)
   save_model(os.path.join(workdir, "discriminator"), d, d_vars, extra=extra)

@@ -35,6 +35,7 @@ TEACHERS = {
                              "about 20-40 minutes, depending on the CPU's load"),
     "stylegan2_fmnist": ("gan_stylegan2_fmnist", "about 20-60 minutes, depending on the CPU's "
                          "load"),
+    "sagan_fmnist": ("gan_sagan_fmnist", "about 20-60 minutes, depending on the CPU's load"),
 }
 NETWORKS = ("generator", "discriminator")
 
@@ -92,7 +93,10 @@ def teacher(name: str, *, network: str = "generator", progress: bool = True
       ``"pix2pix_edges2fmnist"`` (a U-Net, Canny edge maps ``[batch, 32, 32, 1]`` in [-1, 1]
       -> garments ``[batch, 32, 32, 1]`` in [-1, 1]; its PatchGAN takes both concatenated) or
       ``"stylegan2_fmnist"`` (a small StyleGAN2, NVlabs layout, EMA weights: latents
-      ``[batch, 64]`` -> ``[batch, 32, 32, 1]``, about [-1, 1], unclamped).
+      ``[batch, 64]`` -> ``[batch, 32, 32, 1]``, about [-1, 1], unclamped) or
+      ``"sagan_fmnist"`` (a 32x32 SAGAN generator, spectral normalisation folded into its
+      kernels: latents ``[batch, 128]`` -> ``[batch, 32, 32, 1]`` in [-1, 1]; its D gives
+      ``[batch, 1]`` hinge logits).
     network: ``"generator"`` or ``"discriminator"`` (its D: ``[batch, 32, 32, 1]`` ->
       ``[batch, 4]`` probabilities, one per position of its 2x2 output map).
     progress: tqdm bars while training.

@@ -23,7 +23,10 @@ job's step loop are the ones every jaxgc trainer uses) holding both networks:
 transformations, so two learning rates: TTUR, Heusel et al. 2017), and in ``frozen`` the
 non-trained collections ``{"g": {...}, "d": {...}}`` plus ``"ema"`` (G's averaged params, or
 ``{}``). Unlike compression fine-tuning, the step *does* update ``frozen``: BatchNorm running
-statistics (``apply(..., mutable=["batch_stats"])``) and the EMA. ``state.tx`` is
+statistics (``apply(..., mutable=["batch_stats"])``), the spectral-norm vectors ``u``, ``v``
+of a training-mode SAGAN (``mutable=["spectral"]``: one power iteration per forward, each
+network's vectors kept from its first forward of the step: G's from the G update, D's from its
+real batch) and the EMA. ``state.tx`` is
 ``optax.identity()``, a placeholder; the step applies its own two transformations.
 """
 
@@ -120,17 +123,26 @@ def discriminator_variables(state: TrainState) -> dict[str, Any]:
   return {"params": state.params["d"], **state.frozen["d"]}
 
 
+# Collections a training forward updates: BatchNorm running statistics, and the power-iteration
+# vectors of spectrally normalised layers (SAGAN, jaxgc.models.sagan, spectral_training=True).
+_UPDATED = ("batch_stats", "spectral")
+
+
 def _call(module: nn.Module, params, collections: dict, x, update: bool):
-  """``module(x)`` in training mode: BatchNorm on the batch's statistics (updating the running
-  ones when ``update``). Returns ``(output, collections)``."""
+  """``module(x)`` in training mode: BatchNorm on the batch's statistics, spectral norm by one
+  power iteration (keeping the new running statistics and ``u``, ``v`` when ``update``).
+  Returns ``(output, collections)``."""
   variables = {"params": params, **collections}
-  if "batch_stats" not in collections:
+  mutable = [c for c in _UPDATED if c in collections]
+  if not mutable:
     return module.apply(variables, x), collections
   # PatchGAN's flax BatchNorm trains with `train=True`; the zoo's layers.BatchNorm with
   # `batch_statistics=True`. Both update the running statistics only in a mutable call.
-  takes_train = "train" in inspect.signature(type(module).__call__).parameters
-  kwargs = {"train": True} if takes_train else {"batch_statistics": True}
-  y, new = module.apply(variables, x, mutable=["batch_stats"], **kwargs)
+  kwargs = {}
+  if "batch_stats" in collections:
+    takes_train = "train" in inspect.signature(type(module).__call__).parameters
+    kwargs = {"train": True} if takes_train else {"batch_statistics": True}
+  y, new = module.apply(variables, x, mutable=mutable, **kwargs)
   return y, ({**collections, **new} if update else collections)
 
 
