@@ -1,4 +1,4 @@
-"""The seed study's recipes on the Self-Attention GAN generator (64x64; attention q/k/v kept
+"""The seed study's recipes on the Self-Attention GAN generator (the 32x32 Fashion-MNIST teacher of `jaxgc gan`; attention q/k/v kept
 at W8A8, gamma in float32; spectrally normalised kernels quantized after normalisation):
 W8A8 / W4A8 / W4A4 x min-max / percentile / MSE /
 EMA calibration, PTQ and QAT (distillation to the FP32 generator), in FID-Inception feature
@@ -18,6 +18,6 @@ from jaxgc.jobs import study
 
 def get_config():
   return study.recipe_grid_config(
-      model={"source": "teacher", "teacher": "sagan"},
+      model={"source": "teacher", "teacher": "sagan_fmnist"},
       qat=ml_collections.ConfigDict({"steps": 200, "batch_size": 16, "distill": "mse"}),
       num_samples=200, batch_size=50)
