@@ -436,3 +436,28 @@ def test_the_cli_puts_the_signal_hooks_back(tmp_path):
   assert cli.main(["compress", "--config", "mnist_mlp_ptq", "--workdir", str(tmp_path / "w"),
                    "--config.sweep.weight_bits=(1,)", "--no-progress"]) == 2
   assert sys.unraisablehook is hook and signal.getsignal(signal.SIGINT) is handler
+
+
+def test_a_ctrl_c_right_after_the_claim_leaves_the_manifest_as_it_was(tmp_path, monkeypatch):
+  """The claim and its file listing are one section a Ctrl-C does not cut: interrupted right
+  after the manifest is written, the run still puts the old manifest back."""
+  import signal  # pylint: disable=import-outside-toplevel
+  from jaxgc import _signals  # pylint: disable=import-outside-toplevel
+  from jaxgc import ownership  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / "wd"
+  workdir.mkdir()
+  ownership.claim(str(workdir), "compress", ())
+  ownership.finish(str(workdir), "ok")
+  before = (workdir / ownership.MANIFEST).read_text()
+  claim = ownership.claim
+
+  def claim_then_ctrl_c(*args, **kwargs):
+    out = claim(*args, **kwargs)
+    _signals.handler(signal.SIGINT, None)   # as if Ctrl-C landed here
+    return out
+
+  monkeypatch.setattr(ownership, "claim", claim_then_ctrl_c)
+  assert cli.main(["compress", "--config", "mnist_mlp_ptq", "--workdir", str(workdir),
+                   "--config.sweep.weight_bits=(8,)", "--no-progress"]) == 130
+  assert (workdir / ownership.MANIFEST).read_text() == before
+  assert sorted(os.listdir(workdir)) == [ownership.MANIFEST]

@@ -179,11 +179,15 @@ def locked_workdir(job: str, outputs: tuple[str, ...], signature: tuple[str, ...
       except BaseException:
         _remove_if_empty(workdir, created)
         raise
-      status, previous = "failed", ownership.snapshot(workdir)
+      status, previous = "failed", None
       claimed = None   # the owned files right after the claim; None until it is recorded
       try:
-        manifest = ownership.claim(workdir, job, outputs, signature, config)
-        claimed = ownership.listing(workdir, manifest["entries"])
+        # A Ctrl-C here waits until the claim is recorded together with its file listing, so
+        # finish() can always put back a manifest the run never used.
+        with _signals.deferred():
+          previous = ownership.snapshot(workdir)
+          manifest = ownership.claim(workdir, job, outputs, signature, config)
+          claimed = ownership.listing(workdir, manifest["entries"])
         result = run(config, workdir, *args, **kwargs)
         status = "ok"
         return result
