@@ -100,9 +100,11 @@ def test_mnist_job_prunes_trains_reports_and_resumes(tmp_path, monkeypatch):
   k = _kernels(full / "runs" / rows["n:m"]["name"].replace(":", "of"))
   groups = (k["dense_1"] != 0).reshape(256 // 8, 8, 256).sum(axis=1)
   assert rows["n:m"]["n"] == 2 and np.all(groups <= 2) and np.mean(groups == 2) > 0.99
-  # Channel: whole hidden units gone from dense_0 / dense_1, none from the output layer.
+  # Channel: the MLP generator is slimmed (compress.slim supports the MLP pair): a quarter of
+  # the 256 hidden units of dense_0 / dense_1 kept, the 784 outputs of dense_2 all kept.
   k = _kernels(full / "runs" / rows["channel"]["name"])
-  assert np.mean(np.all(k["dense_0"] == 0, axis=0)) == pytest.approx(0.75, abs=1 / 256)
+  assert {n: w.shape for n, w in k.items()} == {"dense_0": (64, 64), "dense_1": (64, 64),
+                                                 "dense_2": (64, 784)}
   assert not np.any(np.all(k["dense_2"] == 0, axis=0))
   for name in ("report.md", "report.json", "tradeoff.png", "samples.png", "train_config.json"):
     assert (full / name).is_file(), name
