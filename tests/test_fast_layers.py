@@ -112,6 +112,18 @@ def test_unpadded_conv_on_the_cpu_equals_the_native_one(cin, cout, k, strides):
     return str(jax.make_jaxpr(lambda x, w: layers.conv2d(x, w, strides, padding))(x, w))
 
   assert "platform_index" in program(x, w)
-  # Padded convolutions (XLA's fast path already) and 1x1 ones: the native convolution only.
+  # Padded convolutions (XLA's fast path already): the native convolution only.
   assert "platform_index" not in program(x, w, ((1, 1), (0, 0)))
-  assert "platform_index" not in program(x[..., :1, :1, :], w[:1, :1])
+
+
+@pytest.mark.parametrize("cin, cout, strides", [(16, 8, (1, 1)), (7, 5, (2, 2)), (4, 6, (2, 1))])
+def test_a_1x1_conv_on_the_cpu_is_a_matrix_product_equal_to_the_native_one(cin, cout, strides):
+  rng = np.random.default_rng(cin * cout)
+  x = jnp.asarray(rng.standard_normal((2, 9, 10, cin)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((1, 1, cin, cout)) / np.sqrt(cin), jnp.float32)
+  want = layers._conv_native(x, w, strides, ((0, 0), (0, 0)))
+  got = jax.jit(layers.conv2d, static_argnums=(2, 3))(x, w, strides, ((0, 0), (0, 0)))
+  assert got.shape == want.shape
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=ATOL, rtol=0)
+  program = str(jax.make_jaxpr(lambda x, w: layers.conv2d(x, w, strides))(x, w))
+  assert "platform_index" in program and "dot_general" in program

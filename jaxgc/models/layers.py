@@ -376,13 +376,27 @@ def _conv_unpadded_on_cpu(x: jax.Array, kernel: jax.Array, strides: tuple[int, i
   return y[:, :out_h]
 
 
+def _conv_1x1_as_dot(x: jax.Array, kernel: jax.Array, strides: tuple[int, int]) -> jax.Array:
+  """An unpadded 1x1 convolution as a matrix product over the channel axis (strided by slicing
+  first): the same sums. XLA's CPU backend runs the product on its matmul path and the 1x1
+  convolution on its convolution path, 1.7-6x slower: measured on 2 cores, 0.37 ms instead of
+  0.63 ms for 128->128 at 64x64 (horse->zebra's pointwise layers), 4.6 ms instead of 28 ms for
+  Inception's 288->64 at 35x35, batch 32."""
+  sh, sw = strides
+  if (sh, sw) != (1, 1):
+    x = x[:, ::sh, ::sw]
+  return jax.lax.dot_general(x, kernel[0, 0].astype(x.dtype), (((3,), (0,)), ((), ())),
+                             precision=jax.lax.Precision.HIGHEST)
+
+
 def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int] = (1, 1),
            padding: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))) -> jax.Array:
   """``torch.nn.functional.conv2d`` (groups 1) in NHWC with the formulation that is fastest
   where it runs.
 
-  On the CPU an unpadded convolution larger than 1x1 runs as :func:`_conv_unpadded_on_cpu`;
-  everything else, and every other platform, as XLA's convolution (chosen inside one traced
+  On the CPU an unpadded convolution larger than 1x1 runs as :func:`_conv_unpadded_on_cpu`, an
+  unpadded 1x1 one as :func:`_conv_1x1_as_dot`; padded ones, and every other platform, as XLA's
+  convolution (chosen inside one traced
   function with ``jax.lax.platform_dependent``). Inside ``jaxgc.stats.count_macs`` the plain
   convolution is traced.
 
@@ -398,8 +412,11 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int] = (1, 1),
   kh, kw = kernel.shape[:2]
   strides = tuple(strides)
   native = lambda x, k: _conv_native(x, k, strides, padding)  # noqa: E731
-  if stats.reference_formulation() or kh * kw == 1 or any(padding[0]) or any(padding[1]):
+  if stats.reference_formulation() or any(padding[0]) or any(padding[1]):
     return native(x, kernel)
+  if kh * kw == 1:
+    return jax.lax.platform_dependent(
+        x, kernel, cpu=lambda x, k: _conv_1x1_as_dot(x, k, strides), default=native)
   return jax.lax.platform_dependent(
       x, kernel, cpu=lambda x, k: _conv_unpadded_on_cpu(x, k, strides), default=native)
 
