@@ -16,38 +16,22 @@ makes it on first use.)
 
 import os
 
-import ml_collections
-
 from jaxgc._fileio import cache_root
+from jaxgc.jobs import gan
 
 
 def get_config():
-  c = ml_collections.ConfigDict()
+  c = gan.default_config()
   c.arch = "pix2pix"
-  c.data = ml_collections.ConfigDict()
   c.data.source = os.path.join(cache_root(), "data", "edges2fmnist")
-  c.data.resolution = 32
-  c.data.channels = 1
-  c.data.input_channels = 1
-  c.model = ml_collections.ConfigDict()
-  c.model.num_downs = 5
-  c.model.n_layers = 3
   c.model.g_width = 32
   c.model.d_width = 32
   c.loss = "non_saturating_logits"
-  c.l1_weight = 100.0
-  c.g_learning_rate = 2e-4
-  c.d_learning_rate = 2e-4
-  c.beta1 = 0.5
   c.batch_size = 32
   c.steps = 1000
   c.checkpoint_every = 100
   c.sample_every = 100
-  c.seed = 0
-  c.fid = ml_collections.ConfigDict()
   c.fid.every = 100
-  c.fid.num_samples = 500
   c.fid.reference = 1000
-  c.fid.extractor = "domain"
   c.fid.classifier_data = "fashion_mnist"
   return c

@@ -14,33 +14,21 @@ here: the same run carried on (batch for batch the same up to step 1,500: equal 
 Rerunning the same command resumes from the last checkpoint.
 """
 
-import ml_collections
+from jaxgc.jobs import gan
 
 
 def get_config():
-  c = ml_collections.ConfigDict()
+  c = gan.default_config()
   c.arch = "sagan"
-  c.data = ml_collections.ConfigDict()
-  c.data.source = "fashion_mnist"
-  c.data.resolution = 32
-  c.data.channels = 1
-  c.model = ml_collections.ConfigDict()
   c.model.z_dim = 128
   c.model.g_width = 32
   c.model.d_width = 32
   c.loss = "hinge"
-  c.g_learning_rate = 1e-4
+  c.g_learning_rate = 1e-4   # TTUR, as upstream
   c.d_learning_rate = 4e-4
   c.beta1 = 0.0
   c.beta2 = 0.9
   c.batch_size = 32
   c.steps = 1500
-  c.checkpoint_every = 250
-  c.sample_every = 250
-  c.seed = 0
-  c.fid = ml_collections.ConfigDict()
   c.fid.every = 250
-  c.fid.num_samples = 500
-  c.fid.reference = 2000
-  c.fid.extractor = "domain"
   return c

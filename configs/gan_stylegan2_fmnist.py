@@ -10,24 +10,17 @@ StyleGAN2-ADA), Adam 2e-3 betas
       --workdir runs/gan_stylegan2_fmnist
 """
 
-import ml_collections
+from jaxgc.jobs import gan
 
 
 def get_config():
-  c = ml_collections.ConfigDict()
+  c = gan.default_config()
   c.arch = "stylegan2"
-  c.data = ml_collections.ConfigDict()
-  c.data.source = "fashion_mnist"
-  c.data.resolution = 32
-  c.data.channels = 1
-  c.model = ml_collections.ConfigDict()
   c.model.z_dim = 64
   c.model.g_width = 32
   c.model.d_width = 32
-  c.model.n_mlp = 2
   c.loss = "non_saturating_logits"
   c.r1_gamma = 0.01
-  c.r1_every = 16
   c.ema_decay = 0.999
   c.ema_rampup = 0.05   # StyleGAN2-ADA's ramp-up: early on the EMA forgets the initial weights
   c.g_learning_rate = 2e-3
@@ -38,10 +31,5 @@ def get_config():
   c.steps = 1000
   c.checkpoint_every = 100
   c.sample_every = 100
-  c.seed = 0
-  c.fid = ml_collections.ConfigDict()
   c.fid.every = 100
-  c.fid.num_samples = 500
-  c.fid.reference = 2000
-  c.fid.extractor = "domain"
   return c

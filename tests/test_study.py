@@ -120,3 +120,28 @@ def test_an_unknown_teacher_is_one_clear_line(tmp_path):
     study.run({"model": {"source": "teacher", "teacher": "biggan"}}, tmp_path / "wd",
               progress=False)
   assert "\n" not in str(e.value) and not (tmp_path / "wd").exists()
+
+
+def test_a_cached_teacher_is_loaded_once_with_its_folder(tmp_path, monkeypatch):
+  import jax
+  import ml_collections
+  from jaxgc import checkpoint, models
+  from jaxgc.jobs import model_source, teachers
+  monkeypatch.setenv("JAXGC_CACHE", str(tmp_path / "cache"))
+  folder = tmp_path / "cache" / "teachers" / "dcgan_fmnist"
+  g = models.build("dcgan_generator")
+  v = g.init(jax.random.key(0), models.example_input(g))
+  for net in teachers.NETWORKS:
+    checkpoint.save_model(str(folder / net), g, v)
+  (folder / "report.json").write_text("{}")
+  loads = []
+  monkeypatch.setattr(teachers, "load_model",
+                      lambda *a: loads.append(a) or checkpoint.load_model(*a))
+  monkeypatch.setattr(model_source, "load_any_model",
+                      lambda *a: loads.append(a) or checkpoint.load_model(*a))
+  cfg = ml_collections.ConfigDict({"source": "teacher", "teacher": "dcgan_fmnist",
+                                   "checkpoint": "", "arch": "", "seed": 0, "kwargs": {}})
+  module, variables, desc = model_source.load(cfg)
+  assert len(loads) == 1 and desc == f"teacher:dcgan_fmnist ({folder / 'generator'})"
+  x = models.example_input(g)
+  np.testing.assert_array_equal(np.asarray(module.apply(variables, x)), np.asarray(g.apply(v, x)))

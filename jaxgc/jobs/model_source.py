@@ -8,7 +8,7 @@
 * ``"registry"``: ``jaxgc.models.build(model.arch, **model.kwargs)`` with random weights from
   ``model.seed`` (``module.init``), for tests and for timing a family without its weights;
 * ``"teacher"``: ``model.teacher``, a generator trained by ``jaxgc gan`` and found in the user
-  cache, through :func:`resolve_teacher`.
+  cache, through :func:`load_teacher`.
 """
 
 from __future__ import annotations
@@ -73,16 +73,16 @@ def _kwargs(cfg) -> dict[str, Any]:
   return dict(kw.to_dict() if hasattr(kw, "to_dict") else kw)
 
 
-def resolve_teacher(name: str) -> str:
-  """The folder of the generator ``jaxgc gan`` trained as teacher ``name``, in the user cache
-  (``<cache>/teachers/<name>/generator``); trained there first when it is missing, with a note
-  on stderr (:func:`jaxgc.jobs.teachers.teacher`).
+def load_teacher(name: str) -> tuple[Any, dict[str, Any], str]:
+  """``(module, variables, folder)`` of the generator ``jaxgc gan`` trained as teacher ``name``,
+  from the user cache (``<cache>/teachers/<name>/generator``); trained there first when it is
+  missing, with a note on stderr (:func:`jaxgc.jobs.teachers.teacher`, which loads it once).
 
   Raises:
     ValueError: an unknown teacher (naming the ones jaxgc trains).
   """
-  teachers.teacher(name, progress=False)   # trains it on first use, saying so
-  return os.path.join(teachers.teacher_dir(name), "generator")
+  module, variables = teachers.teacher(name, progress=False)   # trains it on first use
+  return module, variables, os.path.join(teachers.teacher_dir(name), "generator")
 
 
 def load(cfg: ml_collections.ConfigDict) -> tuple[Any, dict[str, Any], str]:
@@ -101,8 +101,7 @@ def load(cfg: ml_collections.ConfigDict) -> tuple[Any, dict[str, Any], str]:
     variables = jax.jit(module.init)(jax.random.key(int(cfg.seed)), models.example_input(module))
     return module, jax.tree.map(np.asarray, variables), f"registry:{cfg.arch}:seed={cfg.seed}"
   if source == "teacher":
-    path = resolve_teacher(cfg.teacher)
-    module, variables = load_any_model(path)
+    module, variables, path = load_teacher(cfg.teacher)
     return module, jax.tree.map(np.asarray, variables), f"teacher:{cfg.teacher} ({path})"
   path = cfg.checkpoint if os.path.isdir(cfg.checkpoint) else \
       inputs_lib.resolve_asset(cfg.checkpoint)
