@@ -1,7 +1,7 @@
 """k-NN precision/recall/density/coverage: jaxgc.eval.prdc vs the `prdc` package, side by side.
 
 Each tool runs in its own subprocess on the same seeded features, so peak resident memory
-(``ru_maxrss``) is attributable. Prints one JSON object with seconds, peak MiB, the ratios and
+(``VmHWM``) is attributable. Prints one JSON object with seconds, peak MiB, the ratios and
 the largest difference between the two results. Needs `pip install prdc`.
 
   python benchmarks/prdc_vs_package.py --n 10000 --dim 64
@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 _CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
 tool, n, dim, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 rng = np.random.default_rng(0)
@@ -28,7 +28,9 @@ if tool == "jaxgc":
 else:
   from prdc import compute_prdc
   t = time.perf_counter(); out = compute_prdc(real, fake, k); dt = time.perf_counter() - t
-print(json.dumps({"seconds": dt, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+hwm_kib = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+# VmHWM: this process image's own peak (ru_maxrss keeps the parent's across fork + exec)
+print(json.dumps({"seconds": dt, "peak_mib": hwm_kib / 1024,
                   "result": {key: float(v) for key, v in out.items()}}))
 """
 

@@ -3,7 +3,7 @@
 For every n, real and fake are two independent N(0, I) samples of ``--dim`` dimensions (2048, the
 Inception pool3 width, by default; the prdc README's sanity setting, where exact precision and
 recall come out near 0.5), drawn from fixed seeds inside a fresh
-subprocess per tool, so that each one's seconds and peak resident memory (``ru_maxrss``) are
+subprocess per tool, so that each one's seconds and peak resident memory (``VmHWM``) are
 its own. The `prdc` package builds n x n distance matrices; it runs only where they fit in
 ``--max-prdc-gib``; the O(n^2) jaxgc tools (exact k-NN, LSH + k-NN) only up to ``--max-quadratic-n``
 (exact at 200k would take hours on 2 cores). A tool that exceeds ``--timeout`` seconds is
@@ -23,7 +23,7 @@ import subprocess
 import sys
 
 _CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
 tool, n, dim, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 real = np.random.default_rng(0).standard_normal((n, dim), dtype=np.float32)
@@ -40,8 +40,10 @@ else:
   run(real[:256], fake[:256])  # compile once (shapes of the block kernels do not depend on n)
   t = time.perf_counter(); out = run(real, fake)
 dt = time.perf_counter() - t
+hwm_kib = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+# VmHWM: this process image's own peak (ru_maxrss keeps the parent's across fork + exec)
 print(json.dumps({"seconds": round(dt, 3),
-                  "peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                  "peak_mib": round(hwm_kib / 1024),
                   "precision": float(out["precision"]), "recall": float(out["recall"])}))
 """
 

@@ -423,8 +423,9 @@ def _lsh_streamed(real, fake, params, w, min_occupancy, table_size, mesh) -> tup
   """``method="lsh"`` precision and recall, each set read and hashed once, in row blocks.
 
   Blocks of ``_STREAM_ROWS`` rows (the last one padded and masked; sharded over ``"data"`` with
-  a mesh): one shape for every ``n``, so a new ``n`` compiles nothing. Memory: two ``[L, table_size]`` count tables, the int32 slots of
-  both sets (``4 L`` bytes per sample) and one block of features.
+  a mesh): one shape for every ``n``, so a new ``n`` compiles nothing. Memory: two
+  ``[L, table_size]`` count tables, the int32 slots of both sets (``4 L`` bytes per sample) and
+  at most two blocks of features (the loop waits for block ``i - 1`` after dispatching ``i``).
   """
   n_dev = _n_dev(mesh)
 
@@ -436,6 +437,8 @@ def _lsh_streamed(real, fake, params, w, min_occupancy, table_size, mesh) -> tup
       blk = put(pad_rows(blk, rows), mesh, P("data", None))
       slots.append(_block_slots(blk, jnp.int32(n), params, w, table_size=table_size))
       counts = _add_slot_counts(counts, slots[-1], table_size=table_size)
+      if len(slots) > 1:   # back-pressure: at most two blocks of features in flight (the reader
+        slots[-2].block_until_ready()   # outran the hashing: 1M x 512 held 3.7 GB resident)
     return slots, counts
 
   real_slots, real_counts = slots_and_counts(real)
