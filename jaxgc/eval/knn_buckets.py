@@ -9,8 +9,9 @@ candidates of every distance come from hash buckets, and only candidates are mea
   1991, "Refinements to nearest-neighbor searching in k-dimensional trees"; Verma, Kpotufe and
   Dasgupta 2009, "Which spatial partition trees are adaptive to intrinsic dimension?"). Each
   node's samples are split at the median of their projection on the node's principal direction
-  (a few power-iteration steps on up to 256 of them), ``depth`` times: ``B = 2**depth``
-  buckets of exactly equal size (to one sample). Unlike E2LSH's data-independent grid, the cells
+  (a few power-iteration steps on up to 256 of them; features of more than 128 dims are split
+  in a 128-d Gaussian sketch, a Johnson-Lindenstrauss projection), ``depth`` times:
+  ``B = 2**depth`` buckets of equal size (to one sample). Unlike E2LSH's data-independent grid, the cells
   follow the data, so a bucket's neighbours are near it even where the data are dense, and the
   equal sizes give dense, fixed-shape blocks.
 * **Multi-probe** (as in an inverted-file index): every bucket of queries probes the ``probes``
@@ -23,16 +24,18 @@ candidates of every distance come from hash buckets, and only candidates are mea
   precision/recall up, covering samples not probed move them down.
 
 Cost, with ``n`` samples per set, ``d`` dims, ``B ~ sqrt(n)`` buckets of ``c = n / B``:
-the tree ``O(n d log B)`` (one gather and one projection of the ``[n, d]`` rows per level);
-each of the four passes (two radii, two ball tests) ``2 n * probes * c * d`` FLOPs, i.e.
+the tree ``O(n d s + n s log B)`` (the sketch, ``s = min(d, 128)``, then one gather and one
+projection of ``[n, s]`` per level, one compiled loop body for all levels); each of the four
+passes (two radii, two ball tests) ``2 n * probes * c * d`` FLOPs, i.e.
 ``O(n**1.5 d * probes)`` against the exact ``O(n**2 d)``: a fraction ``probes / B`` of exact
 work per pass; memory ``O(n d)`` plus one block of ``probes * c * d`` floats per bucket in
 flight.
 
 Shapes are static per *size class*: a set of ``n`` rows is padded (masked) to
-``padded_rows(n)``, four classes per octave (``{4, 5, 6, 7} * 2**e``, at most 33% padding), and
+``padded_rows(n)``, four classes per octave (``{4, 5, 6, 7} * 2**e``, under 25% padding), and
 ``B`` depends on the class only, so a new ``n`` in the same class reuses the compiled code and a
-sweep over ``n = 1k .. 1M`` compiles ``4 * log2(1000) ~ 40`` classes.
+sweep over ``n = 1k .. 1M`` compiles each of the four programs (tree, probe lists, radii pass,
+ball-test pass) once per class met: ``4 * log2(1000) ~ 40`` classes.
 
 With a mesh, the buckets of queries are sharded over the ``"data"`` axis (every device measures
 its own buckets against the replicated reference); results equal the single-device ones.
@@ -47,7 +50,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxgc.parallel import pad_rows
@@ -62,8 +64,8 @@ _SKETCH_DIM = 128  # the tree splits features of more dims in a Gaussian sketch 
 
 
 def padded_rows(n: int) -> int:
-  """The size class of ``n`` rows: the smallest ``c * 2**e >= n`` with ``c`` in 4..7 (at least
-  64). ``n <= padded_rows(n) < 4 n / 3 + 64``."""
+  """The size class of ``n`` rows: the smallest ``c * 2**e >= n`` with ``c`` in 4..8 and
+  ``2**e > n / 8`` (at least 64): ``n <= padded_rows(n) < 1.25 n + 64``."""
   if n <= 64:
     return 64
   e = n.bit_length() - 3
