@@ -320,7 +320,7 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, *, nearest_k: int, prob
     nearest_k: ``k`` of the k-NN radius.
     probes: buckets probed per bucket of queries (capped at the bucket count).
     num_buckets: ``B`` of both sets, or ``None``: :func:`auto_num_buckets` of each.
-    key: draws the two trees.
+    key: draws the trees (the same sketch and power-iteration starts for both sets).
     mesh: optional mesh (:func:`bucket_kth_sqdist`).
 
   Returns:
@@ -328,9 +328,11 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, *, nearest_k: int, prob
   """
   n_dev = 1 if mesh is None else int(mesh.shape["data"])
   sets = []
-  for name, x, k in (("real", real, 0), ("fake", fake, 1)):
+  for name, x in (("real", real), ("fake", fake)):
     b = check_sizes(name, x.shape[0], num_buckets, probes, nearest_k, n_dev)
-    buckets = build_buckets(x, b, jax.random.fold_in(key, k), mesh)
+    # One key for both trees: identical sets get identical buckets, each query's own copy is
+    # then a candidate, and precision = recall = 1 exactly as with exact k-NN.
+    buckets = build_buckets(x, b, key, mesh)
     sets.append((buckets, bucket_kth_sqdist(buckets, min(probes, b), nearest_k, mesh)))
   (rb, rr2), (fb, fr2) = sets
   p_real, p_fake = min(probes, rb.rows.shape[0]), min(probes, fb.rows.shape[0])
