@@ -34,8 +34,8 @@ flight.
 Shapes are static per *size class*: a set of ``n`` rows is padded (masked) to
 ``padded_rows(n)``, four classes per octave (``{4, 5, 6, 7} * 2**e``, under 25% padding), and
 ``B`` depends on the class only, so a new ``n`` in the same class reuses the compiled code and a
-sweep over ``n = 1k .. 1M`` compiles each of the four programs (tree, probe lists, radii pass,
-ball-test pass) once per class met: ``4 * log2(1000) ~ 40`` classes.
+sweep over ``n = 1k .. 1M`` compiles the tree, probe-list and radii programs once per class met
+(``4 * log2(1000) ~ 40`` classes) and the ball test once per pair of classes met.
 
 With a mesh, the buckets of queries are sharded over the ``"data"`` axis (every device measures
 its own buckets against the replicated reference); results equal the single-device ones.

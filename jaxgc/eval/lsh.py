@@ -557,12 +557,12 @@ def lsh_precision_recall(
       count must divide by the axis size). Results equal the single-device ones.
     probes: ``>= 1`` (``"lsh_knn"``): buckets probed per bucket of queries (nearest centroids
       first), at most the bucket count; each pass costs ``probes / B`` of its exact counterpart.
-      The default 12 was within 0.012 of exact precision/recall on 10k vs 10k samples in 64-d
+      The default 12 was within 0.006 of exact precision/recall on 10k vs 10k samples in 64-d
       (Gaussians, and an 8-d manifold; benchmarks/lsh_scale.py; 0.02 asserted at 4000 in
-      tests/test_knn_buckets.py); on Gaussians, 16 probes were about 0.1 high in 2048-d and
-      0.04 low in 16-d (32 probes: 0.02). Fewer probes are faster and err more (errors are
-      one-sided both ways: radii too large push values up, covering samples not probed push
-      them down).
+      tests/test_knn_buckets.py), 0.12-0.13 high on 2048-d Gaussians (10k, 50k); 16 probes
+      were 0.04 low on 16-d Gaussians (32 probes: 0.02). Fewer probes are faster and err more
+      (errors are one-sided both ways: radii too large push values up, covering samples not
+      probed push them down).
     num_buckets: ``B`` (``"lsh_knn"``), a power of two ``>= 2``, at most half the padded set
       size, or ``None``: the power of two nearest ``sqrt(n)`` (per set).
 
