@@ -91,13 +91,14 @@ def _pair(name, module, variables, ref, x: np.ndarray, repeats: int, macs: int) 
 
 
 MODEL_FIGURES = ["h2z", "vintage", "dcgan", "inception", "slimmed"]
-EVAL_FIGURES = ["prdc", "lsh_compilations", "lsh_first_call", "lsh_million"]
+EVAL_FIGURES = ["prdc", "lsh_compilations", "lsh_first_call", "lsh_million", "lsh_knn"]
 
 
 def evaluation_figures(names: list[str], tmp: str | None) -> dict:
   """The evaluation figures (benchmarks/prdc_bound.py, benchmarks/lsh_scale.py): exact prdc at
   10k x 2048 against its matmul bound and the prdc package, LSH compilations over n = 1k..1M,
-  LSH's first call at 20k x 512 against exact, LSH on 1M x 512 .npy files."""
+  LSH's first call at 20k x 512 against exact, LSH on 1M x 512 .npy files, LSH + k-NN against
+  exact at 10k / 50k / 200k x 2048 (exact at 200k extrapolated)."""
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   import lsh_scale  # pylint: disable=import-outside-toplevel
   import prdc_bound  # pylint: disable=import-outside-toplevel
@@ -114,6 +115,8 @@ def evaluation_figures(names: list[str], tmp: str | None) -> dict:
     out["lsh_first_call"] = lsh_scale.first_call()
   if "lsh_million" in names:
     out["lsh_million"] = lsh_scale.million(tmp)
+  if "lsh_knn" in names:
+    out["lsh_knn"] = lsh_scale.lsh_knn()
   return out
 
 
@@ -143,7 +146,30 @@ def evaluation_markdown(ev: dict) -> str:
     m = ev["lsh_million"]
     rows.append(f"| LSH from .npy paths | {m['n']} x {m['dim']} | {m['seconds_first_call']} s, "
                 f"peak RSS {m['peak_rss_mib']} MiB | | |")
+  rows += _lsh_knn_rows(ev.get("lsh_knn", {}))
   return "\n".join(rows)
+
+
+def _lsh_knn_rows(k: dict) -> list[str]:
+  """README rows of the ``lsh_knn`` figure (LSH + k-NN against exact prdc)."""
+  rows = []
+  for n, v in k.get("vs_exact", {}).items():
+    if "speedup" not in v:
+      continue
+    ex = (f"{v['exact_seconds']} s" if "exact_seconds" in v
+          else f"{v['exact_seconds_extrapolated']} s (extrapolated, n^{k['exact_exponent']})")
+    gap = v.get("gap_2048d", {})
+    gap = (f"; P/R gap {gap['precision_gap']:+.4f} / {gap['recall_gap']:+.4f}" if gap else "")
+    rows.append(f"| LSH + k-NN vs exact prdc (compile excluded{gap}) | {n} x {k['dim']} | "
+                f"{v['lsh_knn_seconds']} s | {ex} | {v['speedup']}x faster |")
+  if k.get("lsh_knn_exponent") is not None:
+    rows.append(f"| LSH + k-NN time exponent in n (exact: {k['exact_exponent']}) | "
+                f"{', '.join(k['lsh_knn'])} x {k['dim']} | n^{k['lsh_knn_exponent']} | | |")
+  for data, a in k.get("accuracy_10000_x_64", {}).items():
+    if "precision_gap" in a:
+      rows.append(f"| LSH + k-NN P/R gap to exact, {data} | 10000 x 64 | "
+                  f"{a['precision_gap']:+.4f} / {a['recall_gap']:+.4f} | | |")
+  return rows
 
 
 def main() -> None:

@@ -11,9 +11,10 @@ LSH manifold test replaces the k-NN balls by hash buckets:
   ``K`` concatenated E2LSH hashes; a query is inside when its bucket, in at least one table, holds
   at least ``m`` reference samples. ``m > 1`` is what makes the test robust to isolated outliers:
   an outlier sits alone in its buckets and covers nothing.
-* ``method="lsh_knn"`` (O(log n) per query sample): the buckets give candidate neighbours (sort +
-  ``searchsorted`` over bucket ids), and the k-NN radius test of improved precision/recall runs
-  against those candidates only.
+* ``method="lsh_knn"`` (O(sqrt(n) d) per query sample instead of O(n d)): data-dependent hash
+  buckets (the equal leaves of a principal-axis partition tree) with multi-probe give candidate
+  neighbours, and both the k-NN radii and the radius test of improved precision/recall run
+  against those candidates only, in dense blocks (:mod:`jaxgc.eval.knn_buckets`).
 * ``method="knn"``: the exact k-NN test, blocked (never an ``n x n`` matrix); the reference the
   two LSH methods are measured against.
 
@@ -29,9 +30,7 @@ finalizer ``fmix32``. Distinct K-tuples therefore share an id with probability a
 bound). ``method="lsh"`` folds the id into ``table_size`` count slots (``id mod table_size``);
 distinct buckets sharing a slot add their counts, which can only move a query from outside to
 inside, so slot collisions bias precision and recall *up*, by at most the fraction of queries whose
-slot is shared (see :func:`bucket_occupancy`, ``slot_collision_fraction``). ``method="lsh_knn"``
-sorts the full 32-bit ids, and a shared id only adds candidates that the exact distance test then
-judges, so there collisions cost time, not correctness (beyond the candidate cap below).
+slot is shared (see :func:`bucket_occupancy`, ``slot_collision_fraction``).
 """
 
 from __future__ import annotations
@@ -47,6 +46,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxgc.eval import knn_buckets
 from jaxgc.eval import npy_blocks
 from jaxgc.parallel import check_mesh
 from jaxgc.parallel import pad_rows
@@ -54,9 +54,8 @@ from jaxgc.parallel import put
 
 METHODS = ("lsh", "lsh_knn", "knn")
 
-# Auto bucket widths (``bucket_width=None``), see :func:`lsh_precision_recall`.
+# Auto bucket width (``bucket_width=None``), see :func:`lsh_precision_recall`.
 LSH_WIDTH_FACTOR = 1.0
-LSH_KNN_WIDTH_FACTOR = 4.0
 
 _MAD_TO_STD = 1.4826  # 1 / Phi^-1(3/4): MAD of a Gaussian times this is its std.
 _INT_LIMIT = 2.0**30  # floor values are clipped to +-2**30 before the int32 cast.
@@ -281,39 +280,6 @@ def _query_occupancy(counts, qry, params, w, *, table_size):
   return counts[jnp.arange(num_tables)[None, :], slots]
 
 
-@functools.partial(jax.jit, static_argnames=("max_candidates", "num_blocks", "block", "spec"))
-def _lsh_knn_inside(ref, radii2, qry, params, w, perm, *, max_candidates, num_blocks, block, spec):
-  """LSH candidates + k-NN radius test; ``perm`` shuffles bucket members before the cap."""
-  n_ref = ref.shape[0]
-  ids = bucket_ids(ref, params, w)[perm].T  # [L, n_ref], members in random order
-  order = jnp.argsort(ids, axis=1, stable=True)
-  sorted_ids = jnp.take_along_axis(ids, order, axis=1)
-  members = perm[order]  # [L, n_ref] indices into ref
-  offsets = jnp.arange(max_candidates)
-  qb = _to_blocks(qry, num_blocks, block, spec)
-  ref_sq = jnp.sum(ref * ref, -1)
-
-  def one_block(q):
-    q_ids = bucket_ids(q, params, w).T  # [L, B]
-    q_sq = jnp.sum(q * q, -1)
-
-    def table(hit, xs):
-      sid, mem, qid = xs
-      lo = jnp.searchsorted(sid, qid, side="left")
-      hi = jnp.searchsorted(sid, qid, side="right")
-      pos = lo[:, None] + offsets[None, :]  # [B, C]: the first C members of the bucket
-      valid = pos < hi[:, None]
-      cand = mem[jnp.minimum(pos, n_ref - 1)]
-      dot = jnp.einsum("bd,bcd->bc", q, ref[cand])
-      d2 = jnp.maximum(q_sq[:, None] + ref_sq[cand] - 2.0 * dot, 0.0)
-      return hit | jnp.any(valid & (d2 < radii2[cand]), axis=1), None
-
-    hit, _ = jax.lax.scan(table, jnp.zeros(q.shape[0], bool), (sorted_ids, members, q_ids))
-    return hit
-
-  return _from_blocks(jax.lax.map(one_block, qb))
-
-
 _SCALE_SAMPLES = 2048
 
 
@@ -496,34 +462,18 @@ def _check_width(bucket_width: Any) -> None:
 # Public API.
 
 
-def _coverage(reference, queries, *, method, params, bucket_width, min_occupancy, nearest_k,
-              table_size, max_candidates, perm_key, block_size, mesh) -> tuple[float, float]:
-  """Fraction of ``queries`` inside the manifold of ``reference``, and the bucket width used."""
+def _knn_coverage(reference, queries, *, nearest_k, block_size, mesh) -> float:
+  """Exact k-NN: the fraction of ``queries`` inside the manifold of ``reference``."""
   n_ref, n_q = reference.shape[0], queries.shape[0]
   nq_pad, num_blocks, block = _padded_rows_and_layout(n_q, block_size, mesh)
   qry = put(pad_rows(queries, nq_pad), mesh, P("data", None))
-  spec = _block_spec(mesh, 3)
-
   r2 = _sqradii(reference, nearest_k, block_size, mesh)  # [nr_pad], -1 on padding
-  nr_pad = r2.shape[0]
-  ref = put(pad_rows(reference, nr_pad), mesh, P())
+  ref = put(pad_rows(reference, r2.shape[0]), mesh, P())
   r2 = put(r2, mesh, P())
-  if method == "knn":
-    w = jnp.float32(jnp.nan)
-    ref_blocks = _block_layout(n_ref, block_size, _n_dev(mesh))[0]
-    inside = _knn_inside(ref, r2, qry, num_blocks=num_blocks, block=block,
-                         ref_blocks=ref_blocks, spec=spec)[:n_q]
-  else:
-    if bucket_width is None:
-      w = LSH_KNN_WIDTH_FACTOR * jnp.median(jnp.sqrt(jnp.maximum(r2[:n_ref], 0.0)))
-    else:
-      w = jnp.float32(bucket_width)
-    # Shuffle the real rows only, so the candidate order does not depend on the padding.
-    perm = jnp.concatenate([jax.random.permutation(perm_key, n_ref),
-                            jnp.arange(n_ref, nr_pad)]).astype(jnp.int32)
-    inside = _lsh_knn_inside(ref, r2, qry, params, w, perm, max_candidates=max_candidates,
-                             num_blocks=num_blocks, block=block, spec=spec)[:n_q]
-  return float(jnp.mean(inside)), float(w)
+  ref_blocks = _block_layout(n_ref, block_size, _n_dev(mesh))[0]
+  inside = _knn_inside(ref, r2, qry, num_blocks=num_blocks, block=block,
+                       ref_blocks=ref_blocks, spec=_block_spec(mesh, 3))[:n_q]
+  return float(jnp.mean(inside))
 
 
 def _check_pair(name_a: str, a: Any, name_b: str, b: Any, suffix: str = "_features",
@@ -563,6 +513,8 @@ def lsh_precision_recall(
     table_size: int = 2**20,
     block_size: int = 1024,
     mesh=None,
+    probes: int = 12,
+    num_buckets: int | None = None,
 ) -> dict[str, float]:
   """Precision (quality) and recall (diversity) of ``fake`` against ``real``, by LSH.
 
@@ -573,22 +525,20 @@ def lsh_precision_recall(
       the slots and one block (1M x 512 float32 files: well below the 4 GB of the two arrays),
       and a new ``n`` reuses the compiled code. Other methods load files whole.
     fake_features: ``[n_fake, d]``, likewise, same ``d``.
-    method: ``"lsh"`` (bucket occupancy, O(1) per sample), ``"lsh_knn"`` (bucket candidates +
-      k-NN radius test, O(log n) per sample after exact radii) or ``"knn"`` (exact k-NN test,
-      Kynkäänniemi et al. 2019; blocked, O(n^2 d) compute, O(block_size^2) memory).
-    num_tables: ``L >= 1`` hash tables; more tables find more neighbours (higher values).
-    hashes_per_table: ``K >= 1`` hashes concatenated per table; more hashes make smaller buckets.
-      The defaults ``L = 30, K = 8`` (with ``C = 256`` and the auto widths) put ``"lsh_knn"``
-      within 0.01 of exact k-NN precision/recall on 10k vs 10k Gaussian samples in 16-d
-      (tests/test_lsh.py), where neighbours are barely closer than random pairs, the hard case
-      for LSH; data on a low-dimensional manifold needs fewer tables.
-    bucket_width: ``w > 0`` in feature units, or ``None`` for a width relative to the data scale:
-      ``"lsh"``: ``LSH_WIDTH_FACTOR (1.0) *`` the robust spread of the real features'
+    method: ``"lsh"`` (bucket occupancy, O(1) per sample), ``"lsh_knn"`` (k-NN radii and radius
+      test against the candidates of ``probes`` data-dependent buckets of about ``sqrt(n)``
+      samples: ``O(n**1.5 d probes)`` compute in all, see :mod:`jaxgc.eval.knn_buckets`) or
+      ``"knn"`` (exact k-NN test, Kynkäänniemi et al. 2019; blocked, O(n^2 d) compute,
+      O(block_size^2) memory).
+    num_tables: ``L >= 1`` hash tables (``"lsh"``); more tables find more neighbours (higher
+      values).
+    hashes_per_table: ``K >= 1`` hashes concatenated per table (``"lsh"``); more hashes make
+      smaller buckets.
+    bucket_width: ``w > 0`` in feature units, or ``None`` for a width relative to the data scale
+      (``"lsh"``): ``LSH_WIDTH_FACTOR (1.0) *`` the robust spread of the real features'
       projections (median over the ``L*K`` hashes of ``1.4826 * MAD`` of ``a . x``; about
       ``sqrt(trace(cov))``, insensitive to a few percent of outliers), one width for precision
-      and recall, so that a collapsed generator cannot change the buckets that judge it;
-      ``"lsh_knn"``: ``LSH_KNN_WIDTH_FACTOR (4.0) *`` the median k-NN radius (w = 4r is the
-      E2LSH operating point of Datar et al. 2004).
+      and recall, so that a collapsed generator cannot change the buckets that judge it.
     min_occupancy: ``m >= 1`` (``"lsh"``): a query is inside when its bucket holds at least ``m``
       reference samples in at least one table. Default 2, the smallest value that ignores an
       isolated outlier. The bucket counts grow with the reference size ``n``, so compare
@@ -596,27 +546,40 @@ def lsh_precision_recall(
       0.99 at ``n = 5000``, 0.997 at ``n = 10000``).
     nearest_k: ``k >= 1`` of the k-NN radius (``"lsh_knn"``, ``"knn"``); each reference set needs
       more than ``k`` samples.
-    max_candidates: ``C >= 1`` (``"lsh_knn"``): per table, only the first ``C`` members of the
-      query's bucket (in a random order fixed by ``seed``) are tested, so every shape is static;
-      raise it, or ``hashes_per_table``, when buckets are crowded.
-    seed: fixes the hash family and the candidate order; the same seed gives the same result.
+    max_candidates: ``C >= 1``: checked but unused since ``"lsh_knn"`` measures whole buckets
+      (it capped the members tested per E2LSH bucket); kept so that existing calls still run.
+    seed: fixes the hash family (and the partition trees of ``"lsh_knn"``); the same seed gives
+      the same result.
     table_size: count slots per table (``"lsh"``), ``1 <= table_size <= 2**31``. Memory is
       ``4 * L * table_size`` bytes (80 MiB at the defaults). See the module docstring for the
       effect of slot collisions.
-    block_size: query samples per block (``"lsh_knn"``, ``"knn"``, and the exact radii). The
-      ``"lsh_knn"`` working set is about ``block_size * C * d`` floats.
+    block_size: query samples per block (``"knn"`` and its exact radii).
     mesh: optional ``jax.sharding.Mesh`` with a ``"data"`` axis: the sample axis of the queries
       (and of the reference, for the count tables and radii) is sharded with ``NamedSharding``
-      (padded, padding masked out); results equal the single-device ones.
+      (padded, padding masked out); ``"lsh_knn"`` shards its buckets of queries (the bucket
+      count must divide by the axis size). Results equal the single-device ones.
+    probes: ``>= 1`` (``"lsh_knn"``): buckets probed per bucket of queries (nearest centroids
+      first), at most the bucket count; each pass costs ``probes / B`` of its exact counterpart.
+      The default 12 was within 0.006 of exact precision/recall on 10k vs 10k samples in 64-d
+      (Gaussians, and an 8-d manifold; benchmarks/lsh_scale.py; 0.02 asserted at 4000 in
+      tests/test_knn_buckets.py), 0.12-0.13 high on 2048-d Gaussians (10k, 50k); 16 probes
+      were 0.04 low on 16-d Gaussians (32 probes: 0.02). Fewer probes are faster and err more
+      (errors are one-sided both ways: radii too large push values up, covering samples not
+      probed push them down).
+    num_buckets: ``B`` (``"lsh_knn"``), a power of two ``>= 2``, at most half the padded set
+      size, or ``None``: the power of two nearest ``sqrt(n)`` (per set).
 
   Returns:
     ``{"precision": float in [0, 1], "recall": float in [0, 1], "bucket_width_real": w used for
-    precision, "bucket_width_fake": w used for recall}`` (widths are NaN for ``"knn"``).
+    precision, "bucket_width_fake": w used for recall}`` (widths are NaN for ``"knn"`` and
+    ``"lsh_knn"``, which have no bucket width).
 
   Raises:
     ValueError: features not ``[n, d]``, different ``d``, NaN/Inf entries, unknown ``method``,
-      ``L``, ``K``, ``m``, ``k``, ``C``, ``block_size`` below 1, ``bucket_width <= 0``, a bad
-      ``table_size``, too few samples for ``nearest_k``, or a mesh without a ``"data"`` axis.
+      ``L``, ``K``, ``m``, ``k``, ``C``, ``block_size``, ``probes`` below 1, ``bucket_width <= 0``,
+      a bad ``table_size`` or ``num_buckets``, too few samples for ``nearest_k`` (or, with
+      ``"lsh_knn"``, too few in ``probes`` buckets), or a mesh without a ``"data"`` axis (or,
+      with ``"lsh_knn"``, whose axis does not divide the bucket count).
 
   Examples:
     >>> out = lsh_precision_recall(real, fake)                      # LSH only
@@ -631,11 +594,14 @@ def lsh_precision_recall(
   _check_int("nearest_k", nearest_k, 1)
   _check_int("max_candidates", max_candidates, 1)
   _check_int("block_size", block_size, 1)
+  _check_int("probes", probes, 1)
   _check_mesh(mesh)
   if method != "lsh":
     for name, x in (("real_features", real), ("fake_features", fake)):
       if x.shape[0] <= nearest_k:
         raise ValueError(f"{name} needs more than nearest_k={nearest_k} samples, got {x.shape[0]}")
+      if method == "lsh_knn":
+        knn_buckets.check_sizes(name, x.shape[0], num_buckets, probes, nearest_k, _n_dev(mesh))
 
   k_hash, k_perm_p, k_perm_r = jax.random.split(jax.random.key(seed), 3)
   params = make_hash_params(k_hash, real.shape[1], num_tables, hashes_per_table)
@@ -646,19 +612,24 @@ def lsh_precision_recall(
     if not bucket_width > 0:
       raise ValueError(f"real_features have no spread along the projections (automatic "
                        f"bucket_width {bucket_width}); pass bucket_width=")
-  common = dict(method=method, params=params, bucket_width=bucket_width,
-                min_occupancy=min_occupancy, nearest_k=nearest_k, table_size=table_size,
-                max_candidates=max_candidates, block_size=block_size, mesh=_auto_mesh(mesh))
   if method == "lsh":
     w = float(bucket_width)
     precision, recall = _lsh_streamed(real, fake, params, jnp.float32(w), min_occupancy,
                                       table_size, _auto_mesh(mesh))
     return {"precision": precision, "recall": recall, "bucket_width_real": w,
             "bucket_width_fake": w}
-  precision, w_real = _coverage(real, fake, perm_key=k_perm_p, **common)
-  recall, w_fake = _coverage(fake, real, perm_key=k_perm_r, **common)
-  return {"precision": precision, "recall": recall,
-          "bucket_width_real": w_real, "bucket_width_fake": w_fake}
+  if method == "lsh_knn":
+    out = knn_buckets.precision_recall(real, fake, nearest_k=nearest_k, probes=probes,
+                                       num_buckets=num_buckets, key=k_perm_r,
+                                       mesh=_auto_mesh(mesh))
+    precision, recall = out["precision"], out["recall"]
+  else:
+    common = dict(nearest_k=nearest_k, block_size=block_size, mesh=_auto_mesh(mesh))
+    precision = _knn_coverage(real, fake, **common)
+    recall = _knn_coverage(fake, real, **common)
+  nan = float("nan")
+  return {"precision": precision, "recall": recall, "bucket_width_real": nan,
+          "bucket_width_fake": nan}
 
 
 def bucket_occupancy(
