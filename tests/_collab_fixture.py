@@ -46,7 +46,7 @@ def tiny_image_pair(**overrides):
   cfg = cs.CollabConfig(**{"g_budget": 0.5, "k": 3, "m": 1, "sigma": 0.05,
                            "d_outputs": "logits", "feature_layer": "conv_3", **overrides})
   mods = cs.build_models(g, gv, d, dv, x[0], cfg, agent_dim=8, pair_hidden=(16,))
-  feat = cs.feature_fn(mods, cfg)(dv, x[0], x[0])
+  feat = jax.eval_shape(cs.feature_fn(mods, cfg), dv, x[0], x[0])
   state = cs.create_collab_state(mods, gv, dv, jax.random.key(3), optax.adam(1e-3),
                                  optax.adam(1e-3), optax.adam(1e-2), int(feat.shape[-1]))
   return mods, state, x, gv, dv, cfg

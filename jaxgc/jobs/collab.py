@@ -411,11 +411,11 @@ def _run_collab(cfg, row, pair: _Pair, run_dir, mesh, progress):
           "g_keep": [int(np.sum(k)) for k in g_keep], "d_keep": [int(np.sum(k)) for k in d_keep],
           "g_groups": list(models.g_spec.names), "d_groups": list(models.d_spec.names),
           "g_budget_ratio": float(agents_lib.expected_macs(
-              models.g_spec, [jnp.asarray(k, jnp.float32) for k in g_keep])
-              / models.g_spec.total_macs),
+              models.g_spec, [jnp.asarray(k, jnp.float32) for k in g_keep]))
+              / models.g_spec.total_macs,
           "d_budget_ratio": float(agents_lib.expected_macs(
-              models.d_spec, [jnp.asarray(k, jnp.float32) for k in d_keep])
-              / models.d_spec.total_macs)}
+              models.d_spec, [jnp.asarray(k, jnp.float32) for k in d_keep]))
+              / models.d_spec.total_macs}
   return g_small, g_fin, d_small, d_fin, info
 
 

@@ -279,10 +279,11 @@ def create_collab_state(models: CollabModels, g_vars: Any, d_vars: Any, key: jax
   """The state at step 0: G and D from the given (teacher / trained) variables, fresh agents
   (gates open) and a fresh pair discriminator on ``feature_dim``-wide features."""
   ka, kd, kp, key = jax.random.split(key, 4)
-  ga = models.g_agent.init(ka, jnp.zeros(g_peer_dim(models)))
-  da = models.d_agent.init(kd, jnp.zeros(d_peer_dim(models)))
+  # jitted: one compilation per network instead of one per operation of an eager init
+  ga = jax.jit(models.g_agent.init)(ka, jnp.zeros(g_peer_dim(models)))
+  da = jax.jit(models.d_agent.init)(kd, jnp.zeros(d_peer_dim(models)))
   f = jnp.zeros((1, feature_dim))
-  pair = models.pair.init(kp, f, f)
+  pair = jax.jit(models.pair.init)(kp, f, f)
 
   def split(v):
     return v["params"], {c: x for c, x in v.items() if c != "params"}
