@@ -162,15 +162,18 @@ def test_job_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, override
 # The image-to-image path: a ResNet generator and a PatchGAN.
 
 
-def test_image_pair_hardened_and_slimmed_equals_gated():
-  """The agents' decisions on a ResNet generator and a PatchGAN, hardened onto the budgets
-  (within 2%), slimmed: the slimmed networks compute what the gated ones do (G to 1e-4, as
-  tests/test_slim.py allows for its instance norms; D to 1e-5), at the MACs the budget
-  estimated. (The job test below runs the warm-up and the steps themselves.)"""
+@pytest.mark.parametrize("conditional", [False, True], ids=["cyclegan_d", "pix2pix_d"])
+def test_image_pair_hardened_and_slimmed_equals_gated(conditional):
+  """The agents' decisions on a ResNet generator and a PatchGAN (reading the output, or input
+  and output concatenated), hardened onto the budgets (within 2%), slimmed: the slimmed
+  networks compute what the gated ones do (G to 1e-4, as tests/test_slim.py allows for its
+  instance norms; D to 1e-5), at the MACs the budget estimated. (The job test below runs the
+  warm-up and the steps themselves.)"""
   from jaxgc import stats  # pylint: disable=import-outside-toplevel
-  mods, state, x, gv, dv, cfg = fx.tiny_image_pair()
+  mods, state, x, gv, dv, cfg = fx.tiny_image_pair(conditional)
   g_masks, d_masks, g_keep, d_keep = cs.final_masks(mods, state, cfg, gv, dv)
-  y = mods.generator.apply(gv, x[0])
+  y = cs.d_input(cfg, x[0], mods.generator.apply(gv, x[0]))
+  assert y.shape[-1] == (6 if conditional else 3)
   for module, variables, masks, spec, keep, inp, target, tol in (
       (mods.generator, gv, g_masks, mods.g_spec, g_keep, x[0], cfg.g_budget, 1e-4),
       (mods.discriminator, dv, d_masks, mods.d_spec, d_keep, y, cfg.d_target, 1e-5)):
