@@ -27,3 +27,29 @@ def tiny_pair(**overrides):
 
 def step_fn(mods, cfg, mesh=None):
   return cs.make_collab_step(mods, cfg, mesh)
+
+
+IMAGE_SIZE = 16
+
+
+def tiny_image_pair(conditional=False, **overrides):
+  """A tiny ResNet generator and a 2-layer PatchGAN on 16 x 16 images (uniform in [-1, 1]),
+  the PatchGAN reading the input and output concatenated when ``conditional`` (pix2pix):
+  ``(models, state, [2 image batches], g_vars, d_vars, config)``."""
+  from jaxgc.models import layers  # pylint: disable=import-outside-toplevel
+  from jaxgc.models.patchgan import PatchGANDiscriminator  # pylint: disable=import-outside-toplevel
+  g = models.ResnetGenerator(ngf=8, n_blocks=1)
+  d = PatchGANDiscriminator(input_nc=6 if conditional else 3, ndf=8, n_layers=2,
+                            norm="instance", image_size=IMAGE_SIZE)
+  x = [jax.random.uniform(jax.random.key(20 + s), (8, IMAGE_SIZE, IMAGE_SIZE, 3), jnp.float32,
+                          -1, 1) for s in range(2)]
+  gv = layers.normal_init(g, x[0], seed=1, gain=0.2)
+  cfg = cs.CollabConfig(**{"g_budget": 0.5, "k": 3, "m": 1, "sigma": 0.05,
+                           "d_outputs": "logits", "feature_layer": "conv_3",
+                           "conditional": conditional, **overrides})
+  dv = layers.normal_init(d, cs.d_input(cfg, x[0], x[0]), seed=2)
+  mods = cs.build_models(g, gv, d, dv, x[0], cfg, agent_dim=8, pair_hidden=(16,))
+  feat = jax.eval_shape(cs.feature_fn(mods, cfg), dv, x[0], x[0])
+  state = cs.create_collab_state(mods, gv, dv, jax.random.key(3), optax.adam(1e-3),
+                                 optax.adam(1e-3), optax.adam(1e-2), int(feat.shape[-1]))
+  return mods, state, x, gv, dv, cfg

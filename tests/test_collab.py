@@ -143,6 +143,9 @@ def test_job_resume_equals_uninterrupted(tmp_path, monkeypatch, compile_cache):
     ({"m": 20}, "perturbed copies M"),
     ({"discriminator": ""}, "collaborative pruning needs the trained discriminator"),
     ({"methods": ("collab", "bogus")}, "unknown method 'bogus'"),
+    ({"features": "inception"}, "features 'inception' is refused: the FID Inception"),
+    ({"data.source": "bogus"}, "unknown data.source 'bogus'"),
+    ({"d_warmup_steps": -1}, "d_warmup_steps must be >= 0, got -1"),
 ])
 def test_job_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, override, needle):
   from conftest import one_error_line  # pylint: disable=import-outside-toplevel
@@ -153,3 +156,63 @@ def test_job_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, override
     argv.append(f"--config.{k}={v!r}")
   one_error_line(capsys, argv, needle)
   assert not (tmp_path / "wd").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# The image-to-image path: a ResNet generator and a PatchGAN.
+
+
+@pytest.mark.parametrize("conditional", [False, True], ids=["cyclegan_d", "pix2pix_d"])
+def test_image_pair_hardened_and_slimmed_equals_gated(conditional):
+  """The agents' decisions on a ResNet generator and a PatchGAN (reading the output, or input
+  and output concatenated), hardened onto the budgets (within 2%), slimmed: the slimmed
+  networks compute what the gated ones do (G to 1e-4, as tests/test_slim.py allows for its
+  instance norms; D to 1e-5), at the MACs the budget estimated. (The job test below runs the
+  warm-up and the steps themselves.)"""
+  from jaxgc import stats  # pylint: disable=import-outside-toplevel
+  mods, state, x, gv, dv, cfg = fx.tiny_image_pair(conditional)
+  g_masks, d_masks, g_keep, d_keep = cs.final_masks(mods, state, cfg, gv, dv)
+  y = cs.d_input(cfg, x[0], mods.generator.apply(gv, x[0]))
+  assert y.shape[-1] == (6 if conditional else 3)
+  for module, variables, masks, spec, keep, inp, target, tol in (
+      (mods.generator, gv, g_masks, mods.g_spec, g_keep, x[0], cfg.g_budget, 1e-4),
+      (mods.discriminator, dv, d_masks, mods.d_spec, d_keep, y, cfg.d_target, 1e-5)):
+    gates = [jnp.asarray(k, jnp.float32) for k in keep]
+    macs = float(agents.expected_macs(spec, gates))
+    assert abs(macs / spec.total_macs / target - 1) <= 0.02, (type(module).__name__, macs)
+    small, small_v = slim_lib.slim(module, variables, masks)
+    assert stats.count_macs(small, small_v, inp) == pytest.approx(macs, rel=1e-5)
+    gated = module.apply(agents.apply_gates(spec, variables, gates), inp)
+    assert float(jnp.max(jnp.abs(gated - module.apply(variables, inp)))) > 1e-3   # pruned
+    np.testing.assert_allclose(small.apply(small_v, inp), gated, atol=tol)
+
+
+def test_image_job_end_to_end(tmp_path, compile_cache):
+  """A tiny ResNet generator, an online PatchGAN with a D warm-up, 16 x 16 photo crops: the
+  job meets both budgets within 2% and reports the image metrics."""
+  from jaxgc.checkpoint import load_any_model  # pylint: disable=import-outside-toplevel
+  from jaxgc.checkpoint import save_model  # pylint: disable=import-outside-toplevel
+  from jaxgc.jobs import collab as job  # pylint: disable=import-outside-toplevel
+  mods, _, x, gv, _, _ = fx.tiny_image_pair()
+  save_model(tmp_path / "g", mods.generator, gv)
+  config = {"generator": str(tmp_path / "g"), "discriminator": "online",
+            "disc": {"ndf": 8, "n_layers": 2}, "d_warmup_steps": 2, "methods": ("collab",),
+            "budgets": (0.5,), "search_steps": 2, "finetune_steps": 0, "batch_size": 8,
+            "k": 3, "m": 1, "sigma": 0.05, "d_outputs": "logits", "feature_layer": "conv_3",
+            "data": {"size": fx.IMAGE_SIZE, "photos": ("coffee",), "eval_photos": ("chelsea",)},
+            "eval_samples": 8, "checkpoint_every": 1,
+            "latency_repeats": 1, "latency_batch": 2, "tensorboard": False, "agent_dim": 8,
+            "metrics": {"extractor": "pixels", "nearest_k": 3}}
+  report = job.run(config, tmp_path / "wd", progress=False)
+  row = report["rows"][0]
+  assert abs(row["g_budget_ratio"] / 0.5 - 1) <= 0.02, row["g_budget_ratio"]
+  assert abs(row["d_budget_ratio"] / 0.5 - 1) <= 0.02, row["d_budget_ratio"]
+  assert row["g_macs"] < report["teacher"]["macs"] and row["d_macs"] < report["teacher"]["d_macs"]
+  assert np.isfinite(row["psnr"]) and np.isfinite(row["fid"]) and 0 <= row["coverage"] <= 1
+  assert report["d_warmup"]["steps"] == 2
+  dyn = report["dynamics"]["collab_b0.50"]
+  assert dyn["step"] == [1, 2] and all(np.isfinite(v) for v in dyn["loss"] + dyn["d_loss"])
+  assert min(dyn["density"]) > 0
+  d, dv = load_any_model(tmp_path / "wd" / "runs" / "collab_b0.50" / "model_d")
+  assert type(d).__name__ == "PatchGANDiscriminator" and d.features is not None
+  assert "D warm-up" in (tmp_path / "wd" / "report.md").read_text()

@@ -23,6 +23,7 @@ from jaxgc.compress.slim import channel_masks
 from jaxgc.compress.slim import slim
 from jaxgc.compress.slim import slim_to_macs
 from jaxgc.models import layers
+from jaxgc.models.patchgan import PatchGANDiscriminator
 from jaxgc.stats import count_macs
 from jaxgc.stats import count_params
 from jaxgc.stats import xla_flops
@@ -45,6 +46,9 @@ ARCHS = {
     "unet_instance": lambda: models.UnetGenerator(num_downs=5, ngf=4, norm="instance"),
     "mlp_generator": lambda: models.MLPGenerator(z_dim=16, hidden=(32, 24)),
     "mlp_discriminator": lambda: models.MLPDiscriminator(hidden=(32, 24)),
+    "patchgan": lambda: PatchGANDiscriminator(ndf=8, n_layers=3, image_size=32),
+    "patchgan_instance": lambda: PatchGANDiscriminator(ndf=8, n_layers=2, norm="instance",
+                                                       input_nc=6, image_size=32),
 }
 
 
@@ -124,6 +128,26 @@ def test_slimmed_widths_are_the_kept_counts():
   vd = _variables(dcgan, z)
   small, _ = slim(dcgan, vd, channel_masks(dcgan, vd, 0.5))
   assert small.features == (16, 8, 4, 3) and small.z_dim == 16  # image channels stay
+
+
+def test_patchgan_groups_and_slimmed_widths():
+  """A PatchGAN's groups are its convolutions before the logit map; the input channels and the
+  one-channel output stay, and the slimmed module's ``features`` are the kept counts."""
+  module = ARCHS["patchgan"]()   # features (8, 16, 32, 64), BatchNorm on conv_1 .. conv_3
+  x = _input(module)
+  v = _variables(module, x)
+  groups = channel_groups(module, v)
+  assert [g.name for g in groups] == [f"features[{i}]" for i in range(4)]
+  assert groups[0].scales == () and groups[1].scales == (("params/norm_1/scale", -1),)
+  assert ("batch_stats/norm_3/var", -1) in groups[3].slots
+  assert ("params/conv_4/kernel", -2) in groups[3].slots
+  small, small_vars = slim(module, v, channel_masks(module, v, 0.5))
+  assert small.features == (4, 8, 16, 32) and small.widths() == (4, 8, 16, 32)
+  assert small_vars["params"]["conv_0"]["kernel"].shape == (4, 4, 3, 4)
+  assert small_vars["params"]["conv_4"]["kernel"].shape == (4, 4, 32, 1)
+  assert module.widths() == (8, 16, 32, 64)
+  _raises("features must be 4 channel counts", module.clone(features=(8, 16)).init,
+          jax.random.key(0), x)
 
 
 def test_zero_sparsity_is_the_identity():

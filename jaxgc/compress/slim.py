@@ -54,14 +54,20 @@ sub_mobile_resnet_generator.py`` and ``super_mobile_resnet_generator.py``, where
 convolution of a ``SuperMobileResnetBlock`` outputs ``input.size(1)`` channels).
 
 Supported: ``ResnetGenerator`` (every norm, affine InstanceNorm included),
-``MobileResnetGenerator``, ``SubMobileResnetGenerator``, ``DCGANGenerator``, ``UnetGenerator``
-and the MNIST MLP pair ``MLPGenerator`` / ``MLPDiscriminator`` (registry names
-``resnet_generator``, ``mobile_resnet_generator``, ``sub_mobile_resnet_generator``,
-``dcgan_generator``, ``unet_generator``, ``mlp_generator``, ``mlp_discriminator``). Group names are
+``MobileResnetGenerator``, ``SubMobileResnetGenerator``, ``DCGANGenerator``, ``UnetGenerator``,
+the MNIST MLP pair ``MLPGenerator`` / ``MLPDiscriminator`` and the ``PatchGANDiscriminator``
+(registry names ``resnet_generator``, ``mobile_resnet_generator``,
+``sub_mobile_resnet_generator``, ``dcgan_generator``, ``unet_generator``, ``mlp_generator``,
+``mlp_discriminator``, ``patchgan_discriminator``). Group names are
 the widths they set on the slimmed module: ``"stem"``, ``"down[0]"``, ``"down[1]"`` (the
 trunk), ``"hidden[i]"``, ``"up[0]"``, ``"up[1]"``; ``"features[i]"`` for the DCGAN generator;
 ``"hidden[i]"`` (the output of ``dense_i``) for the MLP pair; ``"down[i]"`` (``i <
-num_downs``) and ``"up[i]"`` (``i < num_downs - 1``) for the U-Net.
+num_downs``) and ``"up[i]"`` (``i < num_downs - 1``) for the U-Net; ``"features[i]"`` (the
+output of ``conv_i`` and its norm, read by ``conv_{i + 1}``; ``i <= n_layers``, the one-channel
+logit map is never pruned) for the PatchGAN, whose input channels (an image, or pix2pix's
+input and output concatenated) are not pruned either. A masked PatchGAN channel is 0 after its
+convolution, its norm (BatchNorm with scale, bias and running statistics zeroed in the
+inference mode the slimmed model is compared in; InstanceNorm without affine) and LeakyReLU.
 """
 
 from __future__ import annotations
@@ -82,6 +88,7 @@ from jaxgc.compress.selection import path_str
 from jaxgc.models.dcgan import DCGANGenerator
 from jaxgc.models.mlp import MLPDiscriminator
 from jaxgc.models.mlp import MLPGenerator
+from jaxgc.models.patchgan import PatchGANDiscriminator
 from jaxgc.models.registry import example_input
 from jaxgc.models.resnet import MobileResnetGenerator
 from jaxgc.models.resnet import ResnetGenerator
@@ -98,7 +105,7 @@ Slot = tuple[str, int]
 Segment = tuple[str, int, int]
 
 _SUPPORTED = (ResnetGenerator, MobileResnetGenerator, SubMobileResnetGenerator, DCGANGenerator,
-              UnetGenerator, MLPGenerator, MLPDiscriminator)
+              UnetGenerator, MLPGenerator, MLPDiscriminator, PatchGANDiscriminator)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,7 +282,8 @@ def channel_groups(module: nn.Module, variables: Any, *, trunk: bool = True
 
   Args:
     module: a ``ResnetGenerator``, ``MobileResnetGenerator``, ``SubMobileResnetGenerator``,
-      ``DCGANGenerator`` or ``UnetGenerator``.
+      ``DCGANGenerator``, ``UnetGenerator``, ``MLPGenerator``, ``MLPDiscriminator`` or
+      ``PatchGANDiscriminator``.
     variables: its variables, ``{"params": ..., "batch_stats": ...}`` (arrays or
       ``jax.ShapeDtypeStruct``; only paths and shapes are read).
     trunk: include the residual trunk group ``"down[1]"`` (ResNet generators): every
@@ -299,6 +307,10 @@ def channel_groups(module: nn.Module, variables: Any, *, trunk: bool = True
             for i in range(len(module.hidden))]
   if isinstance(module, UnetGenerator):
     return _unet_groups(g, module.num_downs, _current_widths(module, variables)["down"])
+  if isinstance(module, PatchGANDiscriminator):
+    n = module.n_layers
+    return [g("features", i, [f"conv_{i}"], [f"norm_{i}"] if i else [], [f"conv_{i + 1}"])
+            for i in range(n + 1)]
   return _resnet_groups(g, _n_blocks(module), mobile=not isinstance(module, ResnetGenerator),
                         trunk=trunk)
 
@@ -346,6 +358,8 @@ def _current_widths(module: nn.Module, variables: Any) -> dict[str, Any]:
     return {"features": tuple(out(f"convt_{i}") for i in range(len(module.features)))}
   if isinstance(module, (MLPGenerator, MLPDiscriminator)):
     return {"hidden": tuple(out(f"dense_{i}") for i in range(len(module.hidden)))}
+  if isinstance(module, PatchGANDiscriminator):
+    return {"features": tuple(out(f"conv_{i}") for i in range(module.n_layers + 1))}
   if isinstance(module, UnetGenerator):
     return {"down": tuple(out(f"down_{i}") for i in range(module.num_downs)),
             "up": tuple(out(f"up_{i}") for i in range(module.num_downs - 1))}

@@ -59,6 +59,9 @@ class PatchGANDiscriminator(nn.Module):
       (``InstanceNorm2d(affine=False, track_running_stats=False)``: no variables) or ``"none"``.
     image_size: side of the square training crops (256 upstream); used for example inputs
       only, any size of at least ``2**n_layers * 3`` is accepted.
+    features: output channels of ``conv_0 .. conv_{n_layers}``, ``n_layers + 1`` ints; None
+      (the default) for upstream's ``ndf * min(2**i, 8)``. A channel-slimmed PatchGAN
+      (``jaxgc.compress.slim``) sets them to the kept counts.
 
   Invariants: the output always has one channel and no sigmoid (LSGAN and the vanilla
   BCE-with-logits GAN losses apply their own); its side is ``output_size(size, n_layers)``.
@@ -72,6 +75,13 @@ class PatchGANDiscriminator(nn.Module):
   n_layers: int = 3
   norm: str = "batch"
   image_size: int = 256
+  features: tuple[int, ...] | None = None
+
+  def widths(self) -> tuple[int, ...]:
+    """Output channels of ``conv_0 .. conv_{n_layers}`` (``features``, or upstream's)."""
+    if self.features is None:
+      return tuple(self.ndf * min(2**i, 8) for i in range(self.n_layers + 1))
+    return tuple(int(c) for c in self.features)
 
   def _norm(self, i: int, train: bool) -> nn.Module | None:
     if self.norm == "batch":
@@ -100,12 +110,17 @@ class PatchGANDiscriminator(nn.Module):
 
     Raises:
       ValueError: wrong rank or channel count, an input smaller than ``3 * 2**n_layers``, an
-        unknown ``norm`` or ``n_layers < 1``.
+        unknown ``norm``, ``n_layers < 1`` or ``features`` of another length than
+        ``n_layers + 1``.
     """
     if self.norm not in NORMS:
       raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
     if self.n_layers < 1:
       raise ValueError(f"n_layers must be >= 1, got {self.n_layers}")
+    widths = self.widths()
+    if len(widths) != self.n_layers + 1 or min(widths) < 1:
+      raise ValueError(f"features must be {self.n_layers + 1} channel counts >= 1 (n_layers + "
+                       f"1), got {self.features!r}")
     if x.ndim != 4 or x.shape[-1] != self.input_nc:
       raise ValueError(f"images must be [batch, height, width, {self.input_nc}], got shape "
                        f"{tuple(x.shape)}")
@@ -114,11 +129,11 @@ class PatchGANDiscriminator(nn.Module):
       raise ValueError(f"images must be at least {smallest}x{smallest} for n_layers="
                        f"{self.n_layers}, got {x.shape[1]}x{x.shape[2]}")
     use_bias = self.norm == "instance"
-    x = layers.conv(self.ndf, 4, strides=2, padding=1, name="conv_0")(x)
+    x = layers.conv(widths[0], 4, strides=2, padding=1, name="conv_0")(x)
     x = nn.leaky_relu(x, 0.2)
     for i in range(1, self.n_layers + 1):
       last = i == self.n_layers
-      x = layers.conv(self.ndf * min(2**i, 8), 4, strides=1 if last else 2, padding=1,
+      x = layers.conv(widths[i], 4, strides=1 if last else 2, padding=1,
                       use_bias=use_bias, name=f"conv_{i}")(x)
       norm = self._norm(i, train)
       if norm is not None:

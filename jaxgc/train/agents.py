@@ -118,7 +118,7 @@ def _macs_of_kept(spec: GateSpec, kept: Sequence[Any]) -> Any:
     if layer.in_groups and layer.in_total:
       fixed = layer.in_total - sum(size for _, size in layer.in_groups)
       in_frac = (fixed + sum(kept[gi] for gi, _ in layer.in_groups)) / layer.in_total
-    total = total + layer.macs * out_frac * in_frac
+    total = total + float(layer.macs) * out_frac * in_frac   # float: MACs pass 2**31
   return total
 
 
@@ -135,7 +135,7 @@ def expected_macs(spec: GateSpec, gates: Sequence[jax.Array]) -> jax.Array:
 def budget_loss(spec: GateSpec, gates: Sequence[jax.Array], target: float,
                 weight: float = 2.0) -> tuple[jax.Array, jax.Array]:
   """``(weight * |log(ratio / target)|, ratio)`` with ``ratio = expected_macs / total``."""
-  ratio = expected_macs(spec, gates) / spec.total_macs
+  ratio = expected_macs(spec, gates) / float(spec.total_macs)
   return weight * jnp.abs(jnp.log(ratio / target)), ratio
 
 

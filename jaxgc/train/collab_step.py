@@ -24,6 +24,15 @@ and :mod:`jaxgc.train.agents` for the parts):
 4. The pair discriminator's update on teacher (real) and student (fake) neighbourhood pairs,
    from the same forward pass as the G update.
 
+Image-to-image generators (ResNet, U-Net) run the same step on image batches ``[batch, height,
+width, channels]`` in [-1, 1]: the perturbed copies are shifts of up to ``max_shift`` pixels plus
+noise (:func:`jaxgc.train.density.perturb_images`), D is a PatchGAN whose per-patch logits the
+GAN losses average, reading the output alone (CycleGAN) or the input and output concatenated
+(``conditional``, pix2pix), and D's real samples are the teacher's outputs or, where the data has
+them, the real target images of the batch (``{"input": ..., "real": ...}``). A discriminator
+trained online is first warmed up alone (:func:`make_d_warmup_step`) and the frozen copy ``phi``
+is taken after that. ``phi`` may also be pixels at reduced size (``features="pixels"``).
+
 Every loss is a mean over the global batch (the neighbourhoods are formed over it too), so one
 device and a mesh of several give the same step. The discriminator may output probabilities
 (``d_outputs="prob"``, the MNIST MLP) or logits.
@@ -48,6 +57,7 @@ from jaxgc.train.state import TrainState
 from jaxgc.train.state import create_train_state
 
 D_OUTPUTS = ("prob", "logits")
+FEATURES = ("discriminator", "pixels")
 LOSS_STATS = 2   # the G-agent's peer statistics: D's real and fake accuracy
 
 
@@ -71,13 +81,23 @@ class CollabConfig:
     prune_d: a D-agent prunes D (False: ablation (e), G-agent only).
     d_outputs: ``"prob"`` (D ends in a sigmoid) or ``"logits"``.
     feature_layer: the frozen D's layer whose input is ``phi`` (``"dense_2"`` for the MNIST MLP
-      discriminator).
+      discriminator, ``"conv_4"`` for a 3-layer PatchGAN).
+    features: the feature space ``phi``: ``"discriminator"`` (the frozen D's ``feature_layer``
+      input) or ``"pixels"`` (outputs resized to ``pixel_size`` x ``pixel_size``,
+      :func:`jaxgc.train.density.pixel_features`). ``"inception"`` is refused: the FID
+      Inception at 299 x 299 on every teacher and student output of every step is far too slow
+      on a CPU.
+    pixel_size: side of the ``"pixels"`` feature space.
+    max_shift: image inputs: the perturbed copies' largest shift in pixels
+      (:func:`jaxgc.train.density.perturb_images`; their noise is ``sigma``).
+    conditional: D reads the input and the output concatenated on the channel axis (pix2pix's
+      conditional PatchGAN) instead of the output alone.
     search: the agents gate G and D and learn (True); False fine-tunes the (slimmed) pair with
       the same objective, every gate open, no budget term, the agents untouched.
 
   Raises:
-    ValueError: a budget outside (0, 1], negative weights, or an unknown ``d_outputs`` (one
-      line, naming the value).
+    ValueError: a budget outside (0, 1], negative weights, an unknown ``d_outputs`` or
+      ``features`` (one line, naming the value).
   """
 
   g_budget: float = 0.5
@@ -96,6 +116,10 @@ class CollabConfig:
   prune_d: bool = True
   d_outputs: str = "prob"
   feature_layer: str = "dense_2"
+  features: str = "discriminator"
+  pixel_size: int = 16
+  max_shift: int = 2
+  conditional: bool = False
   search: bool = True
 
   def __post_init__(self):
@@ -108,11 +132,42 @@ class CollabConfig:
         raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
     if self.d_outputs not in D_OUTPUTS:
       raise ValueError(f"d_outputs must be one of {D_OUTPUTS}, got {self.d_outputs!r}")
+    check_features(self.features)
+    if self.pixel_size < 1 or self.max_shift < 0:
+      raise ValueError(f"pixel_size must be >= 1 and max_shift >= 0, got {self.pixel_size} and "
+                       f"{self.max_shift}")
 
   @property
   def d_target(self) -> float:
     """D's budget (``g_budget`` unless set)."""
     return self.g_budget if self.d_budget is None else self.d_budget
+
+
+def check_features(features: str) -> str:
+  """``features`` when it is a feature space of :data:`FEATURES`, else a one-line ValueError
+  (``"inception"`` refused, saying why)."""
+  if features == "inception":
+    raise ValueError("features 'inception' is refused: the FID Inception (299 x 299, about 5.7 "
+                     "GFLOPs per image) on every teacher and student output of every step is "
+                     "far too slow on a CPU; use 'discriminator' or 'pixels'")
+  if features not in FEATURES:
+    raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
+  return features
+
+
+def split_batch(batch: Any) -> tuple[jax.Array, jax.Array | None]:
+  """``(inputs, real)`` of a step's batch: an array of inputs (latents ``[batch, z_dim]`` or
+  images ``[batch, height, width, channels]``), or ``{"input": ..., "real": ...}`` with real
+  target images ``[batch, height, width, channels]`` for D (pix2pix pairs)."""
+  if isinstance(batch, dict):
+    return batch["input"], batch.get("real")
+  return batch, None
+
+
+def d_input(config: CollabConfig, x: jax.Array, y: jax.Array) -> jax.Array:
+  """What D reads for input ``x`` and output ``y``: ``y``, or both concatenated on the channel
+  axis when ``config.conditional``."""
+  return jnp.concatenate([x, y], axis=-1) if config.conditional else y
 
 
 @flax.struct.dataclass
@@ -196,8 +251,9 @@ def build_models(generator: nn.Module, g_vars: Any, discriminator: nn.Module, d_
     raise ValueError("collaborative pruning needs a discriminator; got none")
   density_lib.check_neighbourhood(int(z.shape[0]), config.k, config.m)
   g_spec = agents_lib.gate_spec(generator, g_vars, z)
-  x = jax.eval_shape(generator.apply, g_vars, z)
-  d_spec = agents_lib.gate_spec(discriminator, d_vars, jnp.zeros(x.shape, x.dtype))
+  y = jax.eval_shape(generator.apply, g_vars, z)
+  d_spec = agents_lib.gate_spec(discriminator, d_vars,
+                                d_input(config, z, jnp.zeros(y.shape, y.dtype)))
   return CollabModels(
       generator, discriminator, g_spec, d_spec,
       agents_lib.PruningAgent(g_spec.sizes, agent_dim, use_peer=config.use_peer),
@@ -223,10 +279,11 @@ def create_collab_state(models: CollabModels, g_vars: Any, d_vars: Any, key: jax
   """The state at step 0: G and D from the given (teacher / trained) variables, fresh agents
   (gates open) and a fresh pair discriminator on ``feature_dim``-wide features."""
   ka, kd, kp, key = jax.random.split(key, 4)
-  ga = models.g_agent.init(ka, jnp.zeros(g_peer_dim(models)))
-  da = models.d_agent.init(kd, jnp.zeros(d_peer_dim(models)))
+  # jitted: one compilation per network instead of one per operation of an eager init
+  ga = jax.jit(models.g_agent.init)(ka, jnp.zeros(g_peer_dim(models)))
+  da = jax.jit(models.d_agent.init)(kd, jnp.zeros(d_peer_dim(models)))
   f = jnp.zeros((1, feature_dim))
-  pair = models.pair.init(kp, f, f)
+  pair = jax.jit(models.pair.init)(kp, f, f)
 
   def split(v):
     return v["params"], {c: x for c, x in v.items() if c != "params"}
@@ -249,10 +306,91 @@ def _logits(d_out: jax.Array, kind: str) -> jax.Array:
   return jnp.log(p) - jnp.log1p(-p)
 
 
+def feature_fn(models: CollabModels, config: CollabConfig
+               ) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
+  """``phi(d_frozen, inputs, outputs) -> [batch, f]`` float32: the frozen D copy's
+  ``feature_layer`` input (D reading :func:`d_input`), or the outputs' pixels at
+  ``pixel_size`` (``d_frozen`` unused)."""
+  if config.features == "pixels":
+    return lambda d_frozen, x, y: density_lib.pixel_features(y, config.pixel_size)
+  return lambda d_frozen, x, y: density_lib.penultimate_features(
+      models.feature_disc, d_frozen, d_input(config, x, y), config.feature_layer)
+
+
+def perturb(config: CollabConfig, key: jax.Array, z: jax.Array) -> jax.Array | None:
+  """``[batch * m, ...]``: ``m`` perturbed copies of every input, input-major (``z + sigma *
+  eps`` for latents; shifts of up to ``max_shift`` pixels plus noise of std ``sigma`` for
+  images), or None when ``m`` is 0."""
+  if not config.m:
+    return None
+  if z.ndim == 4:
+    zp = density_lib.perturb_images(key, z, config.m, config.max_shift, config.sigma)
+  else:
+    zp = density_lib.perturb_latents(key, z, config.m, config.sigma)
+  return zp.reshape((z.shape[0] * config.m,) + z.shape[1:])
+
+
+def _d_loss(disc: nn.Module, dv: Any, config: CollabConfig, z: jax.Array, real: jax.Array,
+            fake: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """D's vanilla GAN loss on ``real`` vs ``fake`` outputs for inputs ``z``, and its ``[2]``
+  real / fake accuracy (the share of logits on the right side of 0)."""
+  r = _logits(disc.apply(dv, d_input(config, z, real)), config.d_outputs)
+  f = _logits(disc.apply(dv, d_input(config, z, fake)), config.d_outputs)
+  loss, _, _ = gan_losses.discriminator_loss(r, f, "vanilla")
+  return loss, jnp.stack([jnp.mean(r > 0), jnp.mean(f < 0)]).astype(jnp.float32)
+
+
+def make_d_warmup_step(models: CollabModels, config: CollabConfig, seed: int,
+                       mesh: jax.sharding.Mesh | None = None
+                       ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+  """The D warm-up before the search: ``step(d_state, batch, teacher_variables)``.
+
+  A discriminator trained online (the image path's fresh PatchGAN) knows nothing when the
+  search starts, and its frozen copy is the feature space ``phi``; so it is first trained
+  alone, ungated, for a few steps: real = the teacher's outputs (or the batch's real target
+  images), fake = the student as the search starts, a copy of the teacher gated by gates
+  sampled at the agents' initial logits (``PruningAgent.init_logit``: each channel dropped with
+  probability ``sigmoid(-init_logit)``, about 12%). (Our choice: the ungated student equals
+  the teacher at that point, so it would give D nothing to tell apart.) The gates' key is
+  ``fold_in(key(seed), d_state.step)``, so a resumed warm-up equals an uninterrupted one.
+
+  Args:
+    models: :func:`build_models`; config: its :class:`CollabConfig`; seed: the gates' seed.
+    mesh: a mesh with a ``'data'`` axis, or None.
+
+  Returns:
+    ``step``, jitted (``donate_argnums=(0,)``): ``d_state`` a :class:`TrainState` of D, the batch
+    as :func:`split_batch` reads it (sharded over ``'data'``), the teacher's variables
+    (replicated). Returns ``(new_d_state, metrics)``: ``loss`` (= ``d_loss``), ``d_loss``,
+    ``d_acc_real``, ``d_acc_fake``, float32 scalars.
+  """
+  cfg = config
+  logits = [jnp.full((n,), models.g_agent.init_logit, jnp.float32) for n in models.g_spec.sizes]
+
+  def step(d_state: TrainState, batch: Any, teacher_vars: Any):
+    z, real_in = split_batch(batch)
+    t_out = jax.lax.stop_gradient(models.teacher.apply(teacher_vars, z))
+    real = t_out if real_in is None else real_in
+    key = jax.random.fold_in(jax.random.key(seed), d_state.step)
+    gates = agents_lib.sample_gates(key, logits, cfg.temperature)
+    fake = jax.lax.stop_gradient(models.generator.apply(
+        agents_lib.apply_gates(models.g_spec, teacher_vars, gates), z))
+
+    def loss_fn(d_params):
+      return _d_loss(models.discriminator, {"params": d_params, **d_state.frozen}, cfg, z,
+                     real, fake)
+
+    (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(d_state.params)
+    return d_state.apply_gradients(grads), {"loss": loss, "d_loss": loss,
+                                            "d_acc_real": acc[0], "d_acc_fake": acc[1]}
+
+  return parallel.jit_step(step, mesh, num_replicated_args=1)
+
+
 def make_collab_step(models: CollabModels, config: CollabConfig,
                      mesh: jax.sharding.Mesh | None = None
                      ) -> Callable[..., tuple[CollabState, dict[str, jax.Array]]]:
-  """Builds the jitted ``step(state, z, teacher_variables, frozen_d_variables)``.
+  """Builds the jitted ``step(state, batch, teacher_variables, frozen_d_variables)``.
 
   Args:
     models: :func:`build_models`.
@@ -260,29 +398,30 @@ def make_collab_step(models: CollabModels, config: CollabConfig,
     mesh: a mesh with a ``'data'`` axis, or None (one device).
 
   Returns:
-    ``step``, compiled with ``jax.jit(..., donate_argnums=(0,))``: ``z`` ``[batch, z_dim]``
-    float32 latents, sharded over ``'data'``; the teacher's variables and the frozen D copy
-    (the feature space) replicated. It returns ``(new_state, metrics)``, metrics float32
-    scalars: ``loss`` (= ``g_loss``, G's objective), ``g_loss``, ``d_loss``, ``density``, ``kl``, ``kde``, ``pair_d``, ``pair_g``,
-    ``recon``, ``g_adv``, ``d_acc_real``, ``d_acc_fake``, ``g_ratio``, ``d_ratio`` (MACs
+    ``step``, compiled with ``jax.jit(..., donate_argnums=(0,))``: the batch (sharded over
+    ``'data'``): ``[batch, z_dim]`` float32 latents, ``[batch, height, width, channels]``
+    images in [-1, 1], or ``{"input": images, "real": target images}`` (:func:`split_batch`);
+    the teacher's variables and the frozen D copy (the feature space) replicated. It returns
+    ``(new_state, metrics)``, metrics float32 scalars: ``loss`` (= ``g_loss``, G's objective),
+    ``g_loss``, ``d_loss``, ``density``, ``kl``, ``kde``, ``pair_d``, ``pair_g``, ``recon``, ``g_adv``, ``d_acc_real``, ``d_acc_fake``, ``g_ratio``, ``d_ratio`` (MACs
     fractions of the sampled gates) and ``g_keep/<group>``, ``d_keep/<group>``.
   """
   gen, disc = models.generator, models.discriminator
   cfg = config
+  features = feature_fn(models, cfg)
 
-  def features(d_frozen, x):
-    return density_lib.penultimate_features(models.feature_disc, d_frozen, x, cfg.feature_layer)
-
-  def step(state: CollabState, z: jax.Array, teacher_vars: Any, d_frozen: Any):
+  def step(state: CollabState, batch: Any, teacher_vars: Any, d_frozen: Any):
+    z, real_in = split_batch(batch)
     key, k_pert, k_g, k_d = jax.random.split(state.key, 4)
     b = z.shape[0]
-    zp = density_lib.perturb_latents(k_pert, z, cfg.m, cfg.sigma) if cfg.m else None
+    zp = perturb(cfg, k_pert, z)
     t_out = jax.lax.stop_gradient(models.teacher.apply(teacher_vars, z))
-    t_feat = features(d_frozen, t_out)
+    t_feat = features(d_frozen, z, t_out)
     t_pert = None
     if zp is not None:
-      tp = models.teacher.apply(teacher_vars, zp.reshape((b * cfg.m,) + z.shape[1:]))
-      t_pert = jax.lax.stop_gradient(features(d_frozen, tp).reshape(b, cfg.m, -1))
+      tp = models.teacher.apply(teacher_vars, zp)
+      t_pert = jax.lax.stop_gradient(features(d_frozen, zp, tp).reshape(b, cfg.m, -1))
+    real = t_out if real_in is None else real_in
     g_peer = agents_lib.peer_summary(state.d_keep, state.d_acc)
     d_peer = agents_lib.peer_summary(state.g_keep, state.g_adv)
     # the D gates the G update sees: the D-agent's sample, a constant there
@@ -303,8 +442,8 @@ def make_collab_step(models: CollabModels, config: CollabConfig,
       gv = agents_lib.apply_gates(models.g_spec, {"params": g_params, **state.g.frozen},
                                   g_gates)
       s_out = gen.apply(gv, z)
-      adv = gan_losses.generator_loss(_logits(disc.apply(d_gated_const, s_out), cfg.d_outputs),
-                                      "vanilla")
+      adv = gan_losses.generator_loss(
+          _logits(disc.apply(d_gated_const, d_input(cfg, z, s_out)), cfg.d_outputs), "vanilla")
       recon = gan_losses.reconstruction_loss(s_out, t_out, "l1")
       budget, ratio = agents_lib.budget_loss(models.g_spec, g_gates, cfg.g_budget,
                                              cfg.budget_weight)
@@ -312,11 +451,10 @@ def make_collab_step(models: CollabModels, config: CollabConfig,
       dens = {"density": jnp.zeros(()), "kl": jnp.zeros(()), "kde": jnp.zeros(()),
               "pair_g": jnp.zeros(()), "pair_d": jnp.zeros(())}
       if cfg.density_weight > 0:
-        s_feat = features(d_frozen, s_out)
+        s_feat = features(d_frozen, z, s_out)
         s_pert = None
         if zp is not None:
-          sp = gen.apply(gv, zp.reshape((b * cfg.m,) + z.shape[1:]))
-          s_pert = features(d_frozen, sp).reshape(b, cfg.m, -1)
+          s_pert = features(d_frozen, zp, gen.apply(gv, zp)).reshape(b, cfg.m, -1)
         dl, aux = density_lib.density_loss(t_feat, s_feat, cfg.k, t_pert=t_pert,
                                            s_pert=s_pert, lam=cfg.lam)
         idx, _ = density_lib.nearest_neighbours(t_feat, cfg.k)
@@ -350,12 +488,9 @@ def make_collab_step(models: CollabModels, config: CollabConfig,
       else:
         gates = [jnp.ones(n) for n in models.d_spec.sizes]
       dv = agents_lib.apply_gates(models.d_spec, {"params": d_params, **state.d.frozen}, gates)
-      real = _logits(disc.apply(dv, t_out), cfg.d_outputs)
-      fake = _logits(disc.apply(dv, s_new), cfg.d_outputs)
-      d_loss, _, _ = gan_losses.discriminator_loss(real, fake, "vanilla")
+      d_loss, acc = _d_loss(disc, dv, cfg, z, real, s_new)
       budget, ratio = agents_lib.budget_loss(models.d_spec, gates, cfg.d_target,
                                              cfg.budget_weight)
-      acc = jnp.stack([jnp.mean(real > 0), jnp.mean(fake < 0)]).astype(jnp.float32)
       return d_loss + (budget if d_prunes else 0.0), {
           "d_loss": d_loss, "d_ratio": ratio, "d_acc": acc, "d_gates": gates}
 

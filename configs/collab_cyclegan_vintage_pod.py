@@ -1,0 +1,47 @@
+"""The image path of configs/collab_cyclegan_vintage.py at accelerator scale: the full-size
+vintage CycleGAN generator and an online PatchGAN, 256 x 256 photo crops, every method
+(collab, the ablations no_density / no_peer / g_only, the baselines magnitude_l1 and selfsup)
+at G budgets of 1/10 and 1/21 (GAN Compression's 2.67 GMACs) of the teacher's MACs, a 500-step
+D warm-up, 5000 search + 3000 fine-tune steps, global batch 32, quality on 1000 held-out crops
+in FID-Inception feature space.
+
+`batch_size` is global: it is split over every local device of the host (the data-parallel
+mesh of jaxgc.parallel.data_mesh) and must be a multiple of the device count. Multi-host runs
+(`--distributed`) are not supported by `jaxgc collab` yet.
+
+  JAXGC_ASSETS=/path/to/assets jaxgc collab --config configs/collab_cyclegan_vintage_pod.py \\
+      --workdir runs/collab_cyclegan_vintage_pod
+"""
+
+import ml_collections
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.generator = "cyclegan-vintage-resnet9/latest_net_G_A2B.pth"
+  c.discriminator = "online"
+  c.disc = ml_collections.ConfigDict({"ndf": 64, "n_layers": 3})
+  c.d_warmup_steps = 500
+  c.methods = ("collab", "no_density", "no_peer", "g_only", "magnitude_l1", "selfsup")
+  c.budgets = (0.1, 0.047)
+  c.search_steps = 5000
+  c.finetune_steps = 3000
+  c.batch_size = 32
+  c.k = 8
+  c.m = 2
+  c.sigma = 0.05
+  c.max_shift = 8
+  c.features = "discriminator"
+  c.feature_layer = "conv_4"
+  c.d_outputs = "logits"
+  c.learning_rate = 2e-4
+  c.agent_learning_rate = 1e-2
+  c.selfsup_adv_weight = 0.01
+  c.data = ml_collections.ConfigDict({"source": "photos", "size": 256})
+  c.eval_samples = 1000
+  c.latency_batch = 8
+  c.latency_repeats = 10
+  c.checkpoint_every = 500
+  c.metrics = ml_collections.ConfigDict({"extractor": "inception", "nearest_k": 5})
+  c.seed = 0
+  return c
