@@ -604,15 +604,15 @@ def lsh_precision_recall(
         knn_buckets.check_sizes(name, x.shape[0], num_buckets, probes, nearest_k, _n_dev(mesh))
 
   k_hash, k_perm_p, k_perm_r = jax.random.split(jax.random.key(seed), 3)
-  params = make_hash_params(k_hash, real.shape[1], num_tables, hashes_per_table)
-  if method == "lsh" and bucket_width is None:
-    # One width, from the real (reference) features, for both directions: a collapsed fake set
-    # (low-bit generators) must not shrink or blow up the buckets that measure its recall.
-    bucket_width = float(_lsh_width(real, params, None, k_perm_p))
-    if not bucket_width > 0:
-      raise ValueError(f"real_features have no spread along the projections (automatic "
-                       f"bucket_width {bucket_width}); pass bucket_width=")
-  if method == "lsh":
+  if method == "lsh":   # the hash family: only "lsh" uses it
+    params = make_hash_params(k_hash, real.shape[1], num_tables, hashes_per_table)
+    if bucket_width is None:
+      # One width, from the real (reference) features, for both directions: a collapsed fake
+      # set (low-bit generators) must not shrink or blow up the buckets that measure its recall.
+      bucket_width = float(_lsh_width(real, params, None, k_perm_p))
+      if not bucket_width > 0:
+        raise ValueError(f"real_features have no spread along the projections (automatic "
+                         f"bucket_width {bucket_width}); pass bucket_width=")
     w = float(bucket_width)
     precision, recall = _lsh_streamed(real, fake, params, jnp.float32(w), min_occupancy,
                                       table_size, _auto_mesh(mesh))

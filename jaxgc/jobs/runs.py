@@ -289,6 +289,7 @@ class MetricsLog:
         self._tb.add_scalar(f"train/{k}", v, step)
 
   def close(self) -> None:
+    """Closes the JSONL file and the TensorBoard writer (flushing both)."""
     self._jsonl.close()
     if self._tb is not None:
       self._tb.close()

@@ -64,6 +64,7 @@ class QuantizedGenerator:
 
   @property
   def kind(self) -> str:
+    """The wrapped generator's kind (``"unconditional"`` or ``"image_to_image"``)."""
     return self.module.kind
 
   def quantize_weights(self, variables: Any) -> Any:
