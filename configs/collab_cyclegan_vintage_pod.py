@@ -5,12 +5,14 @@ at G budgets of 1/10 and 1/21 (GAN Compression's 2.67 GMACs) of the teacher's MA
 D warm-up, 5000 search + 3000 fine-tune steps, global batch 32, quality on 1000 held-out crops
 in FID-Inception feature space.
 
-`batch_size` is global: it is split over every local device of the host (the data-parallel
-mesh of jaxgc.parallel.data_mesh) and must be a multiple of the device count. Multi-host runs
-(`--distributed`) are not supported by `jaxgc collab` yet.
+`batch_size` is global: it is split over every device of every process (the data-parallel
+mesh of jaxgc.parallel.data_mesh) and must be a multiple of the device count. On a multi-host
+pod run the same command on every host with `--distributed` (jax.distributed.initialize) and
+the workdir on a file system every host sees: each process feeds its rows of every global
+batch, process 0 writes the logs, models and report.
 
   JAXGC_ASSETS=/path/to/assets jaxgc collab --config configs/collab_cyclegan_vintage_pod.py \\
-      --workdir runs/collab_cyclegan_vintage_pod
+      --workdir runs/collab_cyclegan_vintage_pod [--distributed]
 """
 
 import ml_collections

@@ -3,12 +3,14 @@ ablations no_density / no_peer / g_only, and the baselines magnitude_l1 and self
 budgets of 50%, 25%, 10% and 5%, with 10x the steps, a 4x batch (neighbourhoods over 256
 samples) and 10k-sample quality metrics.
 
-`batch_size` is global: it is split over every local device of the host (the data-parallel
-mesh of jaxgc.parallel.data_mesh); it must be a multiple of the device count. Multi-host runs
-(`--distributed`) are not supported by `jaxgc collab` yet.
+`batch_size` is global: it is split over every device of every process (the data-parallel
+mesh of jaxgc.parallel.data_mesh) and must be a multiple of the device count. On a multi-host
+pod run the same command on every host with `--distributed` (jax.distributed.initialize) and
+the workdir on a file system every host sees: each process feeds its rows of every global
+batch, process 0 writes the logs, models and report.
 
   JAXGC_ASSETS=/path/to/assets jaxgc collab --config configs/collab_mnist_mlp_pod.py \\
-      --workdir runs/collab_mnist_mlp_pod
+      --workdir runs/collab_mnist_mlp_pod [--distributed]
 """
 
 import ml_collections

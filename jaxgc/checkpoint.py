@@ -69,12 +69,25 @@ def check_writable_dir(path: str | os.PathLike) -> str:
   return path
 
 
+def _process_local_checkpointer() -> ocp.Checkpointer:
+  """orbax's PyTree checkpointer for host (numpy) trees that only this process takes part in:
+  in a multi-process job (``jax.distributed.initialize``) process 0 alone saves a model, and any
+  process may load one, with no barrier across processes."""
+  if jax.process_count() == 1:
+    return ocp.PyTreeCheckpointer()
+  local = ocp.options.MultiprocessingOptions(primary_host=jax.process_index(),
+                                             active_processes={jax.process_index()})
+  return ocp.Checkpointer(ocp.PyTreeCheckpointHandler(multiprocessing_options=local),
+                          multiprocessing_options=local)
+
+
 def save_model(path: str | os.PathLike, module: nn.Module, variables: dict[str, Any],
                extra: dict[str, Any] | None = None) -> str:
   """Writes ``module`` and ``variables`` to the directory ``path`` atomically.
 
   Everything goes to a temporary sibling directory first, which is renamed to ``path`` only
-  when complete, so an interrupted save leaves no half-written model.
+  when complete, so an interrupted save leaves no half-written model. Only the calling process
+  takes part: in a multi-process job process 0 saves, the others do not call it.
 
   Args:
     path: target directory; replaced if it exists and is an empty folder or a model folder
@@ -98,7 +111,7 @@ def save_model(path: str | os.PathLike, module: nn.Module, variables: dict[str, 
     with open(os.path.join(tmp, SPEC_FILE), "w") as f:
       json.dump(spec, f, indent=2)
     tree = jax.tree.map(np.asarray, variables)
-    ocp.PyTreeCheckpointer().save(os.path.join(tmp, VARIABLES_DIR), tree)
+    _process_local_checkpointer().save(os.path.join(tmp, VARIABLES_DIR), tree)
   return path
 
 
@@ -130,7 +143,7 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
   source = os.path.join(path, VARIABLES_DIR) if has_vars else quantized
   try:
     if has_vars:
-      variables = ocp.PyTreeCheckpointer().restore(source)
+      variables = _process_local_checkpointer().restore(source)
     else:
       variables = storage.dequantize_variables(storage.load_quantized(quantized))
   except Exception as e:  # pylint: disable=broad-except

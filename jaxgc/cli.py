@@ -217,13 +217,20 @@ def _evaluate(args, overrides) -> int:
 
 
 def _training_job(name: str, args, overrides) -> int:
-  """Runs ``jaxgc.jobs.<name>.run`` and prints its ``report.md``."""
+  """Runs ``jaxgc.jobs.<name>.run`` and prints its ``report.md`` (process 0 of a multi-process
+  run; the others print nothing)."""
   if args.command == "train":
     print("jaxgc: note: `jaxgc train` is an alias of `jaxgc selfsup` (self-supervised "
           "compression); use that name", file=sys.stderr)
   job = importlib.import_module(f"jaxgc.jobs.{name}")
   report = job.run(load_config(args.config, overrides), args.workdir,
                    progress=not args.no_progress)
+  from jaxgc import parallel  # pylint: disable=import-outside-toplevel
+  from jaxgc.jobs import runs  # pylint: disable=import-outside-toplevel
+  if not parallel.is_primary():   # a multi-process run: process 0 wrote and prints the report
+    failed = isinstance(report, dict) and runs.failed_settings(
+        report, getattr(job, "SETTING_KEY", "setting"))
+    return 1 if failed else 0
   print(open(os.path.join(args.workdir, getattr(job, "REPORT_MD", "report.md"))).read())
   return _failures(report, args.workdir, getattr(job, "SETTING_KEY", "setting"))
 
@@ -287,7 +294,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="show the full traceback of an error (also JAXGC_DEBUG=1)")
     if name == "compress":
       p.add_argument("--print-report", action="store_true", help="print report.md when done")
-    if name == "distill":
+    if name in ("distill", "collab"):   # the jobs that feed each process its rows of a batch
       p.add_argument("--distributed", action="store_true",
                      help="multi-host: call jax.distributed.initialize() first (TPU pods, "
                      "SLURM, Open MPI detect their peers); run the same command on every host")

@@ -146,11 +146,69 @@ def shard_batch(batch: Any, mesh: jax.sharding.Mesh | None) -> jax.Array:
   return jax.device_put(batch, sharding)
 
 
+def process_rows(batch: Any) -> Any:
+  """This process's rows of a global batch: with ``P`` processes (``jax.distributed.initialize``)
+  process ``k`` keeps rows ``k * n / P .. (k + 1) * n / P`` of every leaf (``[n, ...]``), the
+  part :func:`shard_batch` expects from it; with one process ``batch`` itself.
+
+  A job whose batches are a function of ``(seed, step)`` builds the global batch on every
+  process and keeps its rows, so a multi-process run trains on exactly the batches of a
+  single-process one.
+
+  Raises:
+    ValueError: a leaf whose batch size is not a multiple of the process count.
+  """
+  count = jax.process_count()
+  if count == 1:
+    return batch
+  index = jax.process_index()
+
+  def rows(x):
+    x = np.asarray(x)
+    if x.shape[0] % count:
+      raise ValueError(f"a batch of {x.shape[0]} rows does not split over {count} processes")
+    b = x.shape[0] // count
+    return x[index * b:(index + 1) * b]
+
+  return jax.tree.map(rows, batch)
+
+
+def is_primary() -> bool:
+  """Whether this is process 0, the one that writes a job's files in a multi-process run (the
+  only process of a single-process run)."""
+  return jax.process_index() == 0
+
+
+def primary_value(value: Any) -> Any:
+  """Process 0's ``value`` (a pytree of arrays or scalars), on every process: a decision every
+  process must take the same way (whether a setting is finished, read from a file process 0
+  may be writing). Every process must call it (a collective); with one process ``value``."""
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  return jax.tree.map(np.asarray, multihost_utils.broadcast_one_to_all(value))
+
+
 def replicate(tree: Any, mesh: jax.sharding.Mesh | None) -> Any:
-  """Puts every leaf of ``tree`` on every device of ``mesh`` (or on the default device)."""
+  """Puts every leaf of ``tree`` on every device of ``mesh`` (or on the default device).
+
+  With several processes (``jax.distributed.initialize``) every process passes the same
+  ``tree``; its leaves go through host memory (a device array of one process cannot be put on
+  the others' devices), PRNG key arrays as their key data.
+  """
   if mesh is None:
     return jax.tree.map(jnp.asarray, tree)
-  return jax.device_put(tree, NamedSharding(mesh, P()))
+  sharding = NamedSharding(mesh, P())
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+
+  def put(x):
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(x)),
+                                      impl=jax.random.key_impl(x))
+    return jax.device_put(np.asarray(x), sharding)
+
+  return jax.tree.map(put, tree)
 
 
 def to_host(x: Any) -> np.ndarray:

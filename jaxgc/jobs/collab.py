@@ -335,7 +335,8 @@ def _phase(step_fn, state, cfg, batch_fn, args, run_dir, steps, desc, mesh, prog
     state, start = runs.restore(manager, state, steps, run_dir)
     if start == steps:
       return state, 0.0
-    return runs.run_steps(step_fn, state, lambda s: parallel.shard_batch(batch_fn(s), mesh),
+    return runs.run_steps(step_fn, state,
+                          lambda s: parallel.shard_batch(parallel.process_rows(batch_fn(s)), mesh),
                           args, manager=manager, run_dir=run_dir, start=start, steps=steps,
                           desc=desc, progress=progress, tensorboard=bool(cfg.tensorboard))
   finally:
@@ -493,18 +494,22 @@ def _run_crd(cfg, row, pair: _Pair, run_dir, mesh, progress):
 
 
 def _run_setting(cfg, row, pair: _Pair, run_dir, mesh, progress):
-  """Trains (or resumes, or skips when finished) one setting; returns its result dict."""
+  """Trains (or resumes, or skips when finished) one setting; returns ``(result dict, slimmed
+  G, its variables)``. In a multi-process run every process trains and measures; process 0
+  decides whether the setting is finished and writes its files."""
   result_path = os.path.join(run_dir, RESULT_FILE)
-  if os.path.isfile(result_path):
+  if bool(parallel.primary_value(np.bool_(os.path.isfile(result_path)))):
     with open(result_path) as f:
-      return json.load(f)
+      g, gv = load_any_model(os.path.join(run_dir, "model_g"))
+      return json.load(f), g, gv
   runner = (_run_collab if METHODS[row["method"]] is not None
             else _run_crd if row["method"] == "crd" else _run_baseline)
   g, gv, d, dv, info = runner(cfg, row, pair, run_dir, mesh, progress)
-  save_model(os.path.join(run_dir, "model_g"), g, gv,
-             extra={"source": cfg.generator, "compression": {"method": "collab", **row}})
-  save_model(os.path.join(run_dir, "model_d"), d, dv,
-             extra={"source": cfg.discriminator, "compression": {"method": "collab", **row}})
+  if parallel.is_primary():
+    save_model(os.path.join(run_dir, "model_g"), g, gv,
+               extra={"source": cfg.generator, "compression": {"method": "collab", **row}})
+    save_model(os.path.join(run_dir, "model_d"), d, dv,
+               extra={"source": cfg.discriminator, "compression": {"method": "collab", **row}})
   eval_x = pair.eval_x
   lat_x = np.resize(eval_x, (int(cfg.latency_batch),) + eval_x.shape[1:])
   facts = report_lib.model_facts(g, gv, lat_x, int(cfg.latency_repeats))
@@ -514,17 +519,19 @@ def _run_setting(cfg, row, pair: _Pair, run_dir, mesh, progress):
             "d_macs": stats.count_macs(d, dv, pair.d_example(eval_x[:1])),
             "d_params": stats.count_params(dv), "latency_ms": facts["latency_s"] * 1e3,
             "psnr": quality["psnr_db"], "ssim": quality["ssim"]}
-  runs.write_json(result_path, result)
-  return result
+  if parallel.is_primary():
+    runs.write_json(result_path, result)
+  return result, g, gv
 
 
 def _dynamics(run_dir: str, method: str | None) -> dict[str, list]:
   """Per-step logged scalars of the search phase (the only phase of a baseline; the D warm-up's
-  folder itself when ``method`` is None)."""
+  folder itself when ``method`` is None); empty on the processes other than 0 of a
+  multi-process run, which keep no logs."""
   phase = ("" if method is None else "search" if METHODS[method] is not None else "finetune")
   path = os.path.join(run_dir, phase, runs.METRICS_FILE)
   out: dict[str, list] = {"step": []}
-  if not os.path.isfile(path):
+  if not parallel.is_primary() or not os.path.isfile(path):   # process 0 keeps the logs
     return out
   with open(path) as f:
     for line in f:
@@ -559,6 +566,13 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   Returns:
     The report as written to ``report.json``.
 
+  In a multi-process run (``jaxgc collab --distributed``, after ``jax.distributed.initialize``;
+  the workdir on a file system every process sees) every process builds each global batch from
+  ``(seed, step)`` and feeds its own rows (:func:`jaxgc.parallel.process_rows`), so the run
+  trains on the batches of a single-process one; process 0 alone writes the logs, models,
+  results and report (the orbax checkpoints are written collectively), and the other processes
+  return the report without the per-step ``"dynamics"``.
+
   Raises:
     ValueError: a bad config (see :func:`resolve_config`), a generator that is neither
       unconditional nor image-to-image, an architecture that cannot be gated, a PatchGAN with
@@ -568,6 +582,7 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   """
   cfg = resolve_config(config)
   workdir = check_writable_dir(workdir)
+  progress = progress and parallel.is_primary()
   pair = load_models(cfg)
   mesh = runs.batch_mesh(int(cfg.batch_size))
   _build(cfg, pair, "collab", cfg.budgets[0])   # gateable? k, m < batch?
@@ -608,11 +623,10 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
     _signals.check()
     run_dir = os.path.join(workdir, "runs", row["name"])
     try:
-      result = _run_setting(cfg, row, pair, run_dir, mesh, progress)
+      result, g, gv = _run_setting(cfg, row, pair, run_dir, mesh, progress)
     except FloatingPointError as e:
       rows.append(runs.failed_row(row, e))
       continue
-    g, gv = load_any_model(os.path.join(run_dir, "model_g"))
     q = {k: None for k in ("fid", "kid", "precision", "recall", "density", "coverage")}
     if scorer is not None:
       s = scorer(gv, g)
@@ -628,7 +642,8 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
             "eval_inputs": pair.eval_desc, "image_to_image": pair.images, "d_warmup": warmup,
             "rows": rows,
             "dynamics": dynamics}
-  write_report(report, grid, workdir)
+  if parallel.is_primary():
+    write_report(report, grid, workdir)
   return report
 
 

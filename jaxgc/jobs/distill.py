@@ -456,7 +456,7 @@ def train(cfg, m: _Models, batch, samples: _Samples, mesh, workdir: str, progres
   os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
 
   def on_step(step, state):
-    if cfg.sample_every and step % int(cfg.sample_every) == 0:
+    if cfg.sample_every and step % int(cfg.sample_every) == 0 and parallel.is_primary():
       v = jax.device_get(distill_lib.student_variables(state))
       report_lib.sample_grid(
           [("input", samples.input_grid), ("teacher", samples.teacher_grid),
@@ -515,7 +515,8 @@ def measure(cfg, m: _Models, final: dict, samples: _Samples, progress: bool) -> 
 
 def write_report(cfg, m: _Models, final: dict, samples: _Samples, quality: dict, training: dict,
                  workdir: str) -> dict:
-  """Stage 6: ``report.json``, ``report.md`` and ``samples.png``."""
+  """Stage 6: ``report.json``, ``report.md`` and ``samples.png`` (written by process 0 of a
+  multi-process run; every process returns the report)."""
   outputs = quality.pop("_outputs")
   lat_x = samples.eval_x[:1]
   repeats = int(cfg.latency_repeats)
@@ -530,6 +531,8 @@ def write_report(cfg, m: _Models, final: dict, samples: _Samples, quality: dict,
       "quality": quality, "eval_inputs": samples.desc, "training": training,
       "config": cfg.to_dict(),
   }
+  if not parallel.is_primary():   # a multi-process run: process 0 writes the report
+    return report
   runs.write_json(os.path.join(workdir, REPORT_JSON), report)
   report_lib.sample_grid(
       [("input", samples.input_grid), ("teacher", samples.teacher_grid),
@@ -572,10 +575,11 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
                     os.path.isdir(ckpt_dir) and bool(os.listdir(ckpt_dir)))
   samples = held_out_samples(cfg, m)
   final, start, seconds = train(cfg, m, batch, samples, mesh, workdir, progress)
-  save_model(os.path.join(workdir, STUDENT_DIR), m.student, final,
-             extra={"teacher": m.teacher_path, "compression": {"method": "crd_distill",
-                                                                "how": m.how}})
-  _plot_curves(os.path.join(workdir, runs.METRICS_FILE), os.path.join(workdir, "curves.png"))
+  if parallel.is_primary():   # a multi-process run: process 0 writes the model and plots
+    save_model(os.path.join(workdir, STUDENT_DIR), m.student, final,
+               extra={"teacher": m.teacher_path, "compression": {"method": "crd_distill",
+                                                                  "how": m.how}})
+    _plot_curves(os.path.join(workdir, runs.METRICS_FILE), os.path.join(workdir, "curves.png"))
   quality = measure(cfg, m, final, samples, progress)
   training = {"steps": int(cfg.steps), "resumed_from": start, "seconds": seconds,
               "seconds_per_step": seconds / max(1, int(cfg.steps) - start),

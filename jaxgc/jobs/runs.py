@@ -63,7 +63,8 @@ def check_resume(path: str, current: dict[str, Any], resumable_keys: tuple[str, 
       if json.loads(json.dumps(new)) != old:
         raise ValueError(f"{os.path.dirname(path)} holds checkpoints of a run with {key}={old!r}, "
                          f"but the config says {key}={new!r}; use a fresh workdir to start over")
-  write_json(path, current)
+  if parallel.is_primary():   # every process checks; process 0 writes
+    write_json(path, current)
 
 
 LOCK_FILE = ".jaxgc.lock"
@@ -251,7 +252,10 @@ def holds_progress(root: str) -> bool:
 
 
 def rewind_metrics(path: str, start: int) -> None:
-  """Keeps the log lines of steps ``<= start`` (a resumed run rewrites the later ones)."""
+  """Keeps the log lines of steps ``<= start`` (a resumed run rewrites the later ones); only
+  process 0 of a multi-process run, which keeps the logs, touches the file."""
+  if not parallel.is_primary():
+    return
   kept = []
   if start > 0 and os.path.isfile(path):
     with open(path) as f:
@@ -267,6 +271,10 @@ def rewind_metrics(path: str, start: int) -> None:
 class MetricsLog:
   """Per-step scalars to ``metrics.jsonl`` and to TensorBoard event files (tensorboardX).
 
+  In a multi-process run only process 0 writes (on the others :meth:`write` does nothing): the
+  metrics are global, and two processes appending to one file on a shared file system would
+  log every step twice.
+
   Args:
     run_dir: the run folder; writes ``run_dir/metrics.jsonl`` (appending) and
       ``run_dir/tensorboard/``.
@@ -274,14 +282,18 @@ class MetricsLog:
   """
 
   def __init__(self, run_dir: str, tensorboard: bool = True):
+    self._jsonl, self._tb = None, None
+    if not parallel.is_primary():   # a multi-process run: process 0 keeps the logs
+      return
     self._jsonl = open(os.path.join(run_dir, METRICS_FILE), "a")
-    self._tb = None
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
       self._tb = SummaryWriter(os.path.join(run_dir, TENSORBOARD_DIR), flush_secs=30)
 
   def write(self, step: int, metrics: dict[str, float]) -> None:
     """Appends ``{"step": step, **metrics}`` (Python floats) to both logs."""
+    if self._jsonl is None:
+      return
     self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
     self._jsonl.flush()
     if self._tb is not None:
@@ -290,7 +302,8 @@ class MetricsLog:
 
   def close(self) -> None:
     """Closes the JSONL file and the TensorBoard writer (flushing both)."""
-    self._jsonl.close()
+    if self._jsonl is not None:
+      self._jsonl.close()
     if self._tb is not None:
       self._tb.close()
 
@@ -336,7 +349,7 @@ def run_steps(step_fn: Callable, state, batch_fn: Callable[[int], Any], args: tu
   t0 = time.perf_counter()
   with MetricsLog(run_dir, tensorboard) as log:
     bar = tqdm(range(start, steps), desc=desc, initial=start, total=steps,
-               disable=not progress, unit="step", leave=False)
+               disable=not progress or not parallel.is_primary(), unit="step", leave=False)
     for s in bar:
       with _signals.deferred():   # Ctrl-C takes effect between steps, checkpoints whole
         state, metrics = step_fn(state, batch_fn(s), *args)
