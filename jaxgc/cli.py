@@ -362,7 +362,8 @@ def _dispatch(args, overrides) -> int:
     return _evaluate(args, overrides)
   if getattr(args, "distributed", False):
     import jax  # pylint: disable=import-outside-toplevel
-    jax.distributed.initialize()
+    if not jax.distributed.is_initialized():   # once per process (main() may run again)
+      jax.distributed.initialize()
   if args.command == "compress":
     return _compress(args, overrides)
   return _training_job(JOBS[args.command][0], args, overrides)

@@ -136,7 +136,10 @@ def shard_batch(batch: Any, mesh: jax.sharding.Mesh | None) -> jax.Array:
 
   With several processes (``jax.distributed.initialize``) ``batch`` is this process's part of
   the global batch and the global arrays are assembled with
-  ``jax.make_array_from_process_local_data`` (process ``k`` holds rows ``k * b .. (k + 1) * b``).
+  ``jax.make_array_from_process_local_data``: process ``k``'s rows fill the slots of its own
+  devices (``k * b .. (k + 1) * b`` when each process's devices are contiguous in the mesh, as
+  on CPU and GPU hosts; interleaved on some TPU topologies). To place a global batch every
+  process holds whole, use :func:`shard_global_batch`.
   """
   if mesh is None:
     return jax.tree.map(jnp.asarray, batch)
@@ -146,31 +149,27 @@ def shard_batch(batch: Any, mesh: jax.sharding.Mesh | None) -> jax.Array:
   return jax.device_put(batch, sharding)
 
 
-def process_rows(batch: Any) -> Any:
-  """This process's rows of a global batch: with ``P`` processes (``jax.distributed.initialize``)
-  process ``k`` keeps rows ``k * n / P .. (k + 1) * n / P`` of every leaf (``[n, ...]``), the
-  part :func:`shard_batch` expects from it; with one process ``batch`` itself.
+def shard_global_batch(batch: Any, mesh: jax.sharding.Mesh | None) -> Any:
+  """Puts ``batch``, the whole global batch, on the mesh split over ``'data'`` (or on the
+  default device): a pytree of ``[n, ...]`` host or device arrays, the same on every process,
+  ``n`` a multiple of the mesh's ``'data'`` size.
 
-  A job whose batches are a function of ``(seed, step)`` builds the global batch on every
-  process and keeps its rows, so a multi-process run trains on exactly the batches of a
-  single-process one.
-
-  Raises:
-    ValueError: a leaf whose batch size is not a multiple of the process count.
+  With several processes (``jax.distributed.initialize``) each process copies, from its own
+  copy of the batch, the rows of the slots its devices hold (``jax.make_array_from_callback``),
+  whatever the order of the mesh's devices (on some TPU topologies the hosts' devices
+  interleave). A job whose batches are a function of ``(seed, step)`` builds each global batch
+  on every process and passes it here, so a multi-process run trains on exactly the batches of
+  a single-process one. Returns global ``jax.Array`` leaves of the same shapes and dtypes.
   """
-  count = jax.process_count()
-  if count == 1:
-    return batch
-  index = jax.process_index()
+  if mesh is None or jax.process_count() == 1:
+    return shard_batch(batch, mesh)
+  sharding = NamedSharding(mesh, P(DATA_AXIS))
 
-  def rows(x):
+  def put(x):
     x = np.asarray(x)
-    if x.shape[0] % count:
-      raise ValueError(f"a batch of {x.shape[0]} rows does not split over {count} processes")
-    b = x.shape[0] // count
-    return x[index * b:(index + 1) * b]
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
-  return jax.tree.map(rows, batch)
+  return jax.tree.map(put, batch)
 
 
 def is_primary() -> bool:
@@ -180,9 +179,12 @@ def is_primary() -> bool:
 
 
 def primary_value(value: Any) -> Any:
-  """Process 0's ``value`` (a pytree of arrays or scalars), on every process: a decision every
-  process must take the same way (whether a setting is finished, read from a file process 0
-  may be writing). Every process must call it (a collective); with one process ``value``."""
+  """Process 0's ``value`` on every process: a decision every process must take the same way
+  (whether a setting is finished, read from a file process 0 may be writing).
+
+  ``value`` is a pytree of NumPy arrays or scalars with the same structure, shapes and dtypes on
+  every process. Every process must call it (a collective). With several processes it returns
+  NumPy arrays; with one process ``value`` itself."""
   if jax.process_count() == 1:
     return value
   from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
@@ -193,8 +195,10 @@ def replicate(tree: Any, mesh: jax.sharding.Mesh | None) -> Any:
   """Puts every leaf of ``tree`` on every device of ``mesh`` (or on the default device).
 
   With several processes (``jax.distributed.initialize``) every process passes the same
-  ``tree``; its leaves go through host memory (a device array of one process cannot be put on
-  the others' devices), PRNG key arrays as their key data.
+  ``tree`` of host values or arrays this process holds whole; its leaves go through host memory
+  (a device array of one process cannot be put on the others' devices), PRNG key arrays as their
+  key data. Returns the tree with ``jax.Array`` leaves, replicated, of the same shapes and
+  dtypes.
   """
   if mesh is None:
     return jax.tree.map(jnp.asarray, tree)

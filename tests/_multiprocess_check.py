@@ -126,10 +126,28 @@ def check_metrics(mesh) -> None:
   print(f"process {PROCESS_ID}: fid={fid_m:.9f} prdc={exact_m} equal to one device")
 
 
+def check_global_batch_on_interleaved_mesh() -> None:
+  """``parallel.shard_global_batch`` places a batch every process holds whole on a mesh whose
+  devices alternate between the processes (as some TPU topologies order them): the global
+  array is the batch, row for row, and each device holds its own slot's rows."""
+  by_process = [[d for d in jax.devices() if d.process_index == p] for p in range(2)]
+  order = [by_process[i % 2][i // 2] for i in range(4)]   # p0, p1, p0, p1
+  mesh = jax.sharding.Mesh(np.array(order), ("data",))
+  x = np.arange(8 * 3, dtype=np.float32).reshape(8, 3)
+  placed = parallel.shard_global_batch({"x": x}, mesh)["x"]
+  np.testing.assert_array_equal(parallel.to_host(placed), x)
+  for shard in placed.addressable_shards:
+    np.testing.assert_array_equal(np.asarray(shard.data), x[shard.index])
+    slot = order.index(shard.device)
+    assert shard.index[0] == slice(2 * slot, 2 * slot + 2), (shard.index, slot)
+  print(f"process {PROCESS_ID}: global batch on an interleaved mesh equal to one device")
+
+
 def main() -> None:
   assert jax.process_count() == 2 and len(jax.local_devices()) == 2, jax.devices()
   mesh = train.data_mesh()
   assert mesh.shape["data"] == 4
+  check_global_batch_on_interleaved_mesh()
   check_metrics(mesh)
   check_distill_step(mesh)
   print("OK")

@@ -607,7 +607,8 @@ def test_job_on_the_real_teacher_writes_everything_and_resumes_exactly(assets, t
   # A rerun that changes a training key is refused.
   changed = _job_config(teacher, 4)
   changed["loss"]["crd_weight"] = 2.0
-  with pytest.raises(ValueError, match="'crd_weight': 2.0"):
+  with pytest.raises(ValueError,
+                     match=r"loss\.crd_weight=1\.0, but the config says loss\.crd_weight=2\.0"):
     job.run(changed, b, progress=False)
 
 

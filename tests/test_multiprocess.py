@@ -60,11 +60,16 @@ def test_two_processes_equal_one_device():
 
 
 def test_collab_distributed_equals_one_process(tmp_path):
-  """``jaxgc collab --distributed`` on 2 processes x 2 CPU devices (each process feeding its
-  rows of every global batch) trains, prunes and measures what one process does (to 1e-4);
-  process 0 alone writes: one log line per step, one report. The pair is pix2pix-style (a
-  conditional PatchGAN reading input and output), so the one-process reference also compiles
-  and runs the collaborative step with a conditional D."""
+  """``jaxgc collab --distributed`` on 2 processes x 2 CPU devices (each process placing its
+  devices' rows of every global batch) trains, prunes and measures what one process does (to
+  1e-4), and a rerun skips the finished settings on both; process 0 alone writes (process 1
+  raises on any file write outside orbax's checkpoints): one log line per step, one report.
+  The pair is pix2pix-style (a conditional PatchGAN reading input and output), so the
+  one-process reference also compiles and runs the collaborative step with a conditional D.
+
+  Tolerances: one device here and 4 devices over gloo sum the batch in different orders
+  (float32); the first runs differed by under 1e-5 in every compared value, so 1e-4 leaves
+  room for other CPUs while a wrong batch, a lost update or a duplicated step is far outside."""
   import _collab_fixture as fx  # pylint: disable=import-outside-toplevel
   from jaxgc.checkpoint import load_any_model  # pylint: disable=import-outside-toplevel
   from jaxgc.checkpoint import save_model  # pylint: disable=import-outside-toplevel
@@ -79,7 +84,7 @@ def test_collab_distributed_equals_one_process(tmp_path):
             "data": {"size": fx.IMAGE_SIZE, "photos": ("coffee",),
                      "eval_photos": ("chelsea",)},
             "eval_samples": 8, "checkpoint_every": 1, "latency_repeats": 1,
-            "latency_batch": 2, "tensorboard": False, "agent_dim": 8,
+            "latency_batch": 2, "tensorboard": True, "agent_dim": 8,
             "metrics": {"extractor": "pixels", "nearest_k": 3}}
   (tmp_path / "config.py").write_text(f"def get_config():\n  return {config!r}\n")
   one = collab.run(config, tmp_path / "one", progress=False)
@@ -90,8 +95,10 @@ def test_collab_distributed_equals_one_process(tmp_path):
 
   outs = _two_processes(SCRIPT.with_name("_multiprocess_collab.py"), str(tmp_path / "config.py"),
                         str(tmp_path / "two"))
-  for out in outs:
-    rows = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:])
+  results = [json.loads(l[7:]) for out in outs for l in out.splitlines()
+             if l.startswith("RESULT ")]
+  assert len(results) == 4, outs   # two runs on each process, the second skipping every setting
+  for rows in results:
     assert [r["name"] for r in rows] == [r["name"] for r in one["rows"]]
     for a, b in zip(one["rows"], rows):
       for key in ("g_keep", "d_keep", "g_macs", "d_macs"):

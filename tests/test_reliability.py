@@ -8,6 +8,7 @@ is still there byte for byte.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pathlib
 
@@ -457,7 +458,34 @@ def test_a_ctrl_c_right_after_the_claim_leaves_the_manifest_as_it_was(tmp_path, 
     return out
 
   monkeypatch.setattr(ownership, "claim", claim_then_ctrl_c)
-  assert cli.main(["compress", "--config", "mnist_mlp_ptq", "--workdir", str(workdir),
-                   "--config.sweep.weight_bits=(8,)", "--no-progress"]) == 130
+  try:
+    assert cli.main(["compress", "--config", "mnist_mlp_ptq", "--workdir", str(workdir),
+                     "--config.sweep.weight_bits=(8,)", "--no-progress"]) == 130
+  finally:
+    _signals.reset()   # the recorded Ctrl-C would stop the next test's job
   assert (workdir / ownership.MANIFEST).read_text() == before
   assert sorted(os.listdir(workdir)) == [ownership.MANIFEST]
+
+
+def test_resume_refuses_another_config_and_accepts_keys_added_since(tmp_path):
+  """``runs.check_resume``: a changed key, nested ones by their dotted name, is refused in one
+  line naming both values; resumable keys may change; a key the recorded config lacks (a run
+  written before jaxgc added it) agrees only when the config holds its default."""
+  from jaxgc.jobs import runs  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "config.json")
+  defaults = {"steps": 10, "data": {"size": 64, "source": "photos"}, "checkpoint_every": 5,
+              "new_key": 0.0}
+  recorded = {"steps": 10, "data": {"size": 64}, "checkpoint_every": 5}
+  runs.write_json(path, recorded)
+  with pytest.raises(ValueError, match=r"with data\.size=64, but the config says data\.size=32"):
+    runs.check_resume(path, {**defaults, "data": {"size": 32, "source": "photos"}}, (), True,
+                      defaults)
+  with pytest.raises(ValueError, match=r"new_key=None, but the config says new_key=1\.0"):
+    runs.check_resume(path, {**defaults, "new_key": 1.0}, (), True, defaults)
+  with pytest.raises(ValueError, match=r"data\.source=None, but the config says"):
+    runs.check_resume(path, defaults, (), True, None)   # without defaults: refused
+  assert json.loads(open(path).read()) == recorded   # nothing written on a refusal
+  runs.check_resume(path, {**defaults, "checkpoint_every": 7}, ("checkpoint_every",), True,
+                    defaults)
+  assert json.loads(open(path).read())["checkpoint_every"] == 7   # the new config recorded
+  runs.check_resume(path, {**defaults, "steps": 11}, (), False, defaults)   # no checkpoint yet

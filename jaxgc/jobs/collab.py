@@ -336,7 +336,7 @@ def _phase(step_fn, state, cfg, batch_fn, args, run_dir, steps, desc, mesh, prog
     if start == steps:
       return state, 0.0
     return runs.run_steps(step_fn, state,
-                          lambda s: parallel.shard_batch(parallel.process_rows(batch_fn(s)), mesh),
+                          lambda s: parallel.shard_global_batch(batch_fn(s), mesh),
                           args, manager=manager, run_dir=run_dir, start=start, steps=steps,
                           desc=desc, progress=progress, tensorboard=bool(cfg.tensorboard))
   finally:
@@ -568,10 +568,12 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
 
   In a multi-process run (``jaxgc collab --distributed``, after ``jax.distributed.initialize``;
   the workdir on a file system every process sees) every process builds each global batch from
-  ``(seed, step)`` and feeds its own rows (:func:`jaxgc.parallel.process_rows`), so the run
-  trains on the batches of a single-process one; process 0 alone writes the logs, models,
-  results and report (the orbax checkpoints are written collectively), and the other processes
-  return the report without the per-step ``"dynamics"``.
+  ``(seed, step)`` and feeds its devices' rows (:func:`jaxgc.parallel.shard_global_batch`), so
+  the run trains on the batches of a single-process one; process 0 alone writes the logs,
+  models, results and report (the orbax checkpoints are written collectively), and the other
+  processes return the report without the per-step ``"dynamics"``. Stop every process
+  together: a process that stops alone (Ctrl-C, a full disk on process 0) leaves the others
+  waiting in the next collective until JAX's coordination service gives up on it.
 
   Raises:
     ValueError: a bad config (see :func:`resolve_config`), a generator that is neither
@@ -593,7 +595,8 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
     crd_step.check_crop(_crd_config(cfg, pair), int(cfg.data.size), int(cfg.data.size))
   os.makedirs(workdir, exist_ok=True)
   runs.check_resume(os.path.join(workdir, CONFIG_FILE), cfg.to_dict(), RESUMABLE_KEYS,
-                    runs.holds_progress(os.path.join(workdir, "runs")))
+                    runs.holds_progress(os.path.join(workdir, "runs")),
+                    defaults=default_config().to_dict())
   warmup = None
   if int(cfg.d_warmup_steps):
     warm_dir = os.path.join(workdir, "runs", WARMUP_DIR)

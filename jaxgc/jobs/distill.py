@@ -572,7 +572,8 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   os.makedirs(workdir, exist_ok=True)
   ckpt_dir = os.path.join(workdir, runs.CHECKPOINT_DIR)
   runs.check_resume(os.path.join(workdir, CONFIG_FILE), cfg.to_dict(), RESUMABLE_KEYS,
-                    os.path.isdir(ckpt_dir) and bool(os.listdir(ckpt_dir)))
+                    os.path.isdir(ckpt_dir) and bool(os.listdir(ckpt_dir)),
+                    defaults=default_config().to_dict())
   samples = held_out_samples(cfg, m)
   final, start, seconds = train(cfg, m, batch, samples, mesh, workdir, progress)
   if parallel.is_primary():   # a multi-process run: process 0 writes the model and plots

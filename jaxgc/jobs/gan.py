@@ -387,7 +387,8 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   os.makedirs(workdir, exist_ok=True)
   _add_new_defaults(os.path.join(workdir, CONFIG_FILE))
   runs.check_resume(os.path.join(workdir, CONFIG_FILE), cfg.to_dict(), RESUMABLE_KEYS,
-                    runs.holds_progress(workdir))
+                    runs.holds_progress(workdir),
+                    defaults=default_config().to_dict())
   state, seconds, start = train(cfg, g, d, data, features, mesh, workdir, progress)
   report = measure_and_save(cfg, g, d, state, workdir, data, feature_desc, seconds, start)
   write_report(report, workdir)

@@ -362,7 +362,8 @@ def train_loop(cfg, qcfg, generator, teacher_vars, disc, disc_vars, workdir, pro
                                          int(cfg.checkpoint_every), int(cfg.max_to_keep))
   try:
     runs.check_resume(os.path.join(workdir, CONFIG_FILE), cfg.to_dict(), RESUMABLE_KEYS,
-                      manager.latest_step() is not None)
+                      manager.latest_step() is not None,
+                      defaults=default_config().to_dict())
     state, start = runs.restore(manager, state, int(cfg.steps), workdir)
     step_fn = make_step(mesh)
     batch = _batch_fn(cfg, generator, mesh, online)

@@ -45,9 +45,25 @@ def write_json(path: str, obj: Any) -> None:
   _fileio.atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  """``{"a.b": value}`` for every leaf of a nested config dict (lists and tuples are leaves)."""
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict) and v:
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
 def check_resume(path: str, current: dict[str, Any], resumable_keys: tuple[str, ...],
-                 has_checkpoint: bool) -> None:
+                 has_checkpoint: bool, defaults: dict[str, Any] | None = None) -> None:
   """Refuses to resume checkpoints written under a different config; records ``current``.
+
+  Configs are compared key by key, nested keys as ``data.size``. A key the recorded config
+  lacks (a run written before jaxgc added it) agrees when ``current`` holds its default (from
+  ``defaults``, the job's ``default_config().to_dict()``): a new key's default keeps the old
+  behaviour.
 
   Raises:
     ValueError: ``has_checkpoint`` and the config recorded at ``path`` differs from ``current``
@@ -55,12 +71,16 @@ def check_resume(path: str, current: dict[str, Any], resumable_keys: tuple[str, 
   """
   if has_checkpoint and os.path.isfile(path):
     with open(path) as f:
-      previous = json.load(f)
-    for key in sorted(set(previous) | set(current)):
-      if key in resumable_keys:
+      previous = _flat(json.load(f))
+    now = _flat(json.loads(json.dumps(current)))
+    default = _flat(json.loads(json.dumps(defaults or {})))
+    for key in sorted(set(previous) | set(now)):
+      if key.split(".")[0] in resumable_keys:
         continue
-      old, new = previous.get(key), current.get(key)
-      if json.loads(json.dumps(new)) != old:
+      old, new = previous.get(key), now.get(key)
+      if key not in previous and key in default and new == default[key]:
+        continue
+      if new != old:
         raise ValueError(f"{os.path.dirname(path)} holds checkpoints of a run with {key}={old!r}, "
                          f"but the config says {key}={new!r}; use a fresh workdir to start over")
   if parallel.is_primary():   # every process checks; process 0 writes
@@ -149,7 +169,9 @@ def locked_workdir(job: str, outputs: tuple[str, ...], signature: tuple[str, ...
   ``run`` returns or raises, the manifest records the run's status and every file it owns, and
   the lock is released. The folders this call created (the workdir and any missing parents) are
   removed again while empty, so a rejected config leaves nothing behind. In a multi-process run
-  only process 0 takes the lock and keeps the manifest.
+  only process 0 takes the lock and keeps the manifest; the other processes wait for its claim
+  before they start (:func:`jaxgc.parallel.primary_value`) and stop with a one-line error when
+  it was refused.
 
   Args:
     job: the command's name, recorded in the manifest.
@@ -161,24 +183,40 @@ def locked_workdir(job: str, outputs: tuple[str, ...], signature: tuple[str, ...
     ValueError: the workdir is locked by a live job.
     FileExistsError: the workdir holds files jaxgc did not write (named).
     PermissionError: the workdir cannot be created.
+    ValueError: on a process other than 0, process 0 refused the workdir.
   """
 
   def decorate(run: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(run)
     def wrapper(config, workdir, *args, **kwargs):
       workdir = checkpoint.check_writable_dir(workdir)
-      if jax.process_index() != 0:
+      if not parallel.is_primary():
+        # Wait for process 0's lock and claim; when it refused the workdir, stop here too
+        # (else this process would wait for it in the run's first collective forever).
+        if not bool(parallel.primary_value(np.bool_(False))):
+          raise ValueError(f"process 0 refused the workdir {workdir}; its error says why")
         return run(config, workdir, *args, **kwargs)
+      announced = []
+
+      def announce(ok: bool) -> None:   # tell the other processes whether the claim held
+        if not announced:
+          announced.append(ok)
+          parallel.primary_value(np.bool_(ok))
+
       created = _first_missing(workdir)   # the top folder this call creates, or None
       try:
-        os.makedirs(workdir, exist_ok=True)
-      except OSError as e:
-        raise PermissionError(f"workdir {workdir} cannot be created: {e.strerror or e}"
-                              ) from None
-      try:
-        lock = _take_lock(workdir)
+        try:
+          os.makedirs(workdir, exist_ok=True)
+        except OSError as e:
+          raise PermissionError(f"workdir {workdir} cannot be created: {e.strerror or e}"
+                                ) from None
+        try:
+          lock = _take_lock(workdir)
+        except BaseException:
+          _remove_if_empty(workdir, created)
+          raise
       except BaseException:
-        _remove_if_empty(workdir, created)
+        announce(False)
         raise
       status, previous = "failed", None
       claimed = None   # the owned files right after the claim; None until it is recorded
@@ -189,6 +227,7 @@ def locked_workdir(job: str, outputs: tuple[str, ...], signature: tuple[str, ...
           previous = ownership.snapshot(workdir)
           manifest = ownership.claim(workdir, job, outputs, signature, config)
           claimed = ownership.listing(workdir, manifest["entries"])
+        announce(True)
         result = run(config, workdir, *args, **kwargs)
         status = "ok"
         return result
@@ -196,6 +235,7 @@ def locked_workdir(job: str, outputs: tuple[str, ...], signature: tuple[str, ...
         status = "interrupted"
         raise
       finally:
+        announce(False)   # the claim was refused or interrupted: the other processes stop too
         try:
           if claimed is not None:
             ownership.finish(workdir, status, previous, claimed)

@@ -403,7 +403,8 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
     _student(cfg, row, module, teacher_vars, jax.random.key(int(cfg.seed)))
   os.makedirs(workdir, exist_ok=True)
   runs.check_resume(os.path.join(workdir, CONFIG_FILE), cfg.to_dict(), RESUMABLE_KEYS,
-                    runs.holds_progress(os.path.join(workdir, "runs")))
+                    runs.holds_progress(os.path.join(workdir, "runs")),
+                    defaults=default_config().to_dict())
   teacher = {**report_lib.model_facts(module, teacher_vars, _latency_inputs(cfg, eval_x),
                                       int(cfg.latency_repeats)),
              "generator": g_path, "discriminator": d_path}
