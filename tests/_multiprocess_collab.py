@@ -5,13 +5,17 @@ Run as ``python _multiprocess_collab.py PROCESS_ID PORT CONFIG WORKDIR``: the CL
 ``--distributed`` calls ``jax.distributed.initialize()``, which on a pod finds its peers from the
 environment; here it is pointed at 127.0.0.1:PORT (2 processes, gloo CPU collectives). On
 process 1 any file written under WORKDIR outside orbax's collective ``checkpoints/`` raises.
+First both processes are pointed at ``WORKDIR_foreign``, which holds a user's file: process 0
+refuses it and process 1 stops with it (exit status 2 on both).
 The command runs twice: the second run finds every setting finished (process 0's decision,
 broadcast) and measures the saved models again. Prints ``RESULT <json>`` for each run (per
 setting the fields the test compares with a one-process run) and ``OK``.
 """
 
 import builtins
+import contextlib
 import functools
+import io
 import json
 import os
 import sys
@@ -67,6 +71,16 @@ def main() -> None:
     return captured["report"]
 
   collab.run = run
+  # A workdir holding a user's file: process 0 refuses it, and process 1 stops with it instead
+  # of waiting for process 0 in the run's first collective.
+  err = io.StringIO()
+  with contextlib.redirect_stderr(err):
+    status = cli.main(["collab", "--config", CONFIG, "--workdir", WORKDIR + "_foreign",
+                       "--distributed", "--no-progress"])
+  assert status == 2, (status, err.getvalue())
+  assert ("was not written by jaxgc" if PROCESS_ID == 0 else
+          "process 0 refused the workdir") in err.getvalue(), err.getvalue()
+  print(f"process {PROCESS_ID}: refused workdir -> {err.getvalue().strip()}")
   if PROCESS_ID != 0:
     _forbid_writes_under(WORKDIR)
   for _ in range(2):   # the second run skips every finished setting

@@ -93,8 +93,12 @@ def test_collab_distributed_equals_one_process(tmp_path):
   assert abs(row["d_budget_ratio"] / 0.5 - 1) <= 0.02, row["d_budget_ratio"]
   assert row["d_macs"] < one["teacher"]["d_macs"] and np.isfinite(row["psnr"])
 
+  (tmp_path / "two_foreign").mkdir()
+  (tmp_path / "two_foreign" / "notes.txt").write_text("a user's file")
   outs = _two_processes(SCRIPT.with_name("_multiprocess_collab.py"), str(tmp_path / "config.py"),
                         str(tmp_path / "two"))
+  assert all("refused workdir" in out for out in outs), outs   # both stopped, none waited
+  assert os.listdir(tmp_path / "two_foreign") == ["notes.txt"]
   results = [json.loads(l[7:]) for out in outs for l in out.splitlines()
              if l.startswith("RESULT ")]
   assert len(results) == 4, outs   # two runs on each process, the second skipping every setting
