@@ -15,14 +15,12 @@ batch, process 0 writes the logs, models and report.
       --workdir runs/collab_cyclegan_vintage_pod [--distributed]
 """
 
-import ml_collections
+from jaxgc.configs import collab_cyclegan_vintage
 
 
 def get_config():
-  c = ml_collections.ConfigDict()
-  c.generator = "cyclegan-vintage-resnet9/latest_net_G_A2B.pth"
-  c.discriminator = "online"
-  c.disc = ml_collections.ConfigDict({"ndf": 64, "n_layers": 3})
+  """configs/collab_cyclegan_vintage.py, scaled up for an accelerator by the keys set here."""
+  c = collab_cyclegan_vintage.get_config()
   c.d_warmup_steps = 500
   c.methods = ("collab", "no_density", "no_peer", "g_only", "magnitude_l1", "selfsup")
   c.budgets = (0.1, 0.047)
@@ -31,19 +29,11 @@ def get_config():
   c.batch_size = 32
   c.k = 8
   c.m = 2
-  c.sigma = 0.05
   c.max_shift = 8
-  c.features = "discriminator"
-  c.feature_layer = "conv_4"
-  c.d_outputs = "logits"
-  c.learning_rate = 2e-4
-  c.agent_learning_rate = 1e-2
-  c.selfsup_adv_weight = 0.01
-  c.data = ml_collections.ConfigDict({"source": "photos", "size": 256})
+  c.data.size = 256
   c.eval_samples = 1000
   c.latency_batch = 8
   c.latency_repeats = 10
   c.checkpoint_every = 500
-  c.metrics = ml_collections.ConfigDict({"extractor": "inception", "nearest_k": 5})
-  c.seed = 0
+  c.metrics.nearest_k = 5
   return c

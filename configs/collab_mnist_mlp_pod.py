@@ -13,23 +13,12 @@ batch, process 0 writes the logs, models and report.
       --workdir runs/collab_mnist_mlp_pod [--distributed]
 """
 
-import ml_collections
+from jaxgc.configs import collab_mnist_mlp
 
 
 def get_config():
-  c = ml_collections.ConfigDict()
-  c.generator = "mnist-mlpgan/G--300.ckpt"
-  c.discriminator = "mnist-mlpgan/D--300.ckpt"
-  c.methods = ("collab", "no_density", "no_peer", "g_only", "magnitude_l1", "selfsup")
-  c.sigma = 0.3
-  c.feature_layer = "dense_2"
-  c.d_outputs = "prob"
-  c.learning_rate = 3e-4
-  c.agent_learning_rate = 1e-2
-  c.metrics = ml_collections.ConfigDict()
-  c.metrics.extractor = "lenet5"
-  c.metrics.nearest_k = 5
-  c.seed = 0
+  """configs/collab_mnist_mlp.py, scaled up for an accelerator by the keys set here."""
+  c = collab_mnist_mlp.get_config()
   c.budgets = (0.5, 0.25, 0.1, 0.05)
   c.search_steps = 2000
   c.finetune_steps = 1000

@@ -216,3 +216,18 @@ def test_image_job_end_to_end(tmp_path, compile_cache):
   d, dv = load_any_model(tmp_path / "wd" / "runs" / "collab_b0.50" / "model_d")
   assert type(d).__name__ == "PatchGANDiscriminator" and d.features is not None
   assert "D warm-up" in (tmp_path / "wd" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (
+    pathlib.Path(__file__).resolve().parents[1] / "configs").glob("collab_*.py")))
+def test_every_collab_config_resolves(name):
+  """Each shipped collab config (the pod ones built from their CPU config) loads and passes
+  validation; a pod config keeps its base config's pair and scales the run up."""
+  from jaxgc.cli import load_config  # pylint: disable=import-outside-toplevel
+  from jaxgc.jobs import collab as job  # pylint: disable=import-outside-toplevel
+  root = pathlib.Path(__file__).resolve().parents[1] / "configs"
+  cfg = job.resolve_config(load_config(str(root / f"{name}.py")))
+  if name.endswith("_pod"):
+    base = job.resolve_config(load_config(str(root / f"{name[:-4]}.py")))
+    assert (cfg.generator, cfg.discriminator) == (base.generator, base.discriminator)
+    assert cfg.search_steps > base.search_steps and cfg.batch_size > base.batch_size

@@ -500,8 +500,8 @@ def _run_setting(cfg, row, pair: _Pair, run_dir, mesh, progress):
   result_path = os.path.join(run_dir, RESULT_FILE)
   if bool(parallel.primary_value(np.bool_(os.path.isfile(result_path)))):
     with open(result_path) as f:
-      g, gv = load_any_model(os.path.join(run_dir, "model_g"))
-      return json.load(f), g, gv
+      result = json.load(f)
+    return (result,) + tuple(load_any_model(os.path.join(run_dir, "model_g")))
   runner = (_run_collab if METHODS[row["method"]] is not None
             else _run_crd if row["method"] == "crd" else _run_baseline)
   g, gv, d, dv, info = runner(cfg, row, pair, run_dir, mesh, progress)

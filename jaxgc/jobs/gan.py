@@ -385,7 +385,6 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   features, feature_desc = feature_extractor(cfg, data["targets"], data["labels"],
                                              data["desc"], progress)
   os.makedirs(workdir, exist_ok=True)
-  _add_new_defaults(os.path.join(workdir, CONFIG_FILE))
   runs.check_resume(os.path.join(workdir, CONFIG_FILE), cfg.to_dict(), RESUMABLE_KEYS,
                     runs.holds_progress(workdir),
                     defaults=default_config().to_dict())
@@ -393,29 +392,6 @@ def run(config: Any, workdir: str | os.PathLike, progress: bool = True) -> dict[
   report = measure_and_save(cfg, g, d, state, workdir, data, feature_desc, seconds, start)
   write_report(report, workdir)
   return report
-
-
-def _add_new_defaults(path: str) -> None:
-  """A config recorded by an older jaxgc lacks the keys added since; their defaults leave the
-  training as it was, so they are filled in (``path`` is jaxgc's own file) and the run
-  resumes."""
-  if not os.path.isfile(path):
-    return
-  with open(path) as f:
-    recorded = json.load(f)
-
-  def fill(rec, defaults):
-    changed = False
-    for k, v in defaults.items():
-      if k not in rec:
-        rec[k], changed = v, True
-      elif isinstance(v, dict) and isinstance(rec[k], dict):
-        changed = fill(rec[k], v) or changed
-    return changed
-
-  if isinstance(recorded, dict) and fill(recorded, json.loads(json.dumps(
-      default_config().to_dict()))):
-    runs.write_json(path, recorded)
 
 
 def load_data(cfg) -> dict[str, Any]:
